@@ -1,0 +1,124 @@
+"""Argument checks every store shares, so all stores refuse the same inputs alike.
+
+Wrong types raise ``TypeError``; empty, oversized or negative values raise
+``ValueError`` whose message names the limit. They run before a store touches
+its backend, so a refused call never writes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+MAX_KEY_BYTES = 512
+MAX_PAYER_CHARS = 256
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+DEFAULT_TTL_MS = 3_600_000
+DEFAULT_MAX_BATCH = 1000
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def check_payer(payer: object) -> str:
+    if not isinstance(payer, str):
+        raise TypeError(f"payer must be a str, not {_type_name(payer)}")
+    if not payer or len(payer) > MAX_PAYER_CHARS:
+        raise ValueError(f"payer must be 1..{MAX_PAYER_CHARS} characters")
+    if "\x00" in payer:
+        raise ValueError("payer must not contain NUL (\\x00) characters")
+    return payer
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, not {_type_name(key)}")
+    if not key:
+        raise ValueError(f"key must not be empty (1..{MAX_KEY_BYTES} UTF-8 bytes)")
+    # Cheap bound first: a str of n code points is at least n UTF-8 bytes.
+    if len(key) > MAX_KEY_BYTES or (not key.isascii() and _utf8_len(key, "key") > MAX_KEY_BYTES):
+        raise ValueError(f"key is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+    if "\x00" in key:
+        raise ValueError("key must not contain NUL (\\x00) characters")
+    return key
+
+
+def check_value(value: object, max_bytes: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"value must be a str, not {_type_name(value)}")
+    if len(value) > max_bytes or (not value.isascii() and _utf8_len(value, "value") > max_bytes):
+        raise ValueError(f"value is larger than the limit of {max_bytes} UTF-8 bytes")
+    if "\x00" in value:
+        raise ValueError("value must not contain NUL (\\x00) characters")
+    return value
+
+
+def _utf8_len(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not encodable as UTF-8 (lone surrogate)") from None
+
+
+def check_ttl(ttl_ms: object) -> int | None:
+    if ttl_ms is None:
+        return None
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int):
+        raise TypeError(f"ttl_ms must be an int or None, not {_type_name(ttl_ms)}")
+    if ttl_ms < 0:
+        raise ValueError("ttl_ms must be >= 0 (0 means never expires)")
+    return ttl_ms
+
+
+def check_limit(limit: object) -> int | None:
+    """Return ``None`` for "no limit" (None or 0), else the positive limit."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or None, not {_type_name(limit)}")
+    if limit < 0:
+        raise ValueError("limit must be >= 0 (0 or None means no limit)")
+    return limit or None
+
+
+def check_prefix(prefix: object) -> str | None:
+    if prefix is None or prefix == "":
+        return None
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str or None, not {_type_name(prefix)}")
+    if len(prefix) > MAX_KEY_BYTES or _utf8_len(prefix, "prefix") > MAX_KEY_BYTES:
+        raise ValueError(f"prefix is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+    return prefix
+
+
+def check_cursor(cursor: object) -> str | None:
+    if cursor is None:
+        return None
+    if not isinstance(cursor, str):
+        raise TypeError(f"cursor must be a str or None, not {_type_name(cursor)}")
+    if not cursor:
+        raise ValueError("cursor is not valid: pass the cursor of a previous page")
+    return cursor
+
+
+def check_bool(flag: object, name: str) -> bool:
+    if not isinstance(flag, bool):
+        raise TypeError(f"{name} must be a bool, not {_type_name(flag)}")
+    return flag
+
+
+def check_keys(keys: object, max_batch: int) -> list[str]:
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise TypeError(f"keys must be an iterable of str, not {_type_name(keys)}")
+    checked = [check_key(k) for k in keys]
+    if len(checked) > max_batch:
+        raise ValueError(f"too many keys in one batch: {len(checked)} > {max_batch}")
+    return checked
+
+
+def check_entries(entries: object, max_value_bytes: int, max_batch: int) -> dict[str, str]:
+    if not isinstance(entries, Mapping):
+        raise TypeError(f"entries must be a mapping of str to str, not {_type_name(entries)}")
+    if len(entries) > max_batch:
+        raise ValueError(f"too many entries in one batch: {len(entries)} > {max_batch}")
+    return {check_key(k): check_value(v, max_value_bytes) for k, v in entries.items()}
