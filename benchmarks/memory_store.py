@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aixyz_sessions.stores.memory import InMemorySessionStore  # noqa: E402
+from aixyz_sessions.stores.memory import InMemorySessionStore
 
 
 class BareStore:
@@ -76,8 +76,12 @@ async def main(n_keys: int, n_payers: int, rounds: int) -> None:
         bare = BareStore()
         ours = InMemorySessionStore(max_entries=n_keys * 2)
         for name, store in (("bare", bare), ("ours", ours)):
-            best[f"{name}.set"] = max(best.get(f"{name}.set", 0), await timed_ops(store.set, pairs, value))
-            best[f"{name}.get"] = max(best.get(f"{name}.get", 0), await timed_ops(store.get, pairs, None))
+            best[f"{name}.set"] = max(
+                best.get(f"{name}.set", 0), await timed_ops(store.set, pairs, value)
+            )
+            best[f"{name}.get"] = max(
+                best.get(f"{name}.get", 0), await timed_ops(store.get, pairs, None)
+            )
 
     print(f"InMemorySessionStore vs bare OrderedDict store, {n_keys:,} keys over {n_payers} payers")
     print(f"{'op':<6}{'ours ops/s':>14}{'bare ops/s':>14}{'ratio':>8}  target")
