@@ -1,4 +1,10 @@
-"""Settings for the test suite: SQLite in memory, the in-memory store."""
+"""Settings for the test suite: SQLite in memory, the in-memory store.
+
+The ``postgres`` database alias exists only when PostgreSQL answers on
+127.0.0.1:5432; tests that use it call ``tests.services.need_postgres()``.
+"""
+
+from tests.services import PG_HOST, PG_PORT, postgres_up
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -19,6 +25,15 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "tests.urls"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if postgres_up():
+    DATABASES["postgres"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": PG_HOST,
+        "PORT": PG_PORT,
+        "USER": "postgres",
+        "NAME": "aixyz_sessions",
+        "TEST": {"NAME": "test_aixyz_sessions"},
+    }
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

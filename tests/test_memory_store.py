@@ -180,3 +180,14 @@ async def test_paging_is_not_a_scan_from_the_start() -> None:
     page = await store.list("0xa", limit=100, cursor=cursor)
     assert next(iter(page.entries)) == "k15100"
     assert len(visited) == 101  # the page and one look-ahead, nothing before it
+
+
+async def test_purge_expired() -> None:
+    clock = ManualClock()
+    store = InMemorySessionStore(clock=clock, ttl_ms=10)
+    await store.set_many("0xa", {"a": "1", "b": "2"})
+    await store.set("0xb", "keep", "3", ttl_ms=0)
+    clock.advance(20)
+    assert await store.purge_expired() == 2
+    assert len(store) == 1
+    assert await store.purge_expired() == 0

@@ -273,6 +273,14 @@ class SessionStore(abc.ABC):
             removed += await self.delete(payer, key)
         return removed
 
+    async def purge_expired(self) -> int:
+        """Delete expired entries now and return how many (``aixyz_sessions_purge``).
+
+        Optional: stores whose backend drops expired entries by itself may
+        leave it unimplemented; the purge command then says so.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot purge expired entries on demand")
+
     async def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Release connections or memory held by the store. Default: nothing."""
 

@@ -246,6 +246,16 @@ class InMemorySessionStore(SessionStore):
             now = self._clock()
             return sum(self._remove(payer, key, now) for key in dict.fromkeys(keys))
 
+    async def purge_expired(self) -> int:
+        """Drop every expired entry now; return how many."""
+        with self._lock:
+            now = self._clock()
+            expired = [slot for slot, entry in self._entries.items() if entry[2] <= now]
+            for payer, key in expired:
+                del self._entries[(payer, key)]
+                self._unindex(payer, key)
+            return len(expired)
+
     async def close(self) -> None:
         """Forget every entry."""
         with self._lock:
