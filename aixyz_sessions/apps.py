@@ -1,4 +1,4 @@
-"""Django app config: registers the system checks."""
+"""Django app config: registers the system checks and discovers ``tools`` modules."""
 
 from __future__ import annotations
 
@@ -11,4 +11,10 @@ class AixyzSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
         from . import checks  # noqa: F401 - registers the checks
+        from .tools import checks as tool_checks  # noqa: F401 - registers the checks
+
+        # Like the admin: every installed app's ``tools`` module registers its tools.
+        autodiscover_modules("tools")

@@ -1,0 +1,215 @@
+"""The tool registry: one definition of an agent tool, served on every transport.
+
+``@tool`` turns an async function into a :class:`Tool`: a name, a
+description, an optional x402 price and a JSON input schema derived from the
+function's type hints (through pydantic) or given explicitly. Arguments are
+validated before the function runs, so a transport only has to turn
+:class:`ToolArgumentsError` into its own "bad request" shape.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+__all__ = ["Tool", "ToolArgumentsError", "ToolError", "ToolRegistry", "registry", "tool"]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+ToolFunction = Callable[..., Awaitable[Any]]
+
+
+class ToolError(Exception):
+    """A tool failed in a way its caller should read (not a server fault)."""
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments do not match the tool's input schema.
+
+    ``errors`` lists ``{"field": "a.b", "message": "..."}`` items.
+    """
+
+    def __init__(self, tool_name: str, errors: list[dict[str, str]]) -> None:
+        self.tool_name = tool_name
+        self.errors = errors
+        detail = "; ".join(f"{e['field'] or '(arguments)'}: {e['message']}" for e in errors)
+        super().__init__(f"invalid arguments for tool {tool_name!r}: {detail}")
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A registered tool. Call it with :meth:`call` (validates, then awaits the function)."""
+
+    name: str
+    description: str
+    func: ToolFunction
+    price: str | None = None
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    _model: type[BaseModel] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def paid(self) -> bool:
+        return self.price is not None
+
+    def describe(self) -> dict[str, Any]:
+        """The public description: name, description, input schema, price."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "price": self.price,
+        }
+
+    def validate(self, arguments: object) -> dict[str, Any]:
+        """Check ``arguments`` against the schema; return the keyword arguments to call with."""
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ToolArgumentsError(
+                self.name,
+                [{"field": "", "message": f"must be an object, not {type(arguments).__name__}"}],
+            )
+        if self._model is not None:
+            try:
+                parsed = self._model.model_validate(arguments)
+            except ValidationError as exc:
+                raise ToolArgumentsError(
+                    self.name,
+                    [
+                        {
+                            "field": ".".join(str(p) for p in err["loc"]),
+                            "message": err["msg"],
+                        }
+                        for err in exc.errors(include_url=False)
+                    ],
+                ) from None
+            return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        validator = jsonschema.Draft202012Validator(self.input_schema)
+        problems = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+        if problems:
+            raise ToolArgumentsError(
+                self.name,
+                [
+                    {"field": ".".join(str(p) for p in err.path), "message": err.message}
+                    for err in problems
+                ],
+            )
+        return dict(arguments)
+
+    async def call(self, arguments: object) -> Any:
+        """Validate ``arguments``, run the tool, and check its result is JSON-serialisable."""
+        kwargs = self.validate(arguments)
+        result = await self.func(**kwargs)
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            raise ToolError(f"tool {self.name!r} returned a non-JSON result: {exc}") from exc
+        return result
+
+
+def _model_for(name: str, func: ToolFunction) -> type[BaseModel]:
+    signature = inspect.signature(func)
+    hints = get_type_hints(func)
+    fields: dict[str, Any] = {}
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"tool {name!r}: *args / **kwargs cannot be described by a schema")
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    config = ConfigDict(extra="forbid", strict=False)
+    model_name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]", name)) or "Tool"
+    return create_model(f"{model_name}Arguments", __config__=config, **fields)
+
+
+class ToolRegistry:
+    """Tools by name. Registering a name twice is kept and reported by the system check."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._duplicates: list[str] = []
+        self._lock = threading.Lock()
+
+    def register(self, item: Tool) -> Tool:
+        with self._lock:
+            existing = self._tools.get(item.name)
+            if existing is not None and existing.func is not item.func:
+                self._duplicates.append(item.name)
+            self._tools[item.name] = item
+        return item
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._tools.pop(name, None)
+            self._duplicates = [n for n in self._duplicates if n != name]
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(sorted(self._tools.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    @property
+    def duplicates(self) -> list[str]:
+        return sorted(set(self._duplicates))
+
+
+#: The registry every transport serves.
+registry = ToolRegistry()
+
+
+def tool(
+    func: ToolFunction | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    price: str | None = None,
+    input_schema: dict[str, Any] | None = None,
+    registry: ToolRegistry = registry,
+) -> Any:
+    """Register an async function as an agent tool.
+
+    ``name`` defaults to the function name, ``description`` to its docstring;
+    ``price`` (for example ``"$0.01"``) makes the tool paid through x402;
+    ``input_schema`` replaces the schema derived from the type hints (then the
+    function receives the validated JSON object's items as keyword arguments).
+    Usable bare (``@tool``) or with arguments (``@tool(name=...)``).
+    """
+
+    def register(fn: ToolFunction) -> ToolFunction:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@tool needs an async function, got {fn!r}")
+        tool_name = name or fn.__name__
+        if not NAME_PATTERN.match(tool_name):
+            raise ValueError(
+                f"tool name {tool_name!r} must be 1-64 characters of letters, digits, '_', '-', '.'"
+            )
+        if price is not None and not isinstance(price, str):
+            raise TypeError('price must be a string such as "$0.01"')
+        text = description or inspect.getdoc(fn) or ""
+        if input_schema is not None:
+            jsonschema.Draft202012Validator.check_schema(input_schema)
+            model = None
+            schema = input_schema
+        else:
+            model = _model_for(tool_name, fn)
+            schema = model.model_json_schema()
+        registry.register(
+            Tool(tool_name, text, fn, price=price, input_schema=schema, _model=model)
+        )
+        return fn
+
+    if func is not None:
+        return register(func)
+    return register

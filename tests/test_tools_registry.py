@@ -1,0 +1,160 @@
+"""The tool registry: schemas from type hints or JSON schema, validation, checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from aixyz_sessions.tools import Tool, ToolArgumentsError, ToolError, ToolRegistry, tool
+from aixyz_sessions.tools import checks as tool_checks
+
+
+class Point(BaseModel):
+    x: int
+    y: int = 0
+
+
+@pytest.fixture
+def reg() -> ToolRegistry:
+    return ToolRegistry()
+
+
+def get(reg: ToolRegistry, name: str) -> Tool:
+    found = reg.get(name)
+    assert found is not None
+    return found
+
+
+async def test_schema_from_type_hints(reg: ToolRegistry) -> None:
+    @tool(name="put-content", price="$0.01", registry=reg)
+    async def put(key: str, value: str | None = None, point: Point | None = None) -> dict[str, Any]:
+        """Store content."""
+        return {"key": key, "value": value, "point": point.model_dump() if point else None}
+
+    item = get(reg, "put-content")
+    assert item.describe()["description"] == "Store content."
+    assert item.price == "$0.01" and item.paid
+    schema = item.input_schema
+    assert schema["required"] == ["key"]
+    assert set(schema["properties"]) == {"key", "value", "point"}
+    result = await item.call({"key": "a", "point": {"x": 1}})
+    assert result == {"key": "a", "value": None, "point": {"x": 1, "y": 0}}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fields"),
+    [
+        ({}, ["key"]),
+        ({"key": 5}, ["key"]),
+        ({"key": "a", "extra": 1}, ["extra"]),
+        ({"key": "a", "point": {"x": "no"}}, ["point.x"]),
+        ([1, 2], [""]),
+        ("text", [""]),
+    ],
+)
+async def test_invalid_arguments_name_the_field(
+    reg: ToolRegistry, arguments: object, fields: list[str]
+) -> None:
+    ran = []
+
+    @tool(name="t", registry=reg)
+    async def t(key: str, point: Point | None = None) -> str:
+        ran.append(key)
+        return key
+
+    with pytest.raises(ToolArgumentsError) as info:
+        await get(reg, "t").call(arguments)
+    assert [e["field"] for e in info.value.errors] == fields
+    assert "'t'" in str(info.value)
+    assert ran == []
+
+
+async def test_explicit_json_schema(reg: ToolRegistry) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+
+    @tool(name="double", input_schema=schema, registry=reg)
+    async def double(n: int) -> int:
+        return n * 2
+
+    item = get(reg, "double")
+    assert item.input_schema == schema
+    assert await item.call({"n": 4}) == 8
+    with pytest.raises(ToolArgumentsError) as info:
+        await item.call({"n": 0})
+    assert info.value.errors[0]["field"] == "n"
+    with pytest.raises(ToolArgumentsError):
+        await item.call({})
+
+
+async def test_none_arguments_mean_empty(reg: ToolRegistry) -> None:
+    @tool(registry=reg)
+    async def ping() -> str:
+        return "pong"
+
+    assert await get(reg, "ping").call(None) == "pong"
+
+
+async def test_result_must_be_json(reg: ToolRegistry) -> None:
+    @tool(name="bad", registry=reg)
+    async def bad() -> object:
+        return {"x": object()}
+
+    with pytest.raises(ToolError, match="non-JSON"):
+        await get(reg, "bad").call({})
+
+
+def test_definition_errors(reg: ToolRegistry) -> None:
+    with pytest.raises(TypeError, match="async"):
+
+        @tool(registry=reg)
+        def sync_tool() -> None:  # type: ignore[arg-type]
+            return None
+
+    with pytest.raises(ValueError, match="name"):
+
+        @tool(name="has space", registry=reg)
+        async def spaced() -> None:
+            return None
+
+    with pytest.raises(TypeError, match=r"\*\*kwargs"):
+
+        @tool(registry=reg)
+        async def loose(**kwargs: Any) -> None:
+            return None
+
+
+def test_duplicate_names_are_a_check_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = ToolRegistry()
+    monkeypatch.setattr(tool_checks, "registry", reg)
+
+    @tool(name="same", registry=reg)
+    async def first() -> int:
+        return 1
+
+    assert tool_checks.check_tool_names() == []
+
+    @tool(name="same", registry=reg)
+    async def second() -> int:
+        return 2
+
+    messages = tool_checks.check_tool_names()
+    assert [m.id for m in messages] == ["aixyz_sessions.E030"]
+    assert "same" in messages[0].msg
+
+
+def test_listing_is_sorted(reg: ToolRegistry) -> None:
+    for tool_name in ("b", "a", "c"):
+
+        async def fn() -> str:
+            return "x"
+
+        tool(fn, name=tool_name, registry=reg)
+    assert [t.name for t in reg] == ["a", "b", "c"]
+    assert len(reg) == 3
