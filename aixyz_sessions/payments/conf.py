@@ -1,0 +1,241 @@
+"""Reading ``AIXYZ_X402``: who gets paid, on which network, through which facilitator.
+
+::
+
+    AIXYZ_X402 = {
+        "PAY_TO": "0x...",                  # the address that receives payments
+        "NETWORK": "eip155:84532",          # CAIP-2 id (Base Sepolia here)
+        "FACILITATOR_URL": "https://...",   # an x402 facilitator (HTTP API)
+        "FACILITATOR_TIMEOUT": 10,          # seconds, optional
+    }
+    # or "FACILITATOR": "local" for the in-process LocalFacilitator (dev/tests only)
+
+A value that cannot work raises :class:`X402ConfigError`, which the system check
+reports with an id (``aixyz_sessions.E1xx``) and a hint.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+SETTING = "AIXYZ_X402"
+DEFAULT_FACILITATOR_URL = "https://x402.org/facilitator"
+DEFAULT_FACILITATOR_TIMEOUT = 10.0
+LOCAL = "local"
+KNOWN_KEYS = frozenset(
+    {"PAY_TO", "NETWORK", "FACILITATOR", "FACILITATOR_URL", "FACILITATOR_TIMEOUT", "REPLAY_GUARD"}
+)
+
+__all__ = [
+    "SETTING",
+    "X402Config",
+    "X402ConfigError",
+    "check_address",
+    "check_network",
+    "get_config",
+    "parse_config",
+]
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_NETWORK = re.compile(r"eip155:[1-9][0-9]*")
+
+
+class X402ConfigError(ImproperlyConfigured):
+    """``AIXYZ_X402`` (or a ``@paid`` argument) cannot work; carries a check id and hint."""
+
+    def __init__(self, msg: str, *, id: str, hint: str) -> None:
+        super().__init__(f"{msg} ({hint})")
+        self.msg = msg
+        self.id = id
+        self.hint = hint
+
+
+def known_networks() -> list[str]:
+    """CAIP-2 EVM networks for which the SDK knows a default asset (USDC and kin)."""
+    from x402.mechanisms.evm.default_assets import DEFAULT_ASSETS
+
+    return sorted(n for n in DEFAULT_ASSETS if n.startswith("eip155:"))
+
+
+def check_address(value: object, *, what: str = f"{SETTING}['PAY_TO']") -> str:
+    """Return ``value`` if it is an EVM address (checksum verified when mixed case)."""
+    from eth_utils.address import is_address, is_checksum_address
+
+    if not isinstance(value, str) or not value:
+        raise X402ConfigError(
+            f"{what} is missing" if not value else f"{what} must be a str, got {value!r}",
+            id="aixyz_sessions.E101",
+            hint="Set it to the 0x-prefixed EVM address that receives the payments.",
+        )
+    mixed = value[2:] != value[2:].lower() and value[2:] != value[2:].upper()
+    if (
+        not _ADDRESS.fullmatch(value)
+        or not is_address(value)
+        or (mixed and not is_checksum_address(value))
+    ):
+        raise X402ConfigError(
+            f"{what} is not a valid EVM address: {value!r}",
+            id="aixyz_sessions.E102",
+            hint="Write 0x followed by 40 hex digits; a mixed-case address must carry a "
+            "correct EIP-55 checksum (or write it all lower-case).",
+        )
+    return value
+
+
+def check_network(value: object, *, what: str = f"{SETTING}['NETWORK']") -> str:
+    """Return ``value`` if it is a CAIP-2 EVM network the SDK can price in USDC."""
+    networks = known_networks()
+    if not isinstance(value, str) or not _NETWORK.fullmatch(value) or value not in networks:
+        raise X402ConfigError(
+            f"{what} is not a known x402 EVM network: {value!r}",
+            id="aixyz_sessions.E103",
+            hint="Use a CAIP-2 id such as 'eip155:84532' (Base Sepolia) or 'eip155:8453' "
+            f"(Base); known: {', '.join(networks)}.",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class X402Config:
+    """The parsed ``AIXYZ_X402`` setting."""
+
+    pay_to: str
+    network: str
+    facilitator: str  # "local" or "http"
+    facilitator_url: str
+    facilitator_timeout: float
+    replay_guard: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the in-process :class:`~aixyz_sessions.payments.local.LocalFacilitator` runs."""
+        return self.facilitator == LOCAL
+
+
+def _facilitator_error(msg: str) -> X402ConfigError:
+    return X402ConfigError(
+        msg,
+        id="aixyz_sessions.E104",
+        hint=f'Set "FACILITATOR_URL" to the https:// URL of an x402 facilitator '
+        f'(default {DEFAULT_FACILITATOR_URL}), or "FACILITATOR": "local" for the '
+        "in-process test facilitator; not both. FACILITATOR_TIMEOUT is a positive number.",
+    )
+
+
+def parse_config(value: object) -> X402Config:
+    """Validate a value of the ``AIXYZ_X402`` setting; raise :class:`X402ConfigError`."""
+    errors = config_errors(value)
+    if errors:
+        raise errors[0]
+    assert isinstance(value, dict)
+    facilitator = value.get("FACILITATOR")
+    return X402Config(
+        pay_to=value["PAY_TO"],
+        network=value["NETWORK"],
+        facilitator=LOCAL if facilitator == LOCAL else "http",
+        facilitator_url=str(value.get("FACILITATOR_URL") or DEFAULT_FACILITATOR_URL).rstrip("/"),
+        facilitator_timeout=float(value.get("FACILITATOR_TIMEOUT", DEFAULT_FACILITATOR_TIMEOUT)),
+        replay_guard=value.get("REPLAY_GUARD"),
+    )
+
+
+def config_errors(value: object) -> list[X402ConfigError]:
+    """Every problem with a value of ``AIXYZ_X402`` (empty when it can work)."""
+    if not isinstance(value, dict):
+        return [
+            X402ConfigError(
+                f"{SETTING} must be a dict, got {type(value).__name__}",
+                id="aixyz_sessions.E100",
+                hint=f'{SETTING} = {{"PAY_TO": "0x...", "NETWORK": "eip155:84532", '
+                '"FACILITATOR_URL": "https://..."}',
+            )
+        ]
+    errors: list[X402ConfigError] = []
+    unknown = sorted(str(k) for k in set(value) - KNOWN_KEYS)
+    if unknown:
+        errors.append(
+            X402ConfigError(
+                f"{SETTING} has unknown keys: {', '.join(unknown)}",
+                id="aixyz_sessions.E105",
+                hint=f"Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
+            )
+        )
+    for check, key in ((check_address, "PAY_TO"), (check_network, "NETWORK")):
+        try:
+            check(value.get(key), what=f"{SETTING}[{key!r}]")
+        except X402ConfigError as exc:
+            errors.append(exc)
+    facilitator: Any = value.get("FACILITATOR")
+    url: Any = value.get("FACILITATOR_URL")
+    timeout: Any = value.get("FACILITATOR_TIMEOUT", DEFAULT_FACILITATOR_TIMEOUT)
+    if facilitator is not None and facilitator != LOCAL:
+        errors.append(
+            _facilitator_error(f"{SETTING}['FACILITATOR'] must be 'local', got {facilitator!r}")
+        )
+    elif facilitator == LOCAL and url:
+        errors.append(
+            _facilitator_error(f"{SETTING} sets both FACILITATOR='local' and FACILITATOR_URL")
+        )
+    if url is not None:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            errors.append(
+                _facilitator_error(f"{SETTING}['FACILITATOR_URL'] is not an http(s) URL: {url!r}")
+            )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        errors.append(
+            _facilitator_error(
+                f"{SETTING}['FACILITATOR_TIMEOUT'] must be a positive number, got {timeout!r}"
+            )
+        )
+    guard = value.get("REPLAY_GUARD")
+    if guard is not None and not isinstance(guard, str):
+        errors.append(
+            X402ConfigError(
+                f"{SETTING}['REPLAY_GUARD'] must be a dotted path, got {guard!r}",
+                id="aixyz_sessions.E106",
+                hint="Name a ReplayGuard subclass, instance or zero-argument factory.",
+            )
+        )
+    return errors
+
+
+_lock = threading.Lock()
+_config: X402Config | None = None
+
+
+def get_config() -> X402Config:
+    """The process's parsed ``AIXYZ_X402`` setting, read once."""
+    global _config
+    config = _config
+    if config is None:
+        with _lock:
+            if _config is None:
+                _config = parse_config(getattr(settings, SETTING, None))
+            config = _config
+    return config
+
+
+def reset_config() -> None:
+    """Forget the parsed setting and everything built from it."""
+    global _config
+    with _lock:
+        _config = None
+    from . import runtime
+
+    runtime.reset_runtime()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING:
+        reset_config()

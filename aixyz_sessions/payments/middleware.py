@@ -1,0 +1,268 @@
+"""``X402Middleware``: x402 payments in front of ``@paid`` views.
+
+A Django adapter over the SDK's ``x402HTTPResourceServer``, as the SDK's own
+FastAPI and Flask middleware are. Per request:
+
+1. resolve the view; not ``@paid`` -> run it with no session bound;
+2. no payment header -> 402 with the SDK's ``PAYMENT-REQUIRED`` header and a
+   JSON body (the SDK's paywall HTML page for a browser);
+3. header present -> decode it (garbage -> 402 with the reason, never 500),
+   verify through the facilitator (invalid -> 402 with the reason; facilitator
+   unreachable or incoherent -> 502), claim the authorization in the replay
+   guard (already used, also concurrently -> 402);
+4. run the view inside ``payer_context(payer)``; streaming bodies keep the
+   binding while they are produced;
+5. a 2xx response -> settle and add ``PAYMENT-RESPONSE``; settlement failed
+   -> 402 with the reason and the view's body withheld. A view that raises or
+   answers non-2xx is not settled.
+
+Works in sync (WSGI) and async (ASGI) middleware chains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import Resolver404, resolve
+from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTransportContext
+
+from ..context import payer_context
+from .adapter import DjangoHTTPAdapter, PaymentHeaderError, read_payment
+from .decorators import VERIFIED_ATTR, PaidSpec, paid_spec_of
+from .facilitators import facilitator_failures
+from .runtime import PaymentRuntime, get_runtime
+
+__all__ = ["X402Middleware"]
+
+logger = logging.getLogger("aixyz_sessions.payments")
+
+AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+SUCCESS_CACHE_CONTROL = "private"
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
+    for name, value in (headers or {}).items():
+        if name.lower() != "content-type":
+            response[name] = value
+    return response
+
+
+def _from_instructions(
+    instructions: HTTPResponseInstructions | None, *, error: dict[str, Any] | None = None
+) -> HttpResponse:
+    """A Django response from the SDK's response instructions (402 and kin)."""
+    if instructions is None:
+        return _json(402, error or {"error": "payment_required"})
+    if instructions.is_html:
+        response = HttpResponse(
+            instructions.body, status=instructions.status, content_type="text/html; charset=utf-8"
+        )
+        for name, value in instructions.headers.items():
+            if name.lower() != "content-type":
+                response[name] = value
+        return response
+    body = instructions.body
+    if error and not body:
+        body = error
+    return _json(instructions.status, body if body is not None else {}, instructions.headers)
+
+
+def _bad_gateway(message: str) -> HttpResponse:
+    return _json(502, {"error": "facilitator_unavailable", "message": message})
+
+
+def _bind_sync(iterator: Iterator[bytes], payer: str) -> Iterator[bytes]:
+    """Produce each chunk with ``payer``'s session bound (generators do not carry context)."""
+    while True:
+        with payer_context(payer):
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+        yield chunk
+
+
+async def _bind_async(iterator: AsyncIterator[bytes], payer: str) -> AsyncIterator[bytes]:
+    """The async twin of :func:`_bind_sync`."""
+    while True:
+        async with payer_context(payer):
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+        yield chunk
+
+
+class X402Middleware:
+    """Gate ``@paid`` views behind x402 payments; bind the payer's session."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        spec = self._spec(request)
+        if spec is None:
+            with payer_context(None):
+                return self.get_response(request)
+        call_view = sync_to_async(self.get_response, thread_sensitive=True)
+        return async_to_sync(self._paid)(request, spec, call_view)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        spec = self._spec(request)
+        if spec is None:
+            async with payer_context(None):
+                response: HttpResponseBase = await self.get_response(request)
+            return response
+        return await self._paid(request, spec, self.get_response)
+
+    @staticmethod
+    def _spec(request: HttpRequest) -> PaidSpec | None:
+        try:
+            match = resolve(request.path_info, urlconf=getattr(request, "urlconf", None))
+        except Resolver404:
+            return None
+        return paid_spec_of(match.func, request.method or "GET")
+
+    async def _paid(
+        self, request: HttpRequest, spec: PaidSpec, call_view: AsyncGetResponse
+    ) -> HttpResponseBase:
+        runtime = get_runtime()
+        with facilitator_failures() as failures:
+            try:
+                await runtime.ensure_initialized()
+            except Exception as exc:
+                logger.warning("x402: facilitator /supported failed: %s", exc)
+                return _bad_gateway(failures.message or f"{type(exc).__name__}: {exc}")
+            return await self._process(request, spec, call_view, runtime, failures)
+
+    async def _process(
+        self,
+        request: HttpRequest,
+        spec: PaidSpec,
+        call_view: AsyncGetResponse,
+        runtime: PaymentRuntime,
+        failures: facilitator_failures,
+    ) -> HttpResponseBase:
+        http_server = runtime.http_server(spec)
+        adapter = DjangoHTTPAdapter(request)
+        header = adapter.payment_header()
+        authorization = None
+        if header is not None:
+            try:
+                _, authorization = read_payment(header)
+            except PaymentHeaderError as exc:
+                unpaid = DjangoHTTPAdapter(request, hide_payment=True)
+                result = await http_server.process_http_request(self._context(request, unpaid))
+                return _with_error(result.response, "invalid_payment", str(exc))
+        context = self._context(request, adapter)
+        result = await http_server.process_http_request(context)
+        if failures:
+            return _bad_gateway(failures.message)
+        if result.type == "no-payment-required":  # pragma: no cover - catch-all route
+            return await call_view(request)
+        if result.type == "payment-error" or authorization is None:
+            instructions = result.response
+            if instructions is not None and not instructions.is_html and instructions.status == 402:
+                reason = _reason_of(instructions)
+                if reason and reason != "Payment required":
+                    return _with_error(instructions, "invalid_payment", reason)
+            return _from_instructions(instructions)
+        payload, requirements = result.payment_payload, result.payment_requirements
+        assert payload is not None and requirements is not None
+        guard = runtime.replay_guard
+        if not await guard.claim(
+            authorization.payer, authorization.nonce, authorization.valid_before
+        ):
+            return _json(
+                402,
+                {"error": "invalid_payment", "reason": "payment authorization already used"},
+                {"Cache-Control": "no-store"},
+            )
+        settled = False
+        try:
+            setattr(request, VERIFIED_ATTR, True)
+            async with payer_context(authorization.payer):
+                response = await call_view(request)
+            if not 200 <= response.status_code < 300:
+                return response
+            transport = HTTPTransportContext(
+                request=context, response_headers=dict(response.headers.items())
+            )
+            settlement = await http_server.process_settlement(
+                payload,
+                requirements,
+                context=context,
+                declared_extensions=result.declared_extensions,
+                transport_context=transport,
+                before_handler_settlement=result.before_handler_settlement,
+            )
+            if failures:
+                response.close()
+                return _bad_gateway(failures.message)
+            if not settlement.success:
+                response.close()
+                logger.warning("x402: settlement failed: %s", settlement.error_reason)
+                return _with_error(
+                    settlement.response,
+                    "settlement_failed",
+                    settlement.error_reason or "settlement failed",
+                )
+            settled = True
+            for name, value in settlement.headers.items():
+                response[name] = value
+            response["Cache-Control"] = SUCCESS_CACHE_CONTROL
+            if isinstance(response, StreamingHttpResponse):
+                content: Any = response.streaming_content
+                if response.is_async:
+                    response.streaming_content = _bind_async(aiter(content), authorization.payer)
+                else:
+                    response.streaming_content = _bind_sync(iter(content), authorization.payer)
+            return response
+        finally:
+            if not settled:
+                await guard.release(authorization.payer, authorization.nonce)
+
+    @staticmethod
+    def _context(request: HttpRequest, adapter: DjangoHTTPAdapter) -> HTTPRequestContext:
+        return HTTPRequestContext(
+            adapter=adapter,
+            path=request.path,
+            method=request.method or "GET",
+            payment_header=adapter.get_header("PAYMENT-SIGNATURE"),
+        )
+
+
+def _reason_of(instructions: HTTPResponseInstructions) -> str | None:
+    """The ``error`` the SDK put in the PAYMENT-REQUIRED header."""
+    from x402.http import decode_payment_required_header
+
+    header = instructions.headers.get("PAYMENT-REQUIRED")
+    if not header:
+        return None
+    try:
+        return decode_payment_required_header(header).error
+    except Exception:  # pragma: no cover - we encoded it ourselves
+        return None
+
+
+def _with_error(
+    instructions: HTTPResponseInstructions | None, error: str, reason: str
+) -> HttpResponse:
+    """The SDK's 402 (headers included) with ``{"error", "reason"}`` as the JSON body."""
+    if instructions is None:
+        return _json(402, {"error": error, "reason": reason}, {"Cache-Control": "no-store"})
+    return _json(instructions.status, {"error": error, "reason": reason}, instructions.headers)

@@ -1,0 +1,118 @@
+"""The x402 machinery built from ``AIXYZ_X402``: one per process and setting.
+
+One ``x402ResourceServer`` (exact EVM scheme, the configured facilitator),
+one ``x402HTTPResourceServer`` per distinct :class:`PaidSpec` (each with a
+single catch-all route, since Django's URL resolver already decided that the
+view is paid), and the replay guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+
+from django.utils.module_loading import import_string
+from x402 import x402ResourceServer
+from x402.http import PaymentOption, RouteConfig, x402HTTPResourceServer
+from x402.mechanisms.evm.exact import ExactEvmServerScheme
+
+from .conf import X402Config, X402ConfigError, get_config
+from .decorators import PaidSpec
+from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
+from .replay import InMemoryReplayGuard, ReplayGuard
+
+__all__ = ["PaymentRuntime", "get_runtime", "reset_runtime"]
+
+
+def build_replay_guard(path: str | None) -> ReplayGuard:
+    """The guard named by ``AIXYZ_X402["REPLAY_GUARD"]`` (default: in memory)."""
+    if path is None:
+        return InMemoryReplayGuard()
+    target = import_string(path)
+    guard = target() if inspect.isclass(target) or callable(target) else target
+    if not isinstance(guard, ReplayGuard):
+        raise X402ConfigError(
+            f"AIXYZ_X402['REPLAY_GUARD'] = {path!r} does not give a ReplayGuard",
+            id="aixyz_sessions.E106",
+            hint="Name a ReplayGuard subclass, instance or zero-argument factory.",
+        )
+    return guard
+
+
+class PaymentRuntime:
+    """Everything the middleware needs for one configuration."""
+
+    def __init__(self, config: X402Config, *, replay_guard: ReplayGuard | None = None) -> None:
+        self.config = config
+        if config.is_local:
+            from .local import get_local_facilitator
+
+            inner: object = get_local_facilitator()
+        else:
+            inner = LoopLocalHTTPFacilitator(
+                config.facilitator_url, timeout=config.facilitator_timeout
+            )
+        self.facilitator = ReportingFacilitator(inner)  # type: ignore[arg-type]
+        self.server = x402ResourceServer(self.facilitator)
+        self.server.register(
+            "eip155:*",
+            ExactEvmServerScheme(),  # type: ignore[no-untyped-call, arg-type]
+        )
+        self.replay_guard = replay_guard or build_replay_guard(config.replay_guard)
+        self._lock = threading.Lock()
+        self._initialized = False
+        self._http_servers: dict[PaidSpec, x402HTTPResourceServer] = {}
+
+    def _initialize_sync(self) -> None:
+        with self._lock:
+            if not self._initialized:
+                self.server.initialize()  # GET /supported
+                self._initialized = True
+
+    async def ensure_initialized(self) -> None:
+        """Ask the facilitator what it supports, once (off the event loop). Raises on failure."""
+        if not self._initialized:
+            await asyncio.to_thread(self._initialize_sync)
+
+    def http_server(self, spec: PaidSpec) -> x402HTTPResourceServer:
+        """The SDK's HTTP resource server for one price/network/recipient."""
+        server = self._http_servers.get(spec)
+        if server is None:
+            with self._lock:
+                server = self._http_servers.get(spec)
+                if server is None:
+                    route = RouteConfig(
+                        accepts=PaymentOption(
+                            scheme="exact",
+                            pay_to=spec.pay_to or self.config.pay_to,
+                            price=spec.price,
+                            network=spec.network or self.config.network,
+                        ),
+                        description=spec.description,
+                    )
+                    server = self._http_servers[spec] = x402HTTPResourceServer(self.server, route)
+        return server
+
+
+_lock = threading.Lock()
+_runtime: PaymentRuntime | None = None
+
+
+def get_runtime() -> PaymentRuntime:
+    """The process's runtime for the current ``AIXYZ_X402``."""
+    global _runtime
+    runtime = _runtime
+    if runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = PaymentRuntime(get_config())
+            runtime = _runtime
+    return runtime
+
+
+def reset_runtime() -> None:
+    """Drop the runtime (settings changed; tests)."""
+    global _runtime
+    with _lock:
+        _runtime = None

@@ -1,0 +1,187 @@
+"""``PayingClient``: a Django test client that pays x402 402s like a real agent.
+
+On a 402 it decodes ``PAYMENT-REQUIRED``, signs an exact-EVM authorization
+with the SDK's ``x402Client`` and its own key, and retries with the payment
+header. ``pay=False`` on a request sends no payment::
+
+    client = PayingClient()                  # random key; client.address
+    response = await client.get("/tool/")    # 200, paid
+    response = await client.get("/tool/", pay=False)   # 402
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponseBase
+from django.test import AsyncClient, Client
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client, x402ClientSync
+from x402.http import x402HTTPClient, x402HTTPClientSync
+from x402.mechanisms.evm.exact import register_exact_evm_client
+
+__all__ = ["PayingClient", "SyncPayingClient"]
+
+
+def _account(account: LocalAccount | str | bytes | None) -> LocalAccount:
+    if account is None:
+        created: LocalAccount = Account.create()
+        return created
+    if isinstance(account, LocalAccount):
+        return account
+    loaded: LocalAccount = Account.from_key(account)
+    return loaded
+
+
+def _headers(response: HttpResponseBase) -> dict[str, str]:
+    return dict(response.headers.items())
+
+
+def _body(response: HttpResponseBase) -> bytes | None:
+    return None if getattr(response, "streaming", False) else response.content  # type: ignore[attr-defined]
+
+
+class PayingClient(AsyncClient):
+    """An ``AsyncClient`` that answers 402s with a signed x402 payment."""
+
+    def __init__(
+        self, *args: Any, account: LocalAccount | str | bytes | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self.account = _account(account)
+        client = x402Client()
+        register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
+        self.x402 = x402HTTPClient(client)
+
+    @property
+    def address(self) -> str:
+        """The payer address (EIP-55 checksummed)."""
+        return str(self.account.address)
+
+    async def payment_headers(self, response: HttpResponseBase) -> dict[str, str]:
+        """Sign a payment for a 402 ``response``; the headers to retry with."""
+        headers, _ = await self.x402.handle_402_response(
+            _headers(response), _body(response), "http://testserver/"
+        )
+        return headers
+
+    def generic(  # type: ignore[override]
+        self,
+        method: str,
+        path: str,
+        data: Any = "",
+        content_type: str | None = "application/octet-stream",
+        secure: bool = False,
+        *,
+        headers: dict[str, str] | None = None,
+        query_params: Any = None,
+        pay: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Send the request; on a 402 (unless ``pay=False``) pay and send it again."""
+        return self._paying(
+            method, path, data, content_type, secure, headers, query_params, pay, extra
+        )
+
+    async def _paying(
+        self,
+        method: str,
+        path: str,
+        data: Any,
+        content_type: str | None,
+        secure: bool,
+        headers: dict[str, str] | None,
+        query_params: Any,
+        pay: bool,
+        extra: dict[str, Any],
+    ) -> HttpResponseBase:
+        send = super().generic
+        response: HttpResponseBase = await send(
+            method,
+            path,
+            data,
+            content_type,
+            secure,
+            headers=headers,
+            query_params=query_params,
+            **extra,
+        )
+        if not pay or response.status_code != 402 or "PAYMENT-REQUIRED" not in response:
+            return response
+        payment = await self.payment_headers(response)
+        paid: HttpResponseBase = await send(
+            method,
+            path,
+            data,
+            content_type,
+            secure,
+            headers={**(headers or {}), **payment},
+            query_params=query_params,
+            **extra,
+        )
+        return paid
+
+
+class SyncPayingClient(Client):
+    """The sync twin of :class:`PayingClient`, over Django's ``Client``."""
+
+    def __init__(
+        self, *args: Any, account: LocalAccount | str | bytes | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self.account = _account(account)
+        client = x402ClientSync()
+        register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
+        self.x402 = x402HTTPClientSync(client)
+
+    @property
+    def address(self) -> str:
+        """The payer address (EIP-55 checksummed)."""
+        return str(self.account.address)
+
+    def payment_headers(self, response: HttpResponseBase) -> dict[str, str]:
+        """Sign a payment for a 402 ``response``; the headers to retry with."""
+        headers, _ = self.x402.handle_402_response(
+            _headers(response), _body(response), "http://testserver/"
+        )
+        return headers
+
+    def generic(  # type: ignore[override]
+        self,
+        method: str,
+        path: str,
+        data: Any = "",
+        content_type: str | None = "application/octet-stream",
+        secure: bool = False,
+        *,
+        headers: dict[str, str] | None = None,
+        query_params: Any = None,
+        pay: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Send the request; on a 402 (unless ``pay=False``) pay and send it again."""
+        send = super().generic
+        response = send(
+            method,
+            path,
+            data,
+            content_type,
+            secure,
+            headers=headers,
+            query_params=query_params,
+            **extra,
+        )
+        if not pay or response.status_code != 402 or "PAYMENT-REQUIRED" not in response:
+            return response
+        payment = self.payment_headers(response)
+        return send(
+            method,
+            path,
+            data,
+            content_type,
+            secure,
+            headers={**(headers or {}), **payment},
+            query_params=query_params,
+            **extra,
+        )

@@ -1,0 +1,297 @@
+"""X402Middleware + @paid + LocalFacilitator through Django's test clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.test import AsyncClient, Client, override_settings
+from x402.http import decode_payment_required_header, decode_payment_response_header
+
+from aixyz_sessions import get_store
+from aixyz_sessions.payments.local import get_local_facilitator
+from aixyz_sessions.testing.paying import PayingClient, SyncPayingClient
+from tests.payments_helpers import LOCAL, MIDDLEWARE, NETWORK, PAY_TO, decode, encode
+from tests.payments_urls import OTHER_PAY_TO
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _payments() -> Iterator[None]:
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
+    ):
+        yield
+    get_local_facilitator().ledger.fail_settlements = None
+
+
+async def test_unpaid_gets_402_with_sdk_header() -> None:
+    response = await PayingClient().get("/paid/", pay=False)
+    assert response.status_code == 402
+    assert response["Content-Type"] == "application/json"
+    required = decode_payment_required_header(response["PAYMENT-REQUIRED"])
+    (accept,) = required.accepts
+    assert (accept.scheme, accept.network, accept.pay_to, accept.amount) == (
+        "exact",
+        NETWORK,
+        PAY_TO,
+        "10000",
+    )
+    assert json.loads(response.content) == {}
+
+
+async def test_paid_request_runs_view_in_payer_session() -> None:
+    client = PayingClient()
+    response = await client.get("/paid/")
+    assert response.status_code == 200, response.content
+    assert json.loads(response.content) == {"payer": client.address, "count": 1}
+    settle = decode_payment_response_header(response["PAYMENT-RESPONSE"])
+    assert settle.success and settle.payer == client.address
+    assert "private" in response["Cache-Control"]
+    assert await get_store().get(client.address.lower(), "count") == "1"
+    # data persists across requests of the same payer
+    again = await client.get("/paid/")
+    assert json.loads(again.content)["count"] == 2
+
+
+async def test_two_payers_are_isolated() -> None:
+    a, b = PayingClient(), PayingClient()
+    for _ in range(2):
+        await a.get("/paid/")
+    response = await b.get("/paid/")
+    assert json.loads(response.content) == {"payer": b.address, "count": 1}
+
+
+async def test_checksummed_and_lowercase_payer_share_session() -> None:
+    client = PayingClient()
+    await client.get("/paid/")
+    assert await get_store().get(client.address.lower(), "count") == "1"
+    assert client.address != client.address.lower()
+
+
+async def test_free_view_sees_no_session() -> None:
+    response = await PayingClient().get("/free/")
+    assert json.loads(response.content) == {"payer": None, "session": False}
+    assert "PAYMENT-REQUIRED" not in response
+
+
+async def test_cbv_get_is_paid_post_is_free() -> None:
+    client = PayingClient()
+    assert (await client.get("/cbv/", pay=False)).status_code == 402
+    response = await client.get("/cbv/")
+    assert json.loads(response.content)["payer"] == client.address
+    assert json.loads((await client.post("/cbv/", pay=False)).content) == {"payer": None}
+
+
+async def test_per_view_price_and_recipient() -> None:
+    client = PayingClient()
+    unpaid = await client.get("/expensive/", pay=False)
+    (accept,) = decode_payment_required_header(unpaid["PAYMENT-REQUIRED"]).accepts
+    assert (accept.amount, accept.pay_to) == ("50000", OTHER_PAY_TO)
+    assert (await client.get("/expensive/")).status_code == 200
+
+
+async def _signed(client: PayingClient, path: str = "/paid/") -> dict[str, object]:
+    unpaid = await client.get(path, pay=False)
+    headers = await client.payment_headers(unpaid)
+    return decode(headers["PAYMENT-SIGNATURE"])
+
+
+async def _send(payload: dict[str, object], path: str = "/paid/") -> object:
+    return await AsyncClient().get(path, headers={"PAYMENT-SIGNATURE": encode(payload)})
+
+
+async def test_tampered_signature_is_402() -> None:
+    payload = await _signed(PayingClient())
+    sig = payload["payload"]["signature"]  # type: ignore[index]
+    payload["payload"]["signature"] = sig[:-4] + ("00" if sig[-4:-2] != "00" else "11") + sig[-2:]  # type: ignore[index]
+    response = await _send(payload)
+    assert response.status_code == 402  # type: ignore[attr-defined]
+    body = json.loads(response.content)  # type: ignore[attr-defined]
+    assert body["error"] == "invalid_payment" and "signature" in body["reason"]
+
+
+async def test_wrong_amount_is_402() -> None:
+    payload = await _signed(PayingClient())
+    payload["payload"]["authorization"]["value"] = "1"  # type: ignore[index]
+    response = await _send(payload)
+    assert response.status_code == 402  # type: ignore[attr-defined]
+    assert json.loads(response.content)["error"] == "invalid_payment"  # type: ignore[attr-defined]
+
+
+async def test_wrong_amount_in_accepted_does_not_match() -> None:
+    payload = await _signed(PayingClient())
+    payload["accepted"]["amount"] = "1"  # type: ignore[index]
+    response = await _send(payload)
+    assert response.status_code == 402  # type: ignore[attr-defined]
+    assert "matching" in json.loads(response.content)["reason"]  # type: ignore[attr-defined]
+
+
+async def test_wrong_recipient_is_402() -> None:
+    payload = await _signed(PayingClient())
+    payload["payload"]["authorization"]["to"] = OTHER_PAY_TO  # type: ignore[index]
+    response = await _send(payload)
+    assert response.status_code == 402  # type: ignore[attr-defined]
+    assert "recipient" in json.loads(response.content)["reason"]  # type: ignore[attr-defined]
+
+
+async def test_payment_for_another_view_price_is_refused() -> None:
+    payload = await _signed(PayingClient(), "/paid/")
+    response = await _send(payload, "/expensive/")
+    assert response.status_code == 402  # type: ignore[attr-defined]
+
+
+async def test_expired_authorization_is_402() -> None:
+    client = PayingClient()
+    unpaid = await client.get("/paid/", pay=False)
+    # Sign with a clock in the past: the SDK signs validBefore = now + maxTimeoutSeconds.
+    import time
+    from unittest import mock
+
+    with mock.patch("time.time", return_value=time.time() - 3600):
+        headers = await client.payment_headers(unpaid)
+    response = await AsyncClient().get("/paid/", headers=headers)
+    assert response.status_code == 402
+    assert "valid_before" in json.loads(response.content)["reason"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "%%%",
+        "bm90IGpzb24=",
+        encode({"x402Version": 2}),
+        encode([1, 2]),
+        encode({"payload": 1}),
+        encode({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": {}}),
+    ],
+)
+async def test_malformed_header_is_402_with_reason(header: str) -> None:
+    response = await AsyncClient().get("/paid/", headers={"PAYMENT-SIGNATURE": header})
+    assert response.status_code == 402
+    if header:
+        assert json.loads(response.content)["error"] == "invalid_payment"
+        assert "PAYMENT-REQUIRED" in response
+
+
+async def test_x_payment_header_is_accepted() -> None:
+    client = PayingClient()
+    headers = await client.payment_headers(await client.get("/paid/", pay=False))
+    response = await AsyncClient().get(
+        "/paid/", headers={"X-PAYMENT": headers["PAYMENT-SIGNATURE"]}
+    )
+    assert response.status_code == 200
+
+
+async def test_replay_sequential_is_402() -> None:
+    client = PayingClient()
+    headers = await client.payment_headers(await client.get("/paid/", pay=False))
+    first = await AsyncClient().get("/paid/", headers=headers)
+    second = await AsyncClient().get("/paid/", headers=headers)
+    assert (first.status_code, second.status_code) == (200, 402)
+
+
+async def test_replay_concurrent_only_one_wins() -> None:
+    client = PayingClient()
+    headers = await client.payment_headers(await client.get("/paid/", pay=False))
+    responses = await asyncio.gather(
+        *(AsyncClient().get("/paid/", headers=headers) for _ in range(8))
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] + [402] * 7
+    assert await get_store().get(client.address.lower(), "count") == "1"
+
+
+async def test_settlement_failure_withholds_body() -> None:
+    get_local_facilitator().ledger.fail_settlements = "ERC20: transfer amount exceeds balance"
+    response = await PayingClient().get("/paid/")
+    assert response.status_code == 402
+    body = json.loads(response.content)
+    assert body["error"] == "settlement_failed" and "count" not in body
+    assert decode_payment_response_header(response["PAYMENT-RESPONSE"]).success is False
+
+
+async def test_view_exception_is_not_settled() -> None:
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    client = PayingClient(raise_request_exception=False)
+    response = await client.get("/boom/")
+    assert response.status_code == 500
+    assert "PAYMENT-RESPONSE" not in response
+    assert ledger.settled_count == before
+
+
+async def test_non_2xx_is_not_settled_and_authorization_stays_usable() -> None:
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    client = PayingClient()
+    headers = await client.payment_headers(await client.get("/missing/", pay=False))
+    response = await AsyncClient().get("/missing/", headers=headers)
+    assert response.status_code == 404 and "PAYMENT-RESPONSE" not in response
+    assert ledger.settled_count == before
+    # not settled, not claimed: the same authorization can still pay once
+    assert (await AsyncClient().get("/missing/", headers=headers)).status_code == 404
+
+
+async def test_sync_view_sees_session() -> None:
+    client = PayingClient()
+    response = await client.get("/paid-sync/")
+    assert json.loads(response.content) == {"payer": client.address}
+
+
+@pytest.mark.parametrize("path", ["/stream/", "/astream/"])
+async def test_streaming_response_sees_session_while_streaming(path: str) -> None:
+    client = PayingClient()
+    response = await client.get(path)
+    assert response.status_code == 200 and "PAYMENT-RESPONSE" in response
+    content = response.streaming_content  # type: ignore[attr-defined]
+    if response.is_async:  # type: ignore[attr-defined]
+        chunks = [chunk async for chunk in content]
+    else:  # consumed off the event loop, as an ASGI server does
+        chunks = await asyncio.to_thread(list, content)
+    body = b"".join(chunks).decode()
+    assert body == "".join(f"{i}:{client.address}\n" for i in range(3))
+
+
+async def test_nested_unpaid_request_sees_no_session() -> None:
+    client = PayingClient()
+    response = await client.get("/nested/")
+    assert json.loads(response.content) == {
+        "outer": client.address,
+        "inner": {"payer": None, "session": False},
+    }
+
+
+async def test_browser_gets_paywall_html() -> None:
+    response = await AsyncClient().get(
+        "/paid/", headers={"Accept": "text/html", "User-Agent": "Mozilla/5.0"}
+    )
+    assert response.status_code == 402
+    assert response["Content-Type"].startswith("text/html")
+    assert b"<html" in response.content.lower() and "PAYMENT-REQUIRED" in response
+
+
+def test_sync_client_under_wsgi_chain() -> None:
+    client = SyncPayingClient()
+    assert client.get("/paid-sync/", pay=False).status_code == 402
+    response = client.get("/paid-sync/")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"payer": client.address}
+    streamed = client.get("/stream/")
+    assert b"".join(streamed.streaming_content).decode().endswith(f"2:{client.address}\n")  # type: ignore[attr-defined]
+    assert Client().get("/free-sync/").json() == {"payer": None}
+
+
+def test_given_key_gives_stable_address() -> None:
+    key = "0x" + "11" * 32
+    assert PayingClient(account=key).address == SyncPayingClient(account=key).address
+
+
+def test_paid_view_without_middleware_refuses() -> None:
+    with override_settings(MIDDLEWARE=[]):
+        client = Client(raise_request_exception=False)
+        assert client.get("/paid-sync/").status_code == 500
