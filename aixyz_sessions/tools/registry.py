@@ -205,9 +205,7 @@ def tool(
         else:
             model = _model_for(tool_name, fn)
             schema = model.model_json_schema()
-        registry.register(
-            Tool(tool_name, text, fn, price=price, input_schema=schema, _model=model)
-        )
+        registry.register(Tool(tool_name, text, fn, price=price, input_schema=schema, _model=model))
         return fn
 
     if func is not None:
