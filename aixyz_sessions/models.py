@@ -1,5 +1,8 @@
 """``SessionEntry``: one payer's key-value pair, the table behind ``DatabaseSessionStore``.
 
+``PaymentClaim`` is that store's payment replay guard: one row per claimed
+``(payer, nonce)``, kept until the authorization's window has passed.
+
 A row per ``(payer, key)``; ``expires_at`` is ``NULL`` for entries that never
 expire. Keys compare by Unicode code point on every supported database, so
 the unique index on ``(payer, key)`` both finds a key and serves keyset list
@@ -17,6 +20,7 @@ from django.db.models import Q
 
 __all__ = [
     "CodePointCharField",
+    "PaymentClaim",
     "SessionEntry",
     "SessionEntryManager",
     "SessionEntryQuerySet",
@@ -140,3 +144,39 @@ class SessionEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payer} / {self.key}"
+
+
+class PaymentClaim(models.Model):
+    """A payment authorization ``(payer, nonce)`` that one request has claimed.
+
+    The unique constraint makes the claim atomic across processes: of any
+    number of concurrent inserts, one succeeds. ``expires_at`` is the
+    authorization's ``valid_before`` plus a grace period; after it the row
+    is dead weight, deleted by the next claim of the same pair or by
+    ``purge_expired``.
+    """
+
+    payer: models.CharField[str, str] = models.CharField(
+        "payer", max_length=256, help_text="The payer's address, lower-cased."
+    )
+    nonce: models.CharField[str, str] = models.CharField(
+        "nonce", max_length=256, help_text="The authorization's nonce, lower-cased."
+    )
+    expires_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(
+        "expires at", help_text="When the authorization can no longer be used anywhere."
+    )
+
+    objects: ClassVar[models.Manager[PaymentClaim]] = models.Manager()
+
+    class Meta:
+        verbose_name = "payment claim"
+        verbose_name_plural = "payment claims"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payer", "nonce"], name="aixyz_sessions_claim_payer_nonce_uniq"
+            ),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="aixyz_sessions_claim_exp_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.payer} / {self.nonce}"

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from x402 import x402ResourceServer
 from x402.http import PaymentOption, RouteConfig, x402HTTPResourceServer
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
 
+from ..conf import SETTING as STORE_SETTING
+from ..conf import get_store
 from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
@@ -26,9 +31,14 @@ __all__ = ["PaymentRuntime", "get_runtime", "reset_runtime"]
 
 
 def build_replay_guard(path: str | None) -> ReplayGuard:
-    """The guard named by ``AIXYZ_X402["REPLAY_GUARD"]`` (default: in memory)."""
+    """The guard named by ``AIXYZ_X402["REPLAY_GUARD"]``, else the session store's.
+
+    Without the setting, claims live where the configured session store keeps
+    its data when that is shared (Redis, the database: every worker process
+    refuses a replay) and in this process's memory otherwise.
+    """
     if path is None:
-        return InMemoryReplayGuard()
+        return get_store().replay_guard() or InMemoryReplayGuard()
     target = import_string(path)
     guard = target() if inspect.isclass(target) or callable(target) else target
     if not isinstance(guard, ReplayGuard):
@@ -116,3 +126,10 @@ def reset_runtime() -> None:
     global _runtime
     with _lock:
         _runtime = None
+
+
+@receiver(setting_changed)
+def _on_store_changed(*, setting: str, **kwargs: Any) -> None:
+    # The default replay guard lives in the session store's backend.
+    if setting == STORE_SETTING:
+        reset_runtime()

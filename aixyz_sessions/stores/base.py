@@ -17,10 +17,13 @@ import builtins
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import validation as v
 from .cursor import CursorCodec
+
+if TYPE_CHECKING:
+    from ..replay import ReplayGuard
 
 __all__ = ["ListResult", "SessionStore"]
 
@@ -283,6 +286,17 @@ class SessionStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Release connections or memory held by the store. Default: nothing."""
+
+    def replay_guard(self) -> ReplayGuard | None:
+        """A payment replay guard kept in this store's backend, or ``None``.
+
+        Not part of the per-payer API (no argument checks). The x402 runtime
+        uses it when ``AIXYZ_X402["REPLAY_GUARD"]`` is not set, so payments
+        are refused for replay wherever the sessions are shared (Redis, the
+        database). ``None`` (the default, and the in-memory store's answer)
+        means the runtime keeps claims in process memory.
+        """
+        return None
 
     # -- helpers for implementations ---------------------------------------
 

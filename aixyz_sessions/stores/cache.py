@@ -31,6 +31,11 @@ Why it is built this way:
   its UTF-8 bytes otherwise: tags never contain ``{``, ``}`` or ``:`` and two
   payers never share one, so one payer's id can never name another's keys.
 
+The store also keeps the payment replay guard (:class:`RedisReplayGuard`,
+from :meth:`CacheSessionStore.replay_guard`): one ``SET NX PXAT`` key per
+claimed authorization, ``<prefix>:replay:{<payer tag>}:<nonce>``, which
+Redis drops by itself once the authorization's window has passed.
+
 Redis expires entries by itself; ``purge_expired`` only drops index members
 left behind by expired entries (they are also dropped lazily when met).
 Use ``maxmemory-policy noeviction`` for a Redis holding sessions: an evicting
@@ -42,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
+import secrets
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
@@ -55,11 +61,12 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import SessionStoreError, SessionStoreUnavailable
+from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
 from . import redis_scripts as lua
 from .base import ListResult, SessionStore
 from .redis_config import RedisTarget, resolve_cache_alias
 
-__all__ = ["CacheSessionStore", "payer_tag"]
+__all__ = ["CacheSessionStore", "RedisReplayGuard", "payer_tag"]
 
 # What "Redis is down or unreachable" looks like from redis-py (socket errors
 # surface as OSError, asyncio timeouts as TimeoutError, an OSError too).
@@ -353,6 +360,10 @@ class CacheSessionStore(SessionStore):
                 return removed
             lo = "(" + str(last)
 
+    def replay_guard(self) -> RedisReplayGuard:
+        """Claims of payment authorizations in this store's Redis, shared by every process."""
+        return RedisReplayGuard(self)
+
     async def close(self) -> None:
         """Close this event loop's connections; drop the clients of other loops.
 
@@ -368,6 +379,57 @@ class CacheSessionStore(SessionStore):
             self._last = None
         if bound is not None:
             await bound.closer.aclose()
+
+
+class RedisReplayGuard(ReplayGuard):
+    """Payment replay guard in the Redis of a :class:`CacheSessionStore`.
+
+    A claim is one ``SET <prefix>:replay:{<payer tag>}:<nonce> <token> NX
+    PXAT <valid_before + grace>``: Redis decides atomically which of any
+    number of concurrent claims (from any process) wins, and deletes the key
+    when the authorization's window has passed. The key shares the payer's
+    hash tag (one Cluster slot) but never a name with a session key, and
+    uses the store's per-loop client, so failures raise what the store's
+    operations raise (:class:`SessionStoreUnavailable` when Redis is down).
+
+    The random token covers the one retry the client makes after a lost
+    connection: if the first ``SET`` landed but its reply was lost, the
+    retried ``SET`` answers "exists", and the key holding this claim's own
+    token shows the claim is ours.
+    """
+
+    def __init__(self, store: CacheSessionStore, *, grace: float = DEFAULT_GRACE) -> None:
+        if not isinstance(store, CacheSessionStore):
+            raise TypeError(f"store must be a CacheSessionStore, not {type(store).__name__}")
+        self.store = store
+        self.grace = check_grace(grace)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.store!r}>"
+
+    def key(self, payer: str, nonce: str) -> str:
+        """The Redis key that holds the claim of ``(payer, nonce)``."""
+        payer, nonce = claim_key(payer, nonce)
+        return f"{self.store.key_prefix}:replay:{{{payer_tag(payer)}}}:{nonce}"
+
+    async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+        key = self.key(payer, nonce)
+        expires_ms = max(1, int(claim_expiry(valid_before, self.grace) * 1000))
+        token = secrets.token_hex(8)
+        client = self.store._client()
+        try:
+            if await client.set(key, token, nx=True, pxat=expires_ms):
+                return True
+            return bool(await client.get(key) == token)
+        except (RedisError, OSError) as exc:
+            raise self.store._failure("replay claim", exc) from exc
+
+    async def release(self, payer: str, nonce: str) -> None:
+        key = self.key(payer, nonce)
+        try:
+            await self.store._client().delete(key)
+        except (RedisError, OSError) as exc:
+            raise self.store._failure("replay release", exc) from exc
 
 
 class _LoopClient:

@@ -13,6 +13,10 @@ query (``key > last ORDER BY key LIMIT n + 1``) served by the unique index
 on ``(payer, key)``, so page 1,000 costs what page 1 costs. Prefixes become a
 key range, never ``LIKE``, so ``%``, ``_`` and ``\\`` are plain characters.
 
+The store also keeps the payment replay guard (:class:`DatabaseReplayGuard`,
+from :meth:`DatabaseSessionStore.replay_guard`): a ``PaymentClaim`` row per
+claimed authorization, made unique by a constraint on ``(payer, nonce)``.
+
 Django's ORM has no async driver yet, so each operation makes one
 ``sync_to_async(thread_sensitive=True)`` hop and runs all its statements
 there. Connection failures surface as :class:`SessionStoreUnavailable`
@@ -37,6 +41,7 @@ from django.core import checks
 from django.db import (
     DEFAULT_DB_ALIAS,
     DatabaseError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     ProgrammingError,
@@ -51,12 +56,15 @@ from django.db.models.sql.compiler import SQLInsertCompiler
 from django.utils import timezone
 
 from ..exceptions import SessionStoreError, SessionStoreUnavailable
+from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
 from .base import ListResult, SessionStore
 
 if TYPE_CHECKING:
-    from ..models import SessionEntry, SessionEntryQuerySet
+    from django.db.models import QuerySet
 
-__all__ = ["DatabaseSessionStore"]
+    from ..models import PaymentClaim, SessionEntry, SessionEntryQuerySet
+
+__all__ = ["DatabaseReplayGuard", "DatabaseSessionStore"]
 
 #: Wall-clock epoch milliseconds.
 Clock = Callable[[], float]
@@ -379,7 +387,8 @@ class DatabaseSessionStore(SessionStore):
         return ListResult(entries, self.encode_cursor(payer, next(reversed(entries))))
 
     def _purge_now(self) -> int:
-        return self._rows().purge_expired(self._moment(self._clock()))
+        now = self._moment(self._clock())
+        return self._rows().purge_expired(now) + DatabaseReplayGuard(self).purge_now(now)
 
     # -- the contract -------------------------------------------------------------------
 
@@ -423,8 +432,12 @@ class DatabaseSessionStore(SessionStore):
         return await self._db(self._delete, payer, unique)
 
     async def purge_expired(self) -> int:
-        """Delete every expired row now, in batches; return how many."""
+        """Delete every expired row now, entries and replay claims, in batches; return how many."""
         return await self._db(self._purge_now)
+
+    def replay_guard(self) -> DatabaseReplayGuard:
+        """Claims of payment authorizations in this store's database, shared by every process."""
+        return DatabaseReplayGuard(self)
 
     async def close(self) -> None:
         """Nothing to release: Django opens and closes database connections itself."""
@@ -453,3 +466,110 @@ class DatabaseSessionStore(SessionStore):
                 )
             )
         return errors
+
+
+class DatabaseReplayGuard(ReplayGuard):
+    """Payment replay guard in the ``PaymentClaim`` table of a :class:`DatabaseSessionStore`.
+
+    A claim makes one database hop and at most two statements: a ``DELETE``
+    of that same ``(payer, nonce)`` if its row has expired (so a pair is
+    forgotten only once its window has passed), then an ``INSERT`` that
+    ignores a conflict on the unique ``(payer, nonce)`` constraint (``ON
+    CONFLICT DO NOTHING`` / ``INSERT OR IGNORE``). The database decides which
+    of any number of concurrent inserts, from any process, lands: that one
+    claim wins. No exception is involved, so a claim made inside a caller's
+    transaction never breaks it. Time is the store's clock; failures raise
+    what the store's operations raise.
+    """
+
+    def __init__(self, store: DatabaseSessionStore, *, grace: float = DEFAULT_GRACE) -> None:
+        if not isinstance(store, DatabaseSessionStore):
+            raise TypeError(f"store must be a DatabaseSessionStore, not {type(store).__name__}")
+        self.store = store
+        self.grace = check_grace(grace)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.store!r}>"
+
+    @functools.cached_property
+    def _model(self) -> type[PaymentClaim]:
+        from ..models import PaymentClaim
+
+        return PaymentClaim
+
+    def _claims(self) -> QuerySet[PaymentClaim]:
+        return self._model.objects.using(self.store.using)
+
+    async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+        payer, nonce = claim_key(payer, nonce)
+        expires = claim_expiry(valid_before, self.grace)
+        return await self.store._db(self._guarded, self._claim_now, payer, nonce, expires)
+
+    async def release(self, payer: str, nonce: str) -> None:
+        payer, nonce = claim_key(payer, nonce)
+        await self.store._db(self._guarded, self._release_now, payer, nonce)
+
+    def _guarded(self, operation: Callable[..., T], *args: Any) -> T:
+        """Name the claims table (and its migration) when it is missing."""
+        try:
+            return operation(*args)
+        except (OperationalError, ProgrammingError) as exc:
+            if not _is_missing_table(exc):
+                raise
+            raise SessionStoreError(
+                f"DatabaseReplayGuard: table {self._model._meta.db_table!r} does not exist in "
+                f"database {self.store.using!r}; run `manage.py migrate aixyz_sessions "
+                f"--database {self.store.using}`"
+            ) from exc
+
+    def _claim_now(self, payer: str, nonce: str, expires: float) -> bool:
+        store = self.store
+        now_ms = store._clock()
+        if expires * 1000 <= now_ms:  # its window has passed: nothing left to guard
+            return True
+        claims = self._claims()
+        # _raw_delete: one plain DELETE, without the transaction QuerySet.delete() opens.
+        claims.filter(payer=payer, nonce=nonce, expires_at__lte=store._moment(now_ms))._raw_delete(
+            store.using
+        )
+        row = self._model(payer=payer, nonce=nonce, expires_at=store._moment(expires * 1000))
+        connection = connections[store.using]
+        if not connection.features.supports_ignore_conflicts:
+            try:
+                with transaction.atomic(using=store.using):
+                    row.save(using=store.using, force_insert=True)
+            except IntegrityError:
+                return False
+            return True
+        meta = self._model._meta
+        query = InsertQuery(self._model, on_conflict=OnConflict.IGNORE)
+        fields: builtins.list[Field[Any, Any]] = [
+            f for f in meta.concrete_fields if not f.primary_key
+        ]
+        query.insert_values(fields, [row])
+        compiler = cast(SQLInsertCompiler, query.get_compiler(using=store.using))
+        ((sql, params),) = compiler.as_sql()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return bool(cursor.rowcount == 1)
+
+    def _release_now(self, payer: str, nonce: str) -> None:
+        self._claims().filter(payer=payer, nonce=nonce)._raw_delete(self.store.using)
+
+    def purge_now(self, now: datetime, batch_size: int = 1000) -> int:
+        """Delete the claims expired at ``now``, ``batch_size`` per statement; return how many.
+
+        Runs in the database thread (the store's ``purge_expired`` calls it).
+        Claims of live authorizations stay, so a purge never reopens a replay.
+        """
+        return self._guarded(self._purge_batches, now, batch_size)
+
+    def _purge_batches(self, now: datetime, batch_size: int) -> int:
+        expired = self._claims().filter(expires_at__lte=now)
+        removed = 0
+        while True:
+            batch = builtins.list(expired.order_by().values_list("pk", flat=True)[:batch_size])
+            if batch:
+                removed += expired.filter(pk__in=batch)._raw_delete(self.store.using)
+            if len(batch) < batch_size:
+                return removed

@@ -1,0 +1,130 @@
+"""The replay guard contract, shared by the payment middleware and the session stores.
+
+It lives outside :mod:`aixyz_sessions.payments` (which re-exports it from
+``payments.replay``) so that a store can offer a guard kept in its own
+backend without importing the x402 machinery: ``payments`` imports
+``stores``, never the other way round.
+
+A guard answers one question atomically: is this the first use of the
+payment authorization ``(payer, nonce)``? Payer and nonce compare
+case-insensitively (an address and a hex nonce may arrive in any case). A
+claim may be forgotten ``grace`` seconds after the authorization's
+``valid_before``: by then every facilitator refuses it as expired.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "MAX_CLAIM_FIELD",
+    "MAX_EXPIRY",
+    "InMemoryReplayGuard",
+    "ReplayGuard",
+    "check_grace",
+    "claim_expiry",
+    "claim_key",
+]
+
+#: Seconds a claim outlives its authorization's ``valid_before`` (clock skew).
+DEFAULT_GRACE = 60.0
+#: Longest payer or nonce accepted, in characters (a nonce is bytes32 hex or a uint256).
+MAX_CLAIM_FIELD = 256
+#: The latest expiry a guard stores (9999-12-31T00:00:00Z): every backend, and a
+#: datetime in any local time zone, can hold it.
+MAX_EXPIRY = 253_402_214_400
+
+
+def claim_key(payer: str, nonce: str) -> tuple[str, str]:
+    """``(payer, nonce)`` lower-cased; ``TypeError``/``ValueError`` when unusable."""
+    for name, value in (("payer", payer), ("nonce", nonce)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        if not 0 < len(value) <= MAX_CLAIM_FIELD:
+            raise ValueError(f"{name} must be 1..{MAX_CLAIM_FIELD} characters")
+    return payer.lower(), nonce.lower()
+
+
+def claim_expiry(valid_before: int, grace: float) -> float:
+    """When a claim may be forgotten (unix seconds), within what every backend stores."""
+    if isinstance(valid_before, bool) or not isinstance(valid_before, int):
+        raise TypeError(f"valid_before must be an int, not {type(valid_before).__name__}")
+    return min(max(valid_before + grace, 0.0), float(MAX_EXPIRY))
+
+
+def check_grace(grace: float) -> float:
+    """``grace`` as a float; ``ValueError`` when negative."""
+    if isinstance(grace, bool) or not isinstance(grace, int | float):
+        raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
+    if not grace >= 0:
+        raise ValueError("grace must be >= 0")
+    return float(grace)
+
+
+class ReplayGuard(ABC):
+    """Atomic "first use wins" over payment authorizations."""
+
+    @abstractmethod
+    async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+        """Claim ``(payer, nonce)``; ``False`` if it is already claimed.
+
+        ``valid_before`` (unix seconds) is when the authorization stops being
+        valid anywhere; the guard may forget the claim after it.
+        """
+
+    @abstractmethod
+    async def release(self, payer: str, nonce: str) -> None:
+        """Give back a claim whose request failed before settlement."""
+
+
+class InMemoryReplayGuard(ReplayGuard):
+    """Claims held in this process's memory; safe across threads and tasks.
+
+    Claims are forgotten ``grace`` seconds after their ``valid_before``; by
+    then every facilitator rejects the authorization as expired anyway.
+    """
+
+    def __init__(
+        self, *, grace: float = DEFAULT_GRACE, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._grace = check_grace(grace)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._claims: dict[tuple[str, str], float] = {}
+        self._expiry: list[tuple[float, tuple[str, str]]] = []
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._claims)
+
+    def _purge(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            expires, key = heapq.heappop(self._expiry)
+            if self._claims.get(key) == expires:
+                del self._claims[key]
+
+    async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+        """Claim atomically (a lock, no awaits inside it)."""
+        key = claim_key(payer, nonce)
+        expires = claim_expiry(valid_before, self._grace)
+        with self._lock:
+            now = self._clock()
+            self._purge(now)
+            if key in self._claims:
+                return False
+            if expires <= now:  # its window has already passed: nothing to remember
+                return True
+            self._claims[key] = expires
+            heapq.heappush(self._expiry, (expires, key))
+            return True
+
+    async def release(self, payer: str, nonce: str) -> None:
+        """Drop the claim (its heap entry goes lazily)."""
+        key = claim_key(payer, nonce)
+        with self._lock:
+            self._claims.pop(key, None)
