@@ -58,7 +58,7 @@ def _warn_once() -> None:
         if _warned:
             return
         _warned = True
-    logging.warning(
+    logger.warning(
         "aixyz_sessions: LocalFacilitator in use: payments are verified but NO MONEY MOVES. "
         "Use a real facilitator (AIXYZ_X402['FACILITATOR_URL']) in production."
     )
