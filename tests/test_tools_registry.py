@@ -158,3 +158,22 @@ def test_listing_is_sorted(reg: ToolRegistry) -> None:
         tool(fn, name=tool_name, registry=reg)
     assert [t.name for t in reg] == ["a", "b", "c"]
     assert len(reg) == 3
+
+
+@pytest.mark.parametrize("price", ["free", "$-1", "$0", True, ["$1"]])
+def test_bad_price_is_refused_at_definition(reg: ToolRegistry, price: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="@tool 'p'"):
+
+        @tool(name="p", price=price, registry=reg)  # type: ignore[arg-type]
+        async def p() -> int:
+            return 1
+
+    assert reg.get("p") is None
+
+
+def test_price_is_normalised(reg: ToolRegistry) -> None:
+    @tool(name="p", price="0.5", registry=reg)
+    async def p() -> int:
+        return 1
+
+    assert get(reg, "p").price == "$0.5"

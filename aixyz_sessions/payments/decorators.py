@@ -20,9 +20,20 @@ from django.http import HttpRequest
 
 from .conf import check_address, check_network
 
-__all__ = ["PAID_ATTR", "VERIFIED_ATTR", "PaidSpec", "paid", "paid_spec_of"]
+__all__ = [
+    "PAID_ATTR",
+    "PRICE_OF_ATTR",
+    "VERIFIED_ATTR",
+    "PaidSpec",
+    "PriceOf",
+    "check_price",
+    "paid",
+    "paid_spec_of",
+    "priced_per_request",
+]
 
 PAID_ATTR = "_aixyz_x402_paid"
+PRICE_OF_ATTR = "_aixyz_x402_price_of"
 VERIFIED_ATTR = "_aixyz_x402_verified"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,18 +49,19 @@ class PaidSpec:
     description: str | None = None
 
 
-def _check_price(price: object) -> str:
+def check_price(price: object, *, what: str = "paid()") -> str:
+    """Normalise a price to ``"$<amount>"``; ``TypeError``/``ValueError`` if it is not one."""
     if isinstance(price, bool) or not isinstance(price, str | int | float | Decimal):
-        raise TypeError(f"paid(): price must be a str like '$0.01', got {price!r}")
+        raise TypeError(f"{what}: price must be a str like '$0.01', got {price!r}")
     text = str(price).strip()
     try:
         amount = Decimal(text.removeprefix("$").replace(",", "").strip())
     except InvalidOperation:
         raise ValueError(
-            f"paid(): price {price!r} is not a dollar amount such as '$0.01'"
+            f"{what}: price {price!r} is not a dollar amount such as '$0.01'"
         ) from None
     if not amount.is_finite() or amount <= 0:
-        raise ValueError(f"paid(): price must be positive, got {price!r}")
+        raise ValueError(f"{what}: price must be positive, got {price!r}")
     return text if text.startswith("$") else f"${text}"
 
 
@@ -82,7 +94,7 @@ def paid(
     for this view. Arguments are checked now, at import time.
     """
     spec = PaidSpec(
-        price=_check_price(price),
+        price=check_price(price),
         network=None if network is None else check_network(network, what="paid(network=...)"),
         pay_to=None if pay_to is None else check_address(pay_to, what="paid(pay_to=...)"),
         description=description,
@@ -116,15 +128,46 @@ def paid(
     return decorate
 
 
-def paid_spec_of(view: Callable[..., Any], method: str) -> PaidSpec | None:
+#: ``(request, resolver_match_kwargs) -> PaidSpec | None``: a view's price for one request.
+PriceOf = Callable[[HttpRequest, dict[str, Any]], PaidSpec | None]
+
+
+def priced_per_request(price_of: PriceOf) -> Callable[[F], F]:
+    """Mark a view whose price depends on the request (for example on a URL argument).
+
+    ``price_of(request, kwargs)`` gets the request and the URL resolver's
+    keyword arguments and returns a :class:`PaidSpec`, or ``None`` for a free
+    request. The middleware asks it before the view runs. Unlike
+    :func:`paid`, the view itself must refuse to serve a paid request that
+    the middleware did not verify (``getattr(request, VERIFIED_ATTR, False)``).
+    """
+
+    def decorate(view: F) -> F:
+        setattr(view, PRICE_OF_ATTR, price_of)
+        return view
+
+    return decorate
+
+
+def paid_spec_of(
+    view: Callable[..., Any],
+    method: str,
+    request: HttpRequest | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> PaidSpec | None:
     """The :class:`PaidSpec` of a resolved view for an HTTP ``method``, if any.
 
-    Looks at the view function, then (class-based views) at the handler for
-    ``method`` and at ``dispatch``.
+    Looks at the view function, then at a per-request price
+    (:func:`priced_per_request`, asked only when ``request`` is given), then
+    (class-based views) at the handler for ``method`` and at ``dispatch``.
     """
     spec = getattr(view, PAID_ATTR, None)
     if isinstance(spec, PaidSpec):
         return spec
+    price_of = getattr(view, PRICE_OF_ATTR, None)
+    if price_of is not None and request is not None:
+        dynamic = price_of(request, kwargs or {})
+        return dynamic if isinstance(dynamic, PaidSpec) else None
     view_class = getattr(view, "view_class", None)
     if view_class is None:
         return None

@@ -195,8 +195,12 @@ def tool(
             raise ValueError(
                 f"tool name {tool_name!r} must be 1-64 characters of letters, digits, '_', '-', '.'"
             )
-        if price is not None and not isinstance(price, str):
-            raise TypeError('price must be a string such as "$0.01"')
+        if price is not None:
+            from ..payments.decorators import check_price
+
+            checked_price: str | None = check_price(price, what=f"@tool {tool_name!r}")
+        else:
+            checked_price = None
         text = description or inspect.getdoc(fn) or ""
         if input_schema is not None:
             jsonschema.Draft202012Validator.check_schema(input_schema)
@@ -205,7 +209,9 @@ def tool(
         else:
             model = _model_for(tool_name, fn)
             schema = model.model_json_schema()
-        registry.register(Tool(tool_name, text, fn, price=price, input_schema=schema, _model=model))
+        registry.register(
+            Tool(tool_name, text, fn, price=checked_price, input_schema=schema, _model=model)
+        )
         return fn
 
     if func is not None:
