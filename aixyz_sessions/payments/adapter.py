@@ -11,7 +11,13 @@ from eth_utils.address import is_address, to_checksum_address
 from x402.http import decode_payment_signature_header
 from x402.schemas import PaymentPayload
 
-__all__ = ["Authorization", "DjangoHTTPAdapter", "PaymentHeaderError", "read_payment"]
+__all__ = [
+    "Authorization",
+    "DjangoHTTPAdapter",
+    "PaymentHeaderError",
+    "authorization_of",
+    "read_payment",
+]
 
 PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 X_PAYMENT = "X-PAYMENT"
@@ -99,6 +105,17 @@ def read_payment(header: str) -> tuple[PaymentPayload, Authorization]:
             f"payment header is not base64-encoded JSON of an x402 payment payload: "
             f"{type(exc).__name__}"
         ) from None
+    authorization = authorization_of(payload)
+    assert isinstance(payload, PaymentPayload)  # authorization_of refuses v1
+    return payload, authorization
+
+
+def authorization_of(payload: object) -> Authorization:
+    """Check an x402 v2 payload's authorization shape; who signed it and which nonce.
+
+    Shared by every transport (HTTP headers, WebSocket messages). Raises
+    :class:`PaymentHeaderError` with a reason fit for the client.
+    """
     if not isinstance(payload, PaymentPayload):
         raise PaymentHeaderError("x402 v1 payment payloads are not accepted; send x402Version 2")
     inner = payload.payload
@@ -120,4 +137,4 @@ def read_payment(header: str) -> tuple[PaymentPayload, Authorization]:
         raise PaymentHeaderError(f"payment authorization has no valid {deadline_key}") from None
     if not isinstance(inner.get("signature"), str):
         raise PaymentHeaderError("payment payload has no signature")
-    return payload, Authorization(to_checksum_address(payer), nonce, valid_before)
+    return Authorization(to_checksum_address(payer), nonce, valid_before)

@@ -135,7 +135,7 @@ class X402Middleware:
             match = resolve(request.path_info, urlconf=getattr(request, "urlconf", None))
         except Resolver404:
             return None
-        return paid_spec_of(match.func, request.method or "GET")
+        return paid_spec_of(match.func, request.method or "GET", request, match.kwargs)
 
     async def _paid(
         self, request: HttpRequest, spec: PaidSpec, call_view: AsyncGetResponse

@@ -1,0 +1,272 @@
+"""The project's one ASGI application: Django, the MCP server at ``/mcp``, tools over WebSocket.
+
+In a project's ``asgi.py``::
+
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+    from aixyz_sessions.asgi import get_asgi_application
+
+    application = get_asgi_application()
+
+(and ``ASGI_APPLICATION = "mysite.asgi.application"`` for channels'
+``runserver``). Routing:
+
+* HTTP ``/mcp`` and ``/mcp/...`` -> the MCP server
+  (``aixyz_sessions.tools.mcp.mcp_asgi_app()``, imported on first use and
+  given the request unchanged); every other HTTP path -> Django;
+* WebSocket ``/ws/tools/`` -> :class:`~aixyz_sessions.tools.consumers.ToolConsumer`
+  behind an origin check: a browser (it always sends ``Origin``) must come
+  from ``ALLOWED_HOSTS``, as with channels' ``AllowedHostsOriginValidator``;
+  a client without ``Origin`` (an agent, not a browser) is let in, since
+  every paid message carries its own signed payment and no ambient
+  credentials are used;
+* ``lifespan``: startup and shutdown are acknowledged and forwarded to the
+  MCP app (its session manager runs for the server's lifetime); channels'
+  router alone would raise on this scope.
+
+``uvicorn aixyz_sessions.asgi:application`` also works once
+``DJANGO_SETTINGS_MODULE`` is set: ``application`` is built on first access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["MCP_MODULE", "MCP_PREFIX", "McpRouter", "get_asgi_application"]
+
+logger = logging.getLogger("aixyz_sessions.asgi")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[Any]]
+
+MCP_PREFIX = "/mcp"
+MCP_MODULE = "aixyz_sessions.tools.mcp"
+
+
+def _is_mcp_path(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path == MCP_PREFIX or path.startswith(MCP_PREFIX + "/")
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class McpRouter:
+    """HTTP: ``/mcp`` and below to the MCP app, the rest to ``django``; ``lifespan`` handled.
+
+    The MCP app comes from ``mcp_asgi_app()`` in :data:`MCP_MODULE`, imported
+    once on first need (the lifespan startup or the first ``/mcp`` request).
+    Without that module ``/mcp`` answers 404 JSON and Django is unaffected.
+    """
+
+    def __init__(self, django: ASGIApp, *, loader: Callable[[], ASGIApp | None] | None = None):
+        self.django = django
+        self._loader = loader or _load_mcp_app
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._mcp: ASGIApp | None = None
+
+    def mcp_app(self) -> ASGIApp | None:
+        """The MCP app, or ``None`` when the MCP module is absent."""
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._mcp = self._loader()
+                    self._loaded = True
+        return self._mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route one HTTP request."""
+        if not _is_mcp_path(scope):
+            await self.django(scope, receive, send)
+            return
+        app = self.mcp_app()
+        if app is None:
+            await _send_json(
+                send,
+                404,
+                {"error": "mcp_unavailable", "message": f"{MCP_MODULE} is not installed"},
+            )
+            return
+        await app(scope, receive, send)
+
+
+def _load_mcp_app() -> ASGIApp | None:
+    try:
+        module = importlib.import_module(MCP_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != MCP_MODULE:
+            raise
+        return None
+    app: ASGIApp = module.mcp_asgi_app()
+    return app
+
+
+class _Lifespan:
+    """Answer the ``lifespan`` scope, forwarding startup/shutdown to the MCP app.
+
+    The MCP app's lifespan runs in its own task fed through a queue; an app
+    that does not speak lifespan (it raises, or returns without completing
+    startup) is simply not forwarded to.
+    """
+
+    def __init__(self, router: McpRouter) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner: _InnerLifespan | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    app = self.router.mcp_app()
+                    if app is not None:
+                        inner = _InnerLifespan(app, scope)
+                        failure = await inner.startup()
+                        if failure is not None:
+                            await send({"type": "lifespan.startup.failed", "message": failure})
+                            return
+                except Exception as exc:
+                    logger.exception("ASGI lifespan startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if inner is not None:
+                    await inner.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class _InnerLifespan:
+    """One app's lifespan protocol, driven from outside."""
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        self._app = app
+        self._scope = scope
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._active = False
+
+    async def _run(self) -> None:
+        try:
+            await self._app(dict(self._scope), self._inbox.get, self._outbox.put)
+        except Exception:  # an app without lifespan support
+            logger.debug("MCP app does not handle lifespan", exc_info=True)
+        finally:
+            await self._outbox.put({"type": "_finished"})
+
+    async def startup(self) -> str | None:
+        """Start the app's lifespan; a failure message, or ``None``."""
+        self._task = asyncio.create_task(self._run())
+        await self._inbox.put({"type": "lifespan.startup"})
+        reply = await self._outbox.get()
+        if reply["type"] == "lifespan.startup.failed":
+            return str(reply.get("message", "MCP app startup failed"))
+        self._active = reply["type"] == "lifespan.startup.complete"
+        return None
+
+    async def shutdown(self) -> None:
+        """Stop the app's lifespan and wait for it."""
+        if self._active:
+            await self._inbox.put({"type": "lifespan.shutdown"})
+            while (await self._outbox.get())["type"] not in (
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+                "_finished",
+            ):
+                pass
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class _Application:
+    """``lifespan`` here, everything else to channels' router."""
+
+    def __init__(self, router: ASGIApp, lifespan: _Lifespan) -> None:
+        self.router = router
+        self.lifespan = lifespan
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
+
+
+def _origin_checked(app: ASGIApp) -> ASGIApp:
+    """``AllowedHostsOriginValidator`` that also admits connections without ``Origin``."""
+    from channels.security.websocket import OriginValidator  # type: ignore[import-untyped]
+    from django.conf import settings
+
+    class AgentOriginValidator(OriginValidator):  # type: ignore[misc]
+        def valid_origin(self, parsed_origin: Any) -> bool:
+            return parsed_origin is None or bool(super().valid_origin(parsed_origin))
+
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = ["localhost", "127.0.0.1", "[::1]"]
+    validator: ASGIApp = AgentOriginValidator(app, allowed)
+    return validator
+
+
+def get_asgi_application() -> ASGIApp:
+    """Build the ASGI app (sets Django up; ``DJANGO_SETTINGS_MODULE`` must be set)."""
+    from django.core.asgi import get_asgi_application as django_asgi_application
+
+    django_app = django_asgi_application()  # django.setup() before importing consumers
+
+    from channels.routing import (  # type: ignore[import-untyped]
+        ProtocolTypeRouter,
+        URLRouter,
+    )
+    from django.urls import re_path
+
+    from .tools.consumers import ToolConsumer
+
+    http = McpRouter(django_app)
+    websocket = _origin_checked(URLRouter([re_path(r"^ws/tools/?$", ToolConsumer.as_asgi())]))
+    router = ProtocolTypeRouter({"http": http, "websocket": websocket})
+    return _Application(router, _Lifespan(http))
+
+
+_application: ASGIApp | None = None
+_application_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """``application``: built by :func:`get_asgi_application` on first access."""
+    global _application
+    if name != "application":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _application_lock:
+        if _application is None:
+            _application = get_asgi_application()
+        return _application

@@ -1,0 +1,327 @@
+"""One tool call behind an x402 payment, whatever carries it (WebSocket, a queue, ...).
+
+HTTP has :class:`~aixyz_sessions.payments.middleware.X402Middleware`; a
+message-based transport has no headers, so it hands the payment payload (the
+JSON object an x402 client signs) to :func:`call_tool` with the arguments.
+The gate runs the same SDK machinery as the middleware (the runtime's
+``x402HTTPResourceServer`` for the tool's price, over a header-less adapter),
+so requirements, matching, verification, settlement and the replay guard are
+identical on every transport, and a payment is spent on one transport at most.
+
+Order of a paid call, so that a bad call never spends a payment:
+
+1. validate the arguments (:class:`ToolArgumentsError`);
+2. no payment -> :class:`ToolPaymentError` ``payment_required`` carrying the
+   SDK's ``PaymentRequired`` (what the HTTP 402 carries in ``PAYMENT-REQUIRED``);
+3. decode the payload with the SDK's schema and verify it through the
+   facilitator (``invalid_payment`` with the reason; ``facilitator_unavailable``);
+4. claim the authorization in the replay guard (``invalid_payment`` if used);
+5. run the tool inside ``payer_context(payer)``;
+6. settle; the result comes back with the SDK-encoded settlement response.
+   A tool that raises is not settled and its claim is released.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from x402.http import decode_payment_required_header, encode_payment_signature_header
+from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTransportContext
+from x402.schemas import PaymentPayload, PaymentRequired, SettleResponse
+
+from ..context import payer_context
+from ..payments.adapter import Authorization, PaymentHeaderError, authorization_of, read_payment
+from ..payments.decorators import PaidSpec, check_price
+from ..payments.facilitators import facilitator_failures
+from ..payments.runtime import get_runtime
+from .registry import Tool
+
+__all__ = [
+    "ToolCallResult",
+    "ToolPaymentError",
+    "call_tool",
+    "parse_payment",
+    "payment_required_for",
+    "tool_paid_spec",
+]
+
+logger = logging.getLogger("aixyz_sessions.payments")
+
+PAYMENT_REQUIRED_HEADER = "PAYMENT-REQUIRED"
+PAYMENT_RESPONSE_HEADER = "PAYMENT-RESPONSE"
+
+
+@dataclass(frozen=True)
+class ToolCallResult:
+    """What a (possibly paid) tool call produced.
+
+    ``payment_response`` is the settlement as the SDK encodes it for the
+    ``PAYMENT-RESPONSE`` header (decode with
+    ``x402.http.decode_payment_response_header``); ``None`` for free tools.
+    """
+
+    result: Any
+    payer: str | None = None
+    settlement: SettleResponse | None = None
+    payment_response: str | None = None
+
+
+class ToolPaymentError(Exception):
+    """The payment for a tool call is missing, invalid, used, or could not be processed.
+
+    ``code`` is one of ``payment_required``, ``invalid_payment``,
+    ``facilitator_unavailable``, ``settlement_failed``. ``payment_required``
+    (the SDK's ``PaymentRequired``) tells the client what to pay, when known.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        payment_required: PaymentRequired | None = None,
+        payment_response: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.payment_required = payment_required
+        self.payment_response = payment_response
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready error: ``code``, ``message`` and the payment details present."""
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.payment_required is not None:
+            data["payment_required"] = json.loads(
+                self.payment_required.model_dump_json(by_alias=True, exclude_none=True)
+            )
+        if self.payment_response is not None:
+            data["payment_response"] = self.payment_response
+        return data
+
+
+def tool_paid_spec(item: Tool) -> PaidSpec | None:
+    """The :class:`PaidSpec` a paid tool costs (``None`` for a free tool).
+
+    HTTP and the gate use the same spec, so a tool's requirements are the
+    same on every transport.
+    """
+    if item.price is None:
+        return None
+    return PaidSpec(price=check_price(item.price), description=item.description or None)
+
+
+def parse_payment(payment: object) -> tuple[PaymentPayload, Authorization]:
+    """Decode a payment carried in a message: the payload object, or its header string.
+
+    Validated with the SDK's ``PaymentPayload`` schema (x402 v2 only).
+    Raises :class:`PaymentHeaderError` with a reason fit for the client.
+    """
+    if isinstance(payment, str):
+        return read_payment(payment)
+    if not isinstance(payment, Mapping):
+        raise PaymentHeaderError(
+            f"payment must be an x402 payment payload object, not {type(payment).__name__}"
+        )
+    if payment.get("x402Version") == 1:
+        raise PaymentHeaderError("x402 v1 payment payloads are not accepted; send x402Version 2")
+    try:
+        payload = PaymentPayload.model_validate(dict(payment))
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        raise PaymentHeaderError(
+            f"payment is not an x402 payment payload (check: {', '.join(fields)})"
+        ) from None
+    return payload, authorization_of(payload)
+
+
+class _MessageAdapter:
+    """The SDK's ``HTTPAdapter`` for a call that arrived without HTTP.
+
+    It carries only the payment (as the header the SDK would read) and a
+    resource URL; the client always gets JSON, never the browser paywall.
+    """
+
+    def __init__(self, path: str, url: str, payment_header: str | None) -> None:
+        self._path = path
+        self._url = url
+        self._payment_header = payment_header
+
+    def get_header(self, name: str) -> str | None:
+        """Only the payment header exists."""
+        return self._payment_header if name.upper() == "PAYMENT-SIGNATURE" else None
+
+    def get_method(self) -> str:
+        """Tool calls are POSTs."""
+        return "POST"
+
+    def get_path(self) -> str:
+        """``/tools/<name>``, as over HTTP."""
+        return self._path
+
+    def get_url(self) -> str:
+        """The resource URL reported in the requirements."""
+        return self._url
+
+    def get_accept_header(self) -> str:
+        """JSON, never the HTML paywall."""
+        return "application/json"
+
+    def get_user_agent(self) -> str:
+        """No user agent."""
+        return ""
+
+    def get_query_params(self) -> dict[str, str | list[str]]:
+        """No query."""
+        return {}
+
+    def get_query_param(self, name: str) -> str | None:
+        """No query."""
+        return None
+
+    def get_body(self) -> Any:
+        """Not used."""
+        return None
+
+
+def _context(item: Tool, resource: str | None, payment_header: str | None) -> HTTPRequestContext:
+    path = f"/tools/{item.name}"
+    adapter = _MessageAdapter(path, resource or f"tool://{item.name}", payment_header)
+    return HTTPRequestContext(
+        adapter=adapter, path=path, method="POST", payment_header=payment_header
+    )
+
+
+def _payment_required_of(instructions: HTTPResponseInstructions | None) -> PaymentRequired | None:
+    header = None if instructions is None else instructions.headers.get(PAYMENT_REQUIRED_HEADER)
+    if not header:
+        return None
+    decoded = decode_payment_required_header(header)
+    return decoded if isinstance(decoded, PaymentRequired) else None
+
+
+def _unavailable(
+    failures: facilitator_failures, exc: BaseException | None = None
+) -> ToolPaymentError:
+    message = failures.message or (f"{type(exc).__name__}: {exc}" if exc else "facilitator failed")
+    return ToolPaymentError("facilitator_unavailable", message)
+
+
+async def payment_required_for(item: Tool, *, resource: str | None = None) -> PaymentRequired:
+    """The SDK's ``PaymentRequired`` for a paid tool, as a 402 would carry it.
+
+    Raises :class:`ToolPaymentError` ``facilitator_unavailable`` when the
+    facilitator cannot be asked what it supports, and ``ValueError`` for a
+    free tool.
+    """
+    spec = tool_paid_spec(item)
+    if spec is None:
+        raise ValueError(f"tool {item.name!r} is free")
+    runtime = get_runtime()
+    with facilitator_failures() as failures:
+        try:
+            await runtime.ensure_initialized()
+        except Exception as exc:
+            raise _unavailable(failures, exc) from exc
+        result = await runtime.http_server(spec).process_http_request(
+            _context(item, resource, None)
+        )
+        required = _payment_required_of(result.response)
+        if failures or required is None:
+            raise _unavailable(failures)
+        return required
+
+
+async def call_tool(
+    item: Tool,
+    arguments: object,
+    payment: object = None,
+    *,
+    resource: str | None = None,
+) -> ToolCallResult:
+    """Validate, take the payment (paid tools), run ``item`` and settle.
+
+    ``payment`` is the x402 payment payload (a dict, or its base64 header
+    form) or ``None``; it is ignored for a free tool, which runs with no
+    session bound. ``resource`` is the URL reported in the requirements
+    (default ``tool://<name>``). Raises :class:`ToolArgumentsError`,
+    :class:`ToolPaymentError`, or what the tool raises (then nothing is
+    settled and the authorization may be used again).
+    """
+    item.validate(arguments)
+    spec = tool_paid_spec(item)
+    if spec is None:
+        async with payer_context(None):
+            return ToolCallResult(await item.call(arguments))
+    if payment is None:
+        required = await payment_required_for(item, resource=resource)
+        raise ToolPaymentError(
+            "payment_required",
+            f"tool {item.name!r} costs {spec.price}: send an x402 payment for these requirements",
+            payment_required=required,
+        )
+    try:
+        payload, authorization = parse_payment(payment)
+    except PaymentHeaderError as exc:
+        required = await payment_required_for(item, resource=resource)
+        raise ToolPaymentError("invalid_payment", str(exc), payment_required=required) from None
+
+    runtime = get_runtime()
+    with facilitator_failures() as failures:
+        try:
+            await runtime.ensure_initialized()
+        except Exception as exc:
+            raise _unavailable(failures, exc) from exc
+        http_server = runtime.http_server(spec)
+        context = _context(item, resource, encode_payment_signature_header(payload))
+        verified = await http_server.process_http_request(context)
+        if failures:
+            raise _unavailable(failures)
+        accepted, requirements = verified.payment_payload, verified.payment_requirements
+        if verified.type != "payment-verified" or accepted is None or requirements is None:
+            refused = _payment_required_of(verified.response)
+            reason = (refused.error if refused else None) or "payment verification failed"
+            raise ToolPaymentError("invalid_payment", reason, payment_required=refused)
+
+        guard = runtime.replay_guard
+        if not await guard.claim(
+            authorization.payer, authorization.nonce, authorization.valid_before
+        ):
+            raise ToolPaymentError("invalid_payment", "payment authorization already used")
+        settled = False
+        try:
+            async with payer_context(authorization.payer):
+                result = await item.call(arguments)
+            settlement = await http_server.process_settlement(
+                accepted,
+                requirements,
+                context=context,
+                declared_extensions=verified.declared_extensions,
+                transport_context=HTTPTransportContext(request=context),
+                before_handler_settlement=verified.before_handler_settlement,
+            )
+            if failures:
+                raise _unavailable(failures)
+            encoded = settlement.headers.get(PAYMENT_RESPONSE_HEADER)
+            if not settlement.success:
+                logger.warning("x402: tool settlement failed: %s", settlement.error_reason)
+                raise ToolPaymentError(
+                    "settlement_failed",
+                    settlement.error_reason or "settlement failed",
+                    payment_response=encoded,
+                )
+            settled = True
+            return ToolCallResult(
+                result,
+                payer=authorization.payer,
+                settlement=settlement.settle_response,
+                payment_response=encoded,
+            )
+        finally:
+            if not settled:
+                await guard.release(authorization.payer, authorization.nonce)

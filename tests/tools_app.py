@@ -1,0 +1,108 @@
+"""Example tools and a URLconf for the HTTP/WebSocket tool tests.
+
+The tools live in their own registry; :func:`example_tools` puts them into the
+global one for a test and restores whatever was there afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.urls import include, path
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client
+from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.schemas import PaymentRequired
+
+from aixyz_sessions import get_payer, get_session
+from aixyz_sessions.tools import Tool, ToolError, ToolRegistry, registry, tool
+
+PRICE = "$0.01"
+EXAMPLES = ToolRegistry()
+
+
+@tool(registry=EXAMPLES)
+async def echo(text: str, times: int = 1) -> dict[str, Any]:
+    """Repeat ``text``; reports the payer it sees (always none: the tool is free)."""
+    return {"text": text * times, "payer": get_payer(), "session": get_session() is not None}
+
+
+@tool(price=PRICE, registry=EXAMPLES)
+async def put(key: str, value: str) -> dict[str, Any]:
+    """Store ``value`` under ``key`` in the payer's session."""
+    session = get_session()
+    assert session is not None
+    await session.set(key, value)
+    return {"payer": session.payer, "key": key}
+
+
+@tool(price=PRICE, registry=EXAMPLES)
+async def get(key: str) -> dict[str, Any]:
+    """Read ``key`` from the payer's session."""
+    session = get_session()
+    assert session is not None
+    return {"payer": session.payer, "value": await session.get(key)}
+
+
+@tool(price=PRICE, registry=EXAMPLES)
+async def whoami(delay: float = 0.0) -> str | None:
+    """The payer, read after ``delay`` seconds (to interleave concurrent calls)."""
+    await asyncio.sleep(delay)
+    return get_payer()
+
+
+@tool(registry=EXAMPLES)
+async def explode(reason: str) -> None:
+    """Always fails with a readable :class:`ToolError`."""
+    raise ToolError(f"exploded: {reason}")
+
+
+@tool(price=PRICE, registry=EXAMPLES)
+async def paid_explode(reason: str) -> None:
+    """A paid tool that fails: it must not be settled."""
+    raise ToolError(f"exploded: {reason}")
+
+
+@contextmanager
+def example_tools() -> Iterator[list[Tool]]:
+    """Register the example tools globally for a block; restore the registry after."""
+    items = list(EXAMPLES)
+    saved = {item.name: registry.get(item.name) for item in items}
+    for item in items:
+        registry.register(item)
+    try:
+        yield items
+    finally:
+        for name, previous in saved.items():
+            registry.unregister(name)
+            if previous is not None:
+                registry.register(previous)
+
+
+class Wallet:
+    """A payer for message transports: signs x402 payloads with the SDK client."""
+
+    def __init__(self) -> None:
+        self.account: LocalAccount = Account.create()
+        self.client = x402Client()
+        register_exact_evm_client(self.client, self.account)  # type: ignore[arg-type]
+
+    @property
+    def address(self) -> str:
+        """EIP-55 address."""
+        return str(self.account.address)
+
+    async def pay(self, payment_required: dict[str, Any]) -> dict[str, Any]:
+        """A payment payload (JSON object) for a ``payment_required`` JSON object."""
+        required = PaymentRequired.model_validate(payment_required)
+        payload = await self.client.create_payment_payload(required)
+        data: dict[str, Any] = json.loads(payload.model_dump_json(by_alias=True, exclude_none=True))
+        return data
+
+
+urlpatterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
