@@ -15,6 +15,7 @@ claim may be forgotten ``grace`` seconds after the authorization's
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -80,6 +81,19 @@ class ReplayGuard(ABC):
     @abstractmethod
     async def release(self, payer: str, nonce: str) -> None:
         """Give back a claim whose request failed before settlement."""
+
+    async def release_quietly(self, payer: str, nonce: str) -> None:
+        """:meth:`release`, logging instead of raising when the backend fails.
+
+        Used in ``finally`` blocks, where raising would hide the original
+        error; an unreleased claim only means the client must sign anew.
+        """
+        try:
+            await self.release(payer, nonce)
+        except Exception:
+            logging.getLogger("aixyz_sessions.payments").warning(
+                "replay guard: could not release the claim of %s", payer, exc_info=True
+            )
 
 
 class InMemoryReplayGuard(ReplayGuard):

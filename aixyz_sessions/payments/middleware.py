@@ -32,6 +32,7 @@ from django.urls import Resolver404, resolve
 from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTransportContext
 
 from ..context import payer_context
+from ..exceptions import SessionStoreError
 from .adapter import DjangoHTTPAdapter, PaymentHeaderError, read_payment
 from .decorators import VERIFIED_ATTR, PaidSpec, paid_spec_of
 from .facilitators import facilitator_failures
@@ -71,6 +72,15 @@ def _from_instructions(
     if error and not body:
         body = error
     return _json(instructions.status, body if body is not None else {}, instructions.headers)
+
+
+def _store_unavailable(exc: SessionStoreError) -> HttpResponse:
+    """503: the session store (or the replay guard in it) cannot answer right now."""
+    return _json(
+        503,
+        {"error": "session_store_unavailable", "message": str(exc)},
+        {"Retry-After": "5", "Cache-Control": "no-store"},
+    )
 
 
 def _bad_gateway(message: str) -> HttpResponse:
@@ -184,9 +194,13 @@ class X402Middleware:
         payload, requirements = result.payment_payload, result.payment_requirements
         assert payload is not None and requirements is not None
         guard = runtime.replay_guard
-        if not await guard.claim(
-            authorization.payer, authorization.nonce, authorization.valid_before
-        ):
+        try:
+            claimed = await guard.claim(
+                authorization.payer, authorization.nonce, authorization.valid_before
+            )
+        except SessionStoreError as exc:
+            return _store_unavailable(exc)
+        if not claimed:
             return _json(
                 402,
                 {"error": "invalid_payment", "reason": "payment authorization already used"},
@@ -234,7 +248,17 @@ class X402Middleware:
             return response
         finally:
             if not settled:
-                await guard.release(authorization.payer, authorization.nonce)
+                await guard.release_quietly(authorization.payer, authorization.nonce)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A view that hit a store outage answers 503 with a JSON error, not a 500.
+
+        Being non-2xx, such a response is never settled.
+        """
+        if isinstance(exception, SessionStoreError):
+            logger.warning("session store failed in %s: %s", request.path, exception)
+            return _store_unavailable(exception)
+        return None
 
     @staticmethod
     def _context(request: HttpRequest, adapter: DjangoHTTPAdapter) -> HTTPRequestContext:

@@ -33,6 +33,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer  # type: ignore[import-untyped]
 
 from ..context import payer_context
+from ..exceptions import SessionStoreError
 from .payment_gate import ToolPaymentError, call_tool
 from .registry import ToolArgumentsError, ToolError, registry
 
@@ -133,6 +134,10 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self._reply(
                     message_id,
                     error={"code": "tool_error", "message": str(exc) or type(exc).__name__},
+                )
+            except SessionStoreError as exc:
+                await self._reply(
+                    message_id, error={"code": "session_store_unavailable", "message": str(exc)}
                 )
             except Exception:
                 logger.exception("tool call over WebSocket failed")

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.types import CallToolResult
-from x402.http import encode_payment_signature_header
 from x402.mcp import PaymentWrapperHooks, create_payment_wrapper
 from x402.mcp.types import ServerHookContext, SettlementContext
 from x402.schemas import ResourceConfig, ResourceInfo
 
 from ..context import payer_context
-from ..payments.adapter import Authorization, PaymentHeaderError, read_payment
+from ..exceptions import SessionStoreError
+from ..payments.adapter import Authorization, PaymentHeaderError, authorization_of
 from ..payments.facilitators import facilitator_failures
 from ..payments.runtime import PaymentRuntime, get_runtime
 from .mcp_results import error_result, failure_result, result_text, with_payment_error
@@ -62,6 +62,7 @@ class _PaidCall:
     claimed: bool = False
     settled: bool = False
     refusal: str | None = None
+    unavailable: str | None = None
 
 
 #: The paid call in progress in this task (the hooks and handler run inside it).
@@ -79,12 +80,19 @@ async def _claim(context: ServerHookContext) -> bool:
     """``on_before_execution``: read the payer and claim the nonce; ``False`` blocks."""
     call = _call()
     try:
-        _, authorization = read_payment(encode_payment_signature_header(context.payment_payload))
+        authorization = authorization_of(context.payment_payload)
     except PaymentHeaderError as exc:
         call.refusal = str(exc)
         return False
     guard = call.runtime.replay_guard
-    if not await guard.claim(authorization.payer, authorization.nonce, authorization.valid_before):
+    try:
+        claimed = await guard.claim(
+            authorization.payer, authorization.nonce, authorization.valid_before
+        )
+    except SessionStoreError as exc:
+        call.unavailable = str(exc)
+        return False
+    if not claimed:
         call.refusal = REPLAYED
         return False
     call.authorization = authorization
@@ -184,11 +192,13 @@ class PaidToolRunner:
         finally:
             _current.reset(token)
             if call.claimed and not call.settled and call.authorization is not None:
-                await runtime.replay_guard.release(
+                await runtime.replay_guard.release_quietly(
                     call.authorization.payer, call.authorization.nonce
                 )
         if failures and not call.settled:
             return error_result(failures.message, {"error": "facilitator_unavailable"})
+        if call.unavailable is not None:
+            return error_result(call.unavailable, {"error": "session_store_unavailable"})
         if call.refusal is not None:
             return with_payment_error(result, call.refusal)
         return result

@@ -324,4 +324,4 @@ async def call_tool(
             )
         finally:
             if not settled:
-                await guard.release(authorization.payer, authorization.nonce)
+                await guard.release_quietly(authorization.payer, authorization.nonce)

@@ -1,0 +1,117 @@
+"""A session store that is down: clear 503s and error replies, never a 500, never a settlement."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
+from django.test import override_settings
+
+from aixyz_sessions.asgi import get_asgi_application
+from aixyz_sessions.payments.local import get_local_facilitator
+from aixyz_sessions.testing import PayingClient
+from tests.payments_helpers import LOCAL, MIDDLEWARE
+from tests.tools_app import Wallet, example_tools
+
+pytestmark = pytest.mark.django_db
+
+DEAD_REDIS = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "dead": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+    },
+}
+DEAD_STORE = {
+    "BACKEND": "aixyz_sessions.stores.cache.CacheSessionStore",
+    "OPTIONS": {"cache_alias": "dead"},
+}
+# The replay guard kept in memory, so the request gets as far as the view.
+LOCAL_GUARD = {**LOCAL, "REPLAY_GUARD": "aixyz_sessions.replay.InMemoryReplayGuard"}
+
+
+@pytest.fixture
+def ledger() -> Any:
+    return get_local_facilitator().ledger
+
+
+@pytest.fixture
+def dead_store() -> Iterator[None]:
+    with override_settings(CACHES=DEAD_REDIS, AIXYZ_SESSION_STORE=DEAD_STORE):
+        yield
+
+
+def assert_503(response: Any) -> None:
+    assert response.status_code == 503, response.content
+    body = json.loads(response.content)
+    assert body["error"] == "session_store_unavailable"
+    assert "'dead'" in body["message"]
+    assert response["Retry-After"]
+    assert "PAYMENT-RESPONSE" not in response
+
+
+async def test_replay_guard_down_is_503_and_not_settled(dead_store: None, ledger: Any) -> None:
+    before = ledger.settled_count
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
+    ):
+        assert_503(await PayingClient().get("/paid/"))
+    assert ledger.settled_count == before
+
+
+async def test_store_down_in_the_view_is_503_and_not_settled(dead_store: None, ledger: Any) -> None:
+    before = ledger.settled_count
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL_GUARD
+    ):
+        client = PayingClient()
+        assert_503(await client.get("/paid/"))
+    assert ledger.settled_count == before
+
+
+async def test_paid_tool_over_http_with_store_down(dead_store: None, ledger: Any) -> None:
+    before = ledger.settled_count
+    with (
+        example_tools(),
+        override_settings(
+            MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.tools_app", AIXYZ_X402=LOCAL_GUARD
+        ),
+    ):
+        response = await PayingClient().post(
+            "/tools/put", {"key": "k", "value": "v"}, content_type="application/json"
+        )
+    assert_503(response)
+    assert ledger.settled_count == before
+
+
+async def test_paid_tool_over_websocket_with_store_down(dead_store: None, ledger: Any) -> None:
+    before = ledger.settled_count
+    with (
+        example_tools(),
+        override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.tools_app", AIXYZ_X402=LOCAL),
+    ):
+        app = get_asgi_application()
+        ws = WebsocketCommunicator(app, "/ws/tools/")
+        accepted, _ = await ws.connect(timeout=5)
+        assert accepted
+        try:
+            arguments = {"key": "k", "value": "v"}
+            await ws.send_json_to({"id": 1, "tool": "put", "arguments": arguments})
+            probe = await ws.receive_json_from(timeout=5)
+            payment = await Wallet().pay(probe["error"]["payment_required"])
+            await ws.send_json_to(
+                {"id": 2, "tool": "put", "arguments": arguments, "payment": payment}
+            )
+            reply = await ws.receive_json_from(timeout=5)
+            assert reply["id"] == 2
+            assert reply["error"]["code"] == "session_store_unavailable"
+            assert "'dead'" in reply["error"]["message"]
+            # the connection stays usable
+            await ws.send_json_to({"id": 3, "tool": "echo", "arguments": {"text": "x"}})
+            assert (await ws.receive_json_from(timeout=5))["result"]["text"] == "x"
+        finally:
+            await ws.disconnect()
+    assert ledger.settled_count == before
