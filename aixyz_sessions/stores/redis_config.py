@@ -16,6 +16,9 @@ backends are understood, each with its own way of spelling options:
 As in both backends, what the URL says (password, username, db) wins over
 ``OPTIONS``. Options that only make sense for the synchronous client (parser,
 pool or serializer classes) are ignored. Nothing here connects.
+
+:func:`with_client_defaults` (timeouts, one quick retry, decoded replies) is
+shared with ``RedisSessionStore``, which takes its options directly.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ __all__ = [
     "DJANGO_REDIS",
     "SUPPORTED_BACKENDS",
     "RedisTarget",
+    "redact",
     "resolve_cache_alias",
+    "with_client_defaults",
 ]
 
 DJANGO_REDIS = "django_redis.cache.RedisCache"
@@ -106,7 +111,7 @@ class RedisTarget:
     @property
     def where(self) -> str:
         """The primary's URL without credentials, for messages."""
-        return _redact(self.url) if self.url else "no LOCATION"
+        return redact(self.url) if self.url else "no LOCATION"
 
     def new_client(self) -> Redis:
         """A fresh client with its own pool; it connects on first use."""
@@ -114,7 +119,8 @@ class RedisTarget:
         return Redis.from_url(self.url, **self.options)
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """``url`` without its credentials (``***`` in their place), for messages."""
     parts = urlsplit(url)
     if parts.password is None and parts.username is None:
         return url
@@ -147,12 +153,20 @@ def _options(backend: str, raw: Mapping[str, Any], scheme: str) -> dict[str, Any
     else:
         picked.update(raw)
     allowed = _PASSTHROUGH | (_SSL_ONLY if scheme == "rediss" else frozenset())
-    options = {name: value for name, value in picked.items() if name in allowed}
+    return with_client_defaults({name: value for name, value in picked.items() if name in allowed})
+
+
+def with_client_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (changed in place) with the stores' defaults for a ``redis.asyncio`` client.
+
+    Short timeouts unless given, so a dead host fails fast; one quick retry
+    (it covers a pooled connection the server closed on restart or idle
+    timeout; more would only delay the error when Redis is down); and
+    ``decode_responses=True``, always, as the stores read str replies.
+    """
     options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
-    # One quick retry covers a pooled connection the server closed (restart,
-    # idle timeout); more would only delay the error when Redis is down.
-    options["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)
+    options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1))
     options["decode_responses"] = True
     return options
 

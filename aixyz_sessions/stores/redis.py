@@ -1,0 +1,646 @@
+"""Sessions in Redis or Redis Cluster: ``RedisSessionStore`` and the implementation it shares.
+
+Two stores keep sessions in Redis, with one implementation
+(:class:`RedisStoreBase`) and one data layout; they differ only in how they
+find the server:
+
+* :class:`~aixyz_sessions.stores.cache.CacheSessionStore` reads the
+  connection settings of a Django cache alias (configure Redis once);
+* :class:`RedisSessionStore` takes a Redis URL, or a factory of redis-py
+  clients, and speaks Redis Cluster (``cluster=True``), which Django's cache
+  backends do not.
+
+Why the implementation is built this way:
+
+* **It does not go through Django's cache API.** That is synchronous,
+  pickles values and has no sorted sets, so paging in key order would be
+  impossible or slow.
+* **Async, with no thread hop.** Every operation is one ``redis.asyncio``
+  command awaited on the caller's event loop. Connections belong to the loop
+  that opened them, and a store is one object shared by the whole process
+  (``asyncio.run`` per test, ``async_to_sync`` loops for sync views), so it
+  keeps one client per running loop, in a ``WeakKeyDictionary``. A client is
+  closed when its loop shuts down (``asyncio.run`` and ``async_to_sync``
+  finalize async generators first; one such generator per client does it),
+  and clients of loops closed otherwise are dropped. Under WSGI every
+  ``async_to_sync`` call runs a new loop, hence opens a new connection: run
+  sync-heavy projects under ASGI, where those calls share the server's loop.
+* **One atomic round trip per call.** Each operation is a Lua script (see
+  :mod:`.redis_scripts`) that updates the value, the sliding expiry and the
+  payer's key index together: a lost connection never leaves half a write.
+* **Key-ordered pages in O(log n + limit).** A per-payer sorted set (all
+  scores 0) is walked with ``ZRANGEBYLEX`` from the cursor's key; entries
+  that expired are skipped and unindexed inside the script, so a page still
+  holds ``limit`` live entries.
+* **Cluster-ready, injective layout.** All keys of one payer share one hash
+  tag, ``<prefix>:{<payer tag>}:...``, so every script touches a single
+  Redis Cluster slot, and every script is given at least the payer's index
+  key in ``KEYS``: the cluster client sends it to the node that owns the
+  slot (the value keys a script derives from the index share that slot).
+  The tag is the payer itself when it is plain (``[0-9a-z._-]+``, e.g. a
+  lower-case 0x address) and ``~`` plus the hex of its UTF-8 bytes
+  otherwise: tags never contain ``{``, ``}`` or ``:`` and two payers never
+  share one, so one payer's id can never name another's keys.
+
+The store also keeps the payment replay guard (:class:`RedisReplayGuard`,
+from :meth:`RedisStoreBase.replay_guard`): one ``SET NX PXAT`` key per
+claimed authorization, ``<prefix>:replay:{<payer tag>}:<nonce>``, which
+Redis drops by itself once the authorization's window has passed.
+
+Redis expires entries by itself; ``purge_expired`` only drops index members
+left behind by expired entries (they are also dropped lazily when met); on a
+cluster it scans every primary. Use ``maxmemory-policy noeviction`` for a
+Redis holding sessions: an evicting policy silently loses session data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import re
+import secrets
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+from django.core import checks
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import SessionStoreError, SessionStoreUnavailable
+from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
+from . import redis_scripts as lua
+from .base import ListResult, SessionStore
+from .redis_config import redact, with_client_defaults
+
+__all__ = [
+    "RedisClient",
+    "RedisReplayGuard",
+    "RedisSessionStore",
+    "RedisStoreBase",
+    "payer_tag",
+]
+
+#: What the stores talk to: a plain client or a cluster client (``redis.asyncio``).
+RedisClient: TypeAlias = Redis | RedisCluster
+
+# What "Redis is down or unreachable" looks like from redis-py (socket errors
+# surface as OSError, asyncio timeouts as TimeoutError, an OSError too; a
+# cluster whose slots are not all served answers CLUSTERDOWN).
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError)
+# Everything redis-py raises: the cluster client's own errors (no reachable
+# node, slots not covered, ...) are not RedisError subclasses.
+_REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
+#: The cluster client's default cap of connections per node and event loop
+#: (redis-py's own, 100, fails the 101st concurrent command; this is Redis's
+#: default ``maxclients``, so the server decides).
+CLUSTER_MAX_CONNECTIONS = 10_000
+_PLAIN_PAYER = re.compile(r"[0-9a-z._-]+")
+_SWEEP_BATCH = 500
+
+
+def payer_tag(payer: str) -> str:
+    """The payer's part of its Redis keys: itself if plain, else ``~`` + hex.
+
+    Plain tags never start with ``~`` and hex tags are injective, so distinct
+    payers always get distinct tags; neither form contains ``{``, ``}``, ``:``.
+    """
+    if _PLAIN_PAYER.fullmatch(payer):
+        return payer
+    return "~" + payer.encode("utf-8", "surrogatepass").hex()
+
+
+@lru_cache(maxsize=4096)
+def _payer_base(key_prefix: str, payer: str) -> str:
+    return f"{key_prefix}:{{{payer_tag(payer)}}}:"
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "Redis cannot be reached" rather than "Redis refused"."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the cluster client wraps the socket error it met
+        if seen is None:
+            return False
+        if isinstance(seen, _UNREACHABLE):
+            return True
+        if isinstance(seen, RedisClusterException) and "not covered" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+class RedisStoreBase(SessionStore):
+    """Sessions in Redis, whatever says where Redis is (see the module doc).
+
+    A subclass provides :meth:`_new_client` (a fresh, unconnected client for
+    the running event loop) and :attr:`label` (where the sessions live, for
+    messages); it may report a configuration problem through
+    :meth:`_config_problem`, which then fails every operation with
+    :class:`SessionStoreError` and shows up in :meth:`check`.
+
+    ``key_prefix`` starts every Redis key the store writes (it must not
+    contain ``{`` or ``}``); give each project sharing a Redis its own.
+    ``ttl_ms``, ``max_value_bytes`` and ``max_batch`` are as on
+    :class:`SessionStore`. Nothing connects before the first operation.
+    """
+
+    def __init__(
+        self,
+        *,
+        key_prefix: str = "aixyz:sess",
+        ttl_ms: int | None = None,
+        max_value_bytes: int | None = None,
+        max_batch: int | None = None,
+    ) -> None:
+        super().__init__(ttl_ms=ttl_ms, max_value_bytes=max_value_bytes, max_batch=max_batch)
+        if not isinstance(key_prefix, str):
+            raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
+        if not key_prefix or "{" in key_prefix or "}" in key_prefix:
+            raise ValueError("key_prefix must be a non-empty str without '{' or '}'")
+        self.key_prefix = key_prefix
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: tuple[asyncio.AbstractEventLoop, RedisClient] | None = None
+        self._lock = threading.Lock()
+
+    # -- what a subclass says -------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """Where the sessions live, without credentials, e.g. ``Redis at redis://h:6379/0``."""
+        raise NotImplementedError
+
+    def _new_client(self) -> RedisClient:
+        """A fresh client for the running loop; it must connect lazily and decode responses."""
+        raise NotImplementedError
+
+    def _config_problem(self) -> checks.CheckMessage | None:
+        """Why this store cannot work at all (a check ``Error``), or ``None``."""
+        return None
+
+    def check(self) -> builtins.list[Any]:
+        """An ``Error`` when the store's configuration cannot work."""
+        problem = self._config_problem()
+        return [] if problem is None else [problem]
+
+    # -- connections --------------------------------------------------------------
+
+    def _client(self) -> RedisClient:
+        """This loop's client (made on first use in the loop; connects lazily)."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
+        return self._bind(loop)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> RedisClient:
+        problem = self._config_problem()
+        if problem is not None:
+            raise SessionStoreError(problem.msg)
+        with self._lock:
+            bound = self._clients.get(loop)
+            if bound is None:
+                for stale in [other for other in self._clients if other.is_closed()]:
+                    del self._clients[stale]
+                client = self._checked_client()
+                bound = _LoopClient(client, self._close_at_loop_shutdown(client))
+                self._clients[loop] = bound
+            self._last = (loop, bound.client)
+            return bound.client
+
+    def _checked_client(self) -> RedisClient:
+        try:
+            client = self._new_client()
+        except (TypeError, ValueError, RedisClusterException) as exc:
+            raise SessionStoreError(f"cannot configure {self.label}: {exc}") from exc
+        if not isinstance(client, Redis | RedisCluster):
+            raise SessionStoreError(
+                f"cannot use {self.label}: expected a redis.asyncio Redis or RedisCluster "
+                f"client, got {type(client).__name__}"
+            )
+        if not client.get_encoder().decode_responses:
+            raise SessionStoreError(
+                f"cannot use {self.label}: the client must be made with decode_responses=True"
+            )
+        return client
+
+    async def _close_at_loop_shutdown(self, client: RedisClient) -> AsyncGenerator[None, None]:
+        """Close ``client`` when its loop shuts down.
+
+        Started up to its ``yield`` when the client is made, this generator is
+        registered with the running loop; ``asyncio.run`` and ``async_to_sync``
+        close such generators (``loop.shutdown_asyncgens()``) before closing
+        the loop, which runs the ``finally`` while the connections can still
+        be closed properly. If the store drops it first, the loop's
+        finalizer closes it the same way.
+        """
+        try:
+            yield
+        finally:
+            with self._lock:
+                for loop, bound in builtins.list(self._clients.items()):
+                    if bound.client is client:
+                        del self._clients[loop]
+                if self._last is not None and self._last[1] is client:
+                    self._last = None
+            try:
+                await client.aclose()
+            except _REDIS_FAILURES:  # closing a broken connection is not an error
+                pass
+
+    def _failure(self, op: str, exc: BaseException) -> SessionStoreError:
+        if _unreachable(exc):
+            return SessionStoreUnavailable(
+                f"{self.label} is unavailable: {op} failed: {type(exc).__name__}: {exc}"
+            )
+        return SessionStoreError(f"{self.label} failed on {op}: {type(exc).__name__}: {exc}")
+
+    async def _run(self, op: str, script: lua.LuaScript, numkeys: int, *args: Any) -> Any:
+        # ``args`` starts with the script's KEYS, the payer's index first: a
+        # cluster client routes EVALSHA to the node owning their (one) slot.
+        execute: Callable[..., Awaitable[Any]] = self._client().execute_command
+        try:
+            try:
+                return await execute("EVALSHA", script.sha, numkeys, *args)
+            except NoScriptError:  # the server does not know the script (yet): send it
+                return await execute("EVAL", script.source, numkeys, *args)
+        except _REDIS_FAILURES as exc:
+            raise self._failure(op, exc) from exc
+
+    # -- the contract -----------------------------------------------------------------
+
+    async def get(self, payer: str, key: str) -> str | None:
+        base = _payer_base(self.key_prefix, payer)
+        value: str | None = await self._run("get", lua.GET, 2, base + "idx", base + "v:" + key)
+        return value
+
+    async def set(self, payer: str, key: str, value: str, *, ttl_ms: int | None = None) -> None:
+        ttl = self.effective_ttl(ttl_ms)
+        base = _payer_base(self.key_prefix, payer)
+        await self._run("set", lua.SET, 2, base + "idx", base + "v:" + key, ttl, f"{ttl}:{value}")
+
+    async def delete(self, payer: str, key: str) -> bool:
+        base = _payer_base(self.key_prefix, payer)
+        removed = await self._run("delete", lua.DELETE, 2, base + "idx", base + "v:" + key)
+        return bool(removed)
+
+    async def list(
+        self,
+        payer: str,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+        keys_only: bool = False,
+    ) -> ListResult:
+        after = self.decode_cursor(payer, cursor)
+        lo: str
+        if after is not None and (prefix is None or after >= prefix):
+            lo = "(" + after
+        elif prefix is not None:
+            lo = "[" + prefix
+        else:
+            lo = "-"
+        # No valid UTF-8 string holds the byte 0xFF, so "<prefix>\xff" bounds
+        # every key that starts with the prefix from above.
+        hi: str | bytes = "+" if prefix is None else b"[" + prefix.encode() + b"\xff"
+        base = _payer_base(self.key_prefix, payer)
+        reply: builtins.list[Any] = await self._run(
+            "list",
+            lua.LIST,
+            1,
+            base + "idx",
+            base + "v:",
+            lo,
+            hi,
+            limit or 0,
+            1 if keys_only else 0,
+        )
+        items = reply[1:]
+        if keys_only:
+            entries = dict.fromkeys(items, "")
+        else:
+            entries = dict(zip(items[::2], items[1::2], strict=True))
+        more = reply[0] == 1 and bool(entries)
+        next_cursor = self.encode_cursor(payer, next(reversed(entries))) if more else None
+        return ListResult(entries, next_cursor)
+
+    async def get_many(self, payer: str, keys: Iterable[str]) -> dict[str, str | None]:
+        unique = builtins.list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        base = _payer_base(self.key_prefix, payer)
+        vbase = base + "v:"
+        values: builtins.list[str | None] = await self._run(
+            "get_many",
+            lua.GET_MANY,
+            1 + len(unique),
+            base + "idx",
+            *[vbase + key for key in unique],
+        )
+        return dict(zip(unique, values, strict=True))
+
+    async def set_many(
+        self, payer: str, entries: Mapping[str, str], *, ttl_ms: int | None = None
+    ) -> None:
+        if not entries:
+            return
+        ttl = self.effective_ttl(ttl_ms)
+        base = _payer_base(self.key_prefix, payer)
+        vbase = base + "v:"
+        await self._run(
+            "set_many",
+            lua.SET_MANY,
+            1 + len(entries),
+            base + "idx",
+            *[vbase + key for key in entries],
+            ttl,
+            *[f"{ttl}:{value}" for value in entries.values()],
+        )
+
+    async def delete_many(self, payer: str, keys: Iterable[str]) -> int:
+        unique = builtins.list(dict.fromkeys(keys))
+        if not unique:
+            return 0
+        base = _payer_base(self.key_prefix, payer)
+        vbase = base + "v:"
+        removed = await self._run(
+            "delete_many",
+            lua.DELETE_MANY,
+            1 + len(unique),
+            base + "idx",
+            *[vbase + key for key in unique],
+        )
+        return int(removed)
+
+    async def purge_expired(self) -> int:
+        """Drop index members whose entry Redis has already expired; return how many.
+
+        Redis deletes expired values by itself, so there is no data to purge;
+        what remains are their names in the payers' key indexes (also dropped
+        lazily whenever a ``get`` or ``list`` meets them). This walks every
+        index under ``key_prefix`` (``SCAN``, on every primary of a cluster,
+        then ``_SWEEP_BATCH`` members per script call, so Redis is never
+        blocked for long).
+        """
+        client = self._client()
+        pattern = _glob_escape(self.key_prefix) + ":{*}:idx"
+        head = self.key_prefix + ":{"
+        removed = 0
+        try:
+            async for idx in client.scan_iter(match=pattern, count=500, _type="zset"):
+                tag, _, rest = str(idx)[len(head) :].partition("}")
+                if not str(idx).startswith(head) or rest != ":idx" or not tag:
+                    continue
+                removed += await self._sweep(str(idx))
+        except _REDIS_FAILURES as exc:
+            raise self._failure("purge_expired", exc) from exc
+        return removed
+
+    async def _sweep(self, idx: str) -> int:
+        vbase = idx[: -len("idx")] + "v:"
+        lo, removed = "-", 0
+        while True:
+            count, scanned, last = await self._run(
+                "purge_expired", lua.SWEEP, 1, idx, vbase, lo, _SWEEP_BATCH
+            )
+            removed += int(count)
+            if int(scanned) < _SWEEP_BATCH:
+                return removed
+            lo = "(" + str(last)
+
+    def replay_guard(self) -> RedisReplayGuard:
+        """Claims of payment authorizations in this store's Redis, shared by every process."""
+        return RedisReplayGuard(self)
+
+    async def close(self) -> None:
+        """Close this event loop's connections; drop the clients of other loops.
+
+        A client bound to another loop cannot be closed from here (its
+        connections belong to that loop); once dropped, its loop closes it
+        (asyncio finalizes the hook generator there), or it closes when its
+        loop shuts down. A later call on any loop opens a fresh client.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            bound = self._clients.pop(loop, None)
+            self._clients.clear()
+            self._last = None
+        if bound is not None:
+            await bound.closer.aclose()
+
+
+class RedisSessionStore(RedisStoreBase):
+    """Sessions in the Redis (or Redis Cluster) at ``url``, or of ``client_factory``'s clients.
+
+    Pass exactly one of:
+
+    * ``url``: ``redis://[user:password@]host:port/db``, ``rediss://...``
+      (TLS) or ``unix:///path?db=N``. ``options`` are extra keyword
+      arguments of ``Redis.from_url`` (``RedisCluster.from_url`` with
+      ``cluster=True``), e.g. ``{"max_connections": 50}``; the store's
+      defaults are a 2 s connect timeout, a 5 s socket timeout, one quick
+      retry, ``decode_responses=True`` (always) and, for a cluster,
+      ``max_connections=10_000`` per node (redis-py's 100 makes the 101st
+      concurrent command on one node fail instead of wait).
+    * ``client_factory``: a zero-argument callable returning a new
+      ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` made
+      with ``decode_responses=True``. It is called once per event loop (a
+      client belongs to the loop it first runs on), so return a fresh client
+      each time rather than a shared one. Give a ``RedisCluster`` a
+      ``max_connections`` above your peak concurrency per node.
+
+    ``cluster=True`` makes the ``url`` store use redis-py's asyncio Redis
+    Cluster client: ``url`` names any one node (``redis://`` or
+    ``rediss://``, database 0), the client discovers the others and sends
+    each operation to the primary owning the payer's hash slot. With
+    ``client_factory``, the factory decides (``cluster`` must stay False).
+
+    A malformed URL or unusable ``options`` raise ``ValueError`` /
+    ``TypeError`` here (a system-check error when built from settings);
+    nothing connects before the first operation.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        client_factory: Callable[[], RedisClient] | None = None,
+        cluster: bool = False,
+        options: Mapping[str, Any] | None = None,
+        key_prefix: str = "aixyz:sess",
+        ttl_ms: int | None = None,
+        max_value_bytes: int | None = None,
+        max_batch: int | None = None,
+    ) -> None:
+        super().__init__(
+            key_prefix=key_prefix,
+            ttl_ms=ttl_ms,
+            max_value_bytes=max_value_bytes,
+            max_batch=max_batch,
+        )
+        if not isinstance(cluster, bool):
+            raise TypeError(f"cluster must be a bool, not {type(cluster).__name__}")
+        if (url is None) == (client_factory is None):
+            raise ValueError(
+                "RedisSessionStore needs exactly one of url= (e.g. 'redis://127.0.0.1:6379/0') "
+                "and client_factory= (a callable returning a new redis.asyncio client)"
+            )
+        self.cluster = cluster
+        self.url = url
+        self.client_factory = client_factory
+        self._options: dict[str, Any] = {}
+        if client_factory is not None:
+            if not callable(client_factory):
+                raise TypeError("client_factory must be a zero-argument callable")
+            if cluster or options:
+                raise ValueError(
+                    "cluster= and options= apply to url=; with client_factory= configure "
+                    "the client the factory returns (e.g. return RedisCluster(...))"
+                )
+            self._label = f"Redis of client_factory {_callable_name(client_factory)}"
+            return
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict, not {type(options).__name__}")
+        self._label = f"{'Redis Cluster' if cluster else 'Redis'} at {redact(url)}"
+        self._options = with_client_defaults(dict(options or {}))
+        if cluster:
+            # redis-py's cluster client fails a command (MaxConnectionsError)
+            # rather than wait once 100 connections to one node are busy:
+            # 101 concurrent requests of payers on one primary would fail.
+            self._options.setdefault("max_connections", CLUSTER_MAX_CONNECTIONS)
+        self._check_url(url)
+        # A dry run: the constructors check the options without connecting
+        # (a plain client's connection options are only read by its connections).
+        try:
+            client = self._from_url()
+            if isinstance(client, Redis):
+                client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        except (TypeError, ValueError, RedisClusterException) as exc:
+            raise ValueError(f"RedisSessionStore cannot use {self._label}: {exc}") from exc
+
+    def _check_url(self, url: str) -> None:
+        hint = (
+            "write redis://[user:password@]host:port/db, rediss://... or unix:///path"
+            if not self.cluster
+            else "a cluster needs redis://[user:password@]host:port or rediss://... (db 0)"
+        )
+        try:
+            parsed = parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"url {redact(url)!r} is not a Redis URL ({exc}); {hint}") from None
+        if self.cluster:
+            if urlsplit(url).scheme not in ("redis", "rediss"):
+                raise ValueError(f"url {redact(url)!r} cannot name a cluster node; {hint}")
+            if int(parsed.get("db") or 0) != 0:
+                raise ValueError(f"url {redact(url)!r}: Redis Cluster has only database 0")
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} cluster={self.cluster} key_prefix={self.key_prefix!r} "
+            f"of {self._label}>"
+        )
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def _from_url(self) -> RedisClient:
+        assert self.url is not None
+        if self.cluster:
+            return RedisCluster.from_url(self.url, **self._options)
+        return Redis.from_url(self.url, **self._options)
+
+    def _new_client(self) -> RedisClient:
+        if self.client_factory is not None:
+            return self.client_factory()
+        return self._from_url()
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{module}.{name}" if module else str(name)
+
+
+class RedisReplayGuard(ReplayGuard):
+    """Payment replay guard in the Redis of a Redis session store.
+
+    A claim is one ``SET <prefix>:replay:{<payer tag>}:<nonce> <token> NX
+    PXAT <valid_before + grace>``: Redis decides atomically which of any
+    number of concurrent claims (from any process) wins, and deletes the key
+    when the authorization's window has passed. The key shares the payer's
+    hash tag (one Cluster slot) but never a name with a session key, and
+    uses the store's per-loop client, so failures raise what the store's
+    operations raise (:class:`SessionStoreUnavailable` when Redis is down).
+
+    The random token covers the one retry the client makes after a lost
+    connection: if the first ``SET`` landed but its reply was lost, the
+    retried ``SET`` answers "exists", and the key holding this claim's own
+    token shows the claim is ours.
+    """
+
+    def __init__(self, store: RedisStoreBase, *, grace: float = DEFAULT_GRACE) -> None:
+        if not isinstance(store, RedisStoreBase):
+            raise TypeError(
+                "store must be a CacheSessionStore or RedisSessionStore, "
+                f"not {type(store).__name__}"
+            )
+        self.store = store
+        self.grace = check_grace(grace)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.store!r}>"
+
+    def key(self, payer: str, nonce: str) -> str:
+        """The Redis key that holds the claim of ``(payer, nonce)``."""
+        payer, nonce = claim_key(payer, nonce)
+        return f"{self.store.key_prefix}:replay:{{{payer_tag(payer)}}}:{nonce}"
+
+    async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+        key = self.key(payer, nonce)
+        expires_ms = max(1, int(claim_expiry(valid_before, self.grace) * 1000))
+        token = secrets.token_hex(8)
+        client = self.store._client()
+        try:
+            if await client.set(key, token, nx=True, pxat=expires_ms):
+                return True
+            return bool(await client.get(key) == token)
+        except _REDIS_FAILURES as exc:
+            raise self.store._failure("replay claim", exc) from exc
+
+    async def release(self, payer: str, nonce: str) -> None:
+        key = self.key(payer, nonce)
+        try:
+            await self.store._client().delete(key)
+        except _REDIS_FAILURES as exc:
+            raise self.store._failure("replay release", exc) from exc
+
+
+class _LoopClient:
+    """One event loop's client and the generator that closes it with the loop."""
+
+    __slots__ = ("client", "closer")
+
+    def __init__(self, client: RedisClient, closer: AsyncGenerator[None, None]) -> None:
+        self.client = client
+        self.closer = closer
+        # Run it to its ``yield`` now: that registers it with the running loop.
+        try:
+            closer.asend(None).send(None)
+        except StopIteration:
+            pass
