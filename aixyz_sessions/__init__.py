@@ -4,7 +4,7 @@ Public API::
 
     from aixyz_sessions import get_session, get_payer, payer_context, Session
     from aixyz_sessions import SessionStore, ListResult, get_store
-    from aixyz_sessions import SessionStoreError, SessionStoreUnavailable
+    from aixyz_sessions import SessionArgumentError, SessionStoreError, SessionStoreUnavailable
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .context import Session, get_payer, get_session, payer_context
-from .exceptions import SessionStoreError, SessionStoreUnavailable
+from .exceptions import SessionArgumentError, SessionStoreError, SessionStoreUnavailable
 from .stores.base import ListResult, SessionStore
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ListResult",
     "Session",
+    "SessionArgumentError",
     "SessionStore",
     "SessionStoreError",
     "SessionStoreUnavailable",

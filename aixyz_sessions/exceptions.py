@@ -1,11 +1,19 @@
-"""Errors a session store raises when its backend, not the caller, is at fault.
+"""The errors of the session API: the caller's mistakes and the backend's trouble.
 
-Bad arguments raise the built-in ``TypeError`` / ``ValueError``; these two are
-for backend trouble, so callers can tell "you asked wrongly" from "the store
+A wrong type raises the built-in ``TypeError``; a value a store refuses
+raises :class:`SessionArgumentError` (a ``ValueError``). The other two are for
+backend trouble, so callers can tell "you asked wrongly" from "the store
 could not answer".
 """
 
 from __future__ import annotations
+
+
+class SessionArgumentError(ValueError):
+    """A value a session store refuses: empty, oversized, negative, or not UTF-8.
+
+    The message names the limit. Nothing was written.
+    """
 
 
 class SessionStoreError(Exception):

@@ -9,6 +9,8 @@
   the current request so the middleware answers 502 instead of the SDK's 402
   (``x402HTTPResourceServer`` reports every verify exception as "payment
   invalid", which would blame the client for the facilitator's outage).
+  A facilitator that does not answer within ``FACILITATOR_TIMEOUT`` is a
+  :class:`FacilitatorTimeout`, which the middleware answers with 504.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
+import httpx
 from x402.http import FacilitatorConfig, HTTPFacilitatorClient
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "FacilitatorTimeout",
     "FacilitatorUnavailable",
     "LoopLocalHTTPFacilitator",
     "ReportingFacilitator",
@@ -42,6 +46,14 @@ __all__ = [
 
 class FacilitatorUnavailable(RuntimeError):
     """The facilitator could not be reached or answered something unusable."""
+
+
+class FacilitatorTimeout(FacilitatorUnavailable):
+    """The facilitator did not answer within ``FACILITATOR_TIMEOUT`` (a gateway timeout)."""
+
+
+#: What a facilitator that does not answer in time raises (httpx; asyncio and sockets).
+_TIMEOUTS = (httpx.TimeoutException, TimeoutError)
 
 
 _failures: ContextVar[list[Exception] | None] = ContextVar(
@@ -68,12 +80,24 @@ class facilitator_failures:
 
     @property
     def message(self) -> str:
-        """The first failure, for the 502 body."""
+        """The first failure, for the 502/504 body."""
         return str(self.errors[0]) if self.errors else ""
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the first failure was a timeout (504 rather than 502)."""
+        return bool(self.errors) and isinstance(self.errors[0], FacilitatorTimeout)
 
 
 def _note(exc: Exception) -> FacilitatorUnavailable:
-    error = FacilitatorUnavailable(f"facilitator unavailable: {type(exc).__name__}: {exc}")
+    error: FacilitatorUnavailable
+    if isinstance(exc, _TIMEOUTS):
+        detail = f": {exc}" if str(exc) else ""
+        error = FacilitatorTimeout(
+            f"facilitator did not answer in time: {type(exc).__name__}{detail}"
+        )
+    else:
+        error = FacilitatorUnavailable(f"facilitator unavailable: {type(exc).__name__}: {exc}")
     errors = _failures.get()
     if errors is not None:
         errors.append(error)

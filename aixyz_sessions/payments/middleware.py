@@ -9,12 +9,14 @@ FastAPI and Flask middleware are. Per request:
 3. header present -> decode it (garbage -> 402 with the reason, never 500),
    verify through the facilitator (invalid -> 402 with the reason; facilitator
    unreachable or incoherent -> 502), claim the authorization in the replay
-   guard (already used, also concurrently -> 402);
+   guard (already used, also concurrently -> 402); a facilitator slower than
+   ``FACILITATOR_TIMEOUT`` -> 504;
 4. run the view inside ``payer_context(payer)``; streaming bodies keep the
    binding while they are produced;
 5. a 2xx response -> settle and add ``PAYMENT-RESPONSE``; settlement failed
-   -> 402 with the reason and the view's body withheld. A view that raises or
-   answers non-2xx is not settled.
+   -> 402 with the reason and the view's body withheld (facilitator failing or
+   timing out: 502 / 504). A view that raises or answers non-2xx is not
+   settled; a session store that is down is a 503 with a JSON error.
 
 Works in sync (WSGI) and async (ASGI) middleware chains.
 """
@@ -83,7 +85,11 @@ def _store_unavailable(exc: SessionStoreError) -> HttpResponse:
     )
 
 
-def _bad_gateway(message: str) -> HttpResponse:
+def _bad_gateway(failures: facilitator_failures, fallback: str = "") -> HttpResponse:
+    """502 for a facilitator that failed, 504 for one that did not answer in time."""
+    message = failures.message or fallback
+    if failures.timed_out:
+        return _json(504, {"error": "facilitator_timeout", "message": message})
     return _json(502, {"error": "facilitator_unavailable", "message": message})
 
 
@@ -156,7 +162,7 @@ class X402Middleware:
                 await runtime.ensure_initialized()
             except Exception as exc:
                 logger.warning("x402: facilitator /supported failed: %s", exc)
-                return _bad_gateway(failures.message or f"{type(exc).__name__}: {exc}")
+                return _bad_gateway(failures, f"{type(exc).__name__}: {exc}")
             return await self._process(request, spec, call_view, runtime, failures)
 
     async def _process(
@@ -181,7 +187,7 @@ class X402Middleware:
         context = self._context(request, adapter)
         result = await http_server.process_http_request(context)
         if failures:
-            return _bad_gateway(failures.message)
+            return _bad_gateway(failures)
         if result.type == "no-payment-required":  # pragma: no cover - catch-all route
             return await call_view(request)
         if result.type == "payment-error" or authorization is None:
@@ -226,7 +232,7 @@ class X402Middleware:
             )
             if failures:
                 response.close()
-                return _bad_gateway(failures.message)
+                return _bad_gateway(failures)
             if not settlement.success:
                 response.close()
                 logger.warning("x402: settlement failed: %s", settlement.error_reason)

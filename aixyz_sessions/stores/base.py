@@ -61,6 +61,7 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
             if not (
                 type(payer) is str
                 and 0 < len(payer) <= _MAX_PAYER
+                and payer.isascii()
                 and type(key) is str
                 and 0 < len(key) <= _MAX_KEY
                 and key.isascii()
@@ -80,6 +81,7 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
             if not (
                 type(payer) is str
                 and 0 < len(payer) <= _MAX_PAYER
+                and payer.isascii()
                 and type(key) is str
                 and 0 < len(key) <= _MAX_KEY
                 and key.isascii()
@@ -104,6 +106,7 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
             if not (
                 type(payer) is str
                 and 0 < len(payer) <= _MAX_PAYER
+                and payer.isascii()
                 and type(key) is str
                 and 0 < len(key) <= _MAX_KEY
                 and key.isascii()

@@ -15,9 +15,12 @@ import hashlib
 import hmac
 import secrets
 
+from ..exceptions import SessionArgumentError
+
 _VERSION = b"\x01"
 _TAG_BYTES = 16
 _BLOCK = 64
+_INVALID = "cursor is not valid: pass the cursor of a previous page"
 
 
 class CursorCodec:
@@ -59,18 +62,18 @@ class CursorCodec:
         return base64.urlsafe_b64encode(_VERSION + tag + body).rstrip(b"=").decode("ascii")
 
     def decode(self, payer: str, cursor: str) -> str:
-        """Return the key a cursor continues after; ``ValueError`` if it is not ours."""
+        """Return the key a cursor continues after; :class:`SessionArgumentError` if not ours."""
         if not isinstance(cursor, str):
             raise TypeError(f"cursor must be a str or None, not {type(cursor).__name__}")
         try:
             blob = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
-            raise ValueError("cursor is not valid: pass the cursor of a previous page") from None
+            raise SessionArgumentError(_INVALID) from None
         if len(blob) <= 1 + _TAG_BYTES or blob[:1] != _VERSION:
-            raise ValueError("cursor is not valid: pass the cursor of a previous page")
+            raise SessionArgumentError(_INVALID)
         tag, body = blob[1 : 1 + _TAG_BYTES], blob[1 + _TAG_BYTES :]
         stream = self._keystream(tag, len(body))
         raw = bytes(a ^ b for a, b in zip(body, stream, strict=True))
         if not hmac.compare_digest(tag, self._tag(payer, raw)):
-            raise ValueError("cursor is not valid: pass the cursor of a previous page")
+            raise SessionArgumentError(_INVALID)
         return raw.decode("utf-8")

@@ -1,13 +1,17 @@
 """Argument checks every store shares, so all stores refuse the same inputs alike.
 
 Wrong types raise ``TypeError``; empty, oversized or negative values raise
-``ValueError`` whose message names the limit. They run before a store touches
-its backend, so a refused call never writes anything.
+:class:`SessionArgumentError` (a ``ValueError``) whose message names the limit.
+They run before a store touches its backend, so a refused call never writes
+anything. The tool transports answer a ``SessionArgumentError`` escaping a
+tool as the caller's mistake (400 / ``invalid_arguments``), not a server fault.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
+from ..exceptions import SessionArgumentError
 
 MAX_KEY_BYTES = 512
 MAX_PAYER_CHARS = 256
@@ -24,9 +28,11 @@ def check_payer(payer: object) -> str:
     if not isinstance(payer, str):
         raise TypeError(f"payer must be a str, not {_type_name(payer)}")
     if not payer or len(payer) > MAX_PAYER_CHARS:
-        raise ValueError(f"payer must be 1..{MAX_PAYER_CHARS} characters")
+        raise SessionArgumentError(f"payer must be 1..{MAX_PAYER_CHARS} characters")
     if "\x00" in payer:
-        raise ValueError("payer must not contain NUL (\\x00) characters")
+        raise SessionArgumentError("payer must not contain NUL (\\x00) characters")
+    if not payer.isascii():
+        _utf8_len(payer, "payer")
     return payer
 
 
@@ -34,12 +40,12 @@ def check_key(key: object) -> str:
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, not {_type_name(key)}")
     if not key:
-        raise ValueError(f"key must not be empty (1..{MAX_KEY_BYTES} UTF-8 bytes)")
+        raise SessionArgumentError(f"key must not be empty (1..{MAX_KEY_BYTES} UTF-8 bytes)")
     # Cheap bound first: a str of n code points is at least n UTF-8 bytes.
     if len(key) > MAX_KEY_BYTES or (not key.isascii() and _utf8_len(key, "key") > MAX_KEY_BYTES):
-        raise ValueError(f"key is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+        raise SessionArgumentError(f"key is longer than {MAX_KEY_BYTES} UTF-8 bytes")
     if "\x00" in key:
-        raise ValueError("key must not contain NUL (\\x00) characters")
+        raise SessionArgumentError("key must not contain NUL (\\x00) characters")
     return key
 
 
@@ -47,9 +53,9 @@ def check_value(value: object, max_bytes: int) -> str:
     if not isinstance(value, str):
         raise TypeError(f"value must be a str, not {_type_name(value)}")
     if len(value) > max_bytes or (not value.isascii() and _utf8_len(value, "value") > max_bytes):
-        raise ValueError(f"value is larger than the limit of {max_bytes} UTF-8 bytes")
+        raise SessionArgumentError(f"value is larger than the limit of {max_bytes} UTF-8 bytes")
     if "\x00" in value:
-        raise ValueError("value must not contain NUL (\\x00) characters")
+        raise SessionArgumentError("value must not contain NUL (\\x00) characters")
     return value
 
 
@@ -57,7 +63,7 @@ def _utf8_len(text: str, what: str) -> int:
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ValueError(f"{what} is not encodable as UTF-8 (lone surrogate)") from None
+        raise SessionArgumentError(f"{what} is not encodable as UTF-8 (lone surrogate)") from None
 
 
 def check_ttl(ttl_ms: object) -> int | None:
@@ -66,7 +72,7 @@ def check_ttl(ttl_ms: object) -> int | None:
     if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int):
         raise TypeError(f"ttl_ms must be an int or None, not {_type_name(ttl_ms)}")
     if ttl_ms < 0:
-        raise ValueError("ttl_ms must be >= 0 (0 means never expires)")
+        raise SessionArgumentError("ttl_ms must be >= 0 (0 means never expires)")
     return ttl_ms
 
 
@@ -77,7 +83,7 @@ def check_limit(limit: object) -> int | None:
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(f"limit must be an int or None, not {_type_name(limit)}")
     if limit < 0:
-        raise ValueError("limit must be >= 0 (0 or None means no limit)")
+        raise SessionArgumentError("limit must be >= 0 (0 or None means no limit)")
     return limit or None
 
 
@@ -87,7 +93,7 @@ def check_prefix(prefix: object) -> str | None:
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str or None, not {_type_name(prefix)}")
     if len(prefix) > MAX_KEY_BYTES or _utf8_len(prefix, "prefix") > MAX_KEY_BYTES:
-        raise ValueError(f"prefix is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+        raise SessionArgumentError(f"prefix is longer than {MAX_KEY_BYTES} UTF-8 bytes")
     return prefix
 
 
@@ -97,7 +103,7 @@ def check_cursor(cursor: object) -> str | None:
     if not isinstance(cursor, str):
         raise TypeError(f"cursor must be a str or None, not {_type_name(cursor)}")
     if not cursor:
-        raise ValueError("cursor is not valid: pass the cursor of a previous page")
+        raise SessionArgumentError("cursor is not valid: pass the cursor of a previous page")
     return cursor
 
 
@@ -112,7 +118,7 @@ def check_keys(keys: object, max_batch: int) -> list[str]:
         raise TypeError(f"keys must be an iterable of str, not {_type_name(keys)}")
     checked = [check_key(k) for k in keys]
     if len(checked) > max_batch:
-        raise ValueError(f"too many keys in one batch: {len(checked)} > {max_batch}")
+        raise SessionArgumentError(f"too many keys in one batch: {len(checked)} > {max_batch}")
     return checked
 
 
@@ -120,5 +126,5 @@ def check_entries(entries: object, max_value_bytes: int, max_batch: int) -> dict
     if not isinstance(entries, Mapping):
         raise TypeError(f"entries must be a mapping of str to str, not {_type_name(entries)}")
     if len(entries) > max_batch:
-        raise ValueError(f"too many entries in one batch: {len(entries)} > {max_batch}")
+        raise SessionArgumentError(f"too many entries in one batch: {len(entries)} > {max_batch}")
     return {check_key(k): check_value(v, max_value_bytes) for k, v in entries.items()}

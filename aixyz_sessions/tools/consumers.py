@@ -12,7 +12,8 @@ or ``tool``; ``id`` is ``null`` when it could not be read), ``unknown_tool``,
 ``invalid_arguments`` (+ ``errors`` [{field, message}]), ``payment_required``
 (+ ``payment_required``: the SDK's ``PaymentRequired`` JSON, what an HTTP
 402 carries), ``invalid_payment`` (+ ``payment_required`` when known),
-``facilitator_unavailable``, ``settlement_failed``, ``tool_error``,
+``facilitator_unavailable``, ``facilitator_timeout``, ``settlement_failed``,
+``tool_error``, ``session_store_unavailable``, ``message_too_large``,
 ``internal_error``. An error never closes the connection.
 
 Messages of one connection run concurrently (at most
@@ -31,9 +32,10 @@ import logging
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer  # type: ignore[import-untyped]
+from django.conf import settings
 
 from ..context import payer_context
-from ..exceptions import SessionStoreError
+from ..exceptions import SessionArgumentError, SessionStoreError
 from .payment_gate import ToolPaymentError, call_tool
 from .registry import ToolArgumentsError, ToolError, registry
 
@@ -69,11 +71,24 @@ def _read_id(message: dict[str, Any]) -> str | int:
     return value
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Serve the tool registry over a WebSocket; see the module docstring for the protocol."""
 
     #: How many calls of one connection may run at once.
     max_in_flight = 16
+    #: Largest message accepted, in bytes; ``None``: Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``
+    #: (the limit of an HTTP tool call's body). Larger ones get ``message_too_large``.
+    max_message_bytes: int | None = None
+
+    def _message_limit(self) -> int | None:
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes
+        limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return limit
 
     async def connect(self) -> None:
         """Accept the connection."""
@@ -93,8 +108,23 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if text_data is None:
             await self._reply(None, error={"code": "invalid_message", "message": "send JSON text"})
             return
+        limit = self._message_limit()
+        if limit is not None and len(text_data) > limit // 4 and _utf8_size(text_data) > limit:
+            await self._reply(
+                None,
+                error={
+                    "code": "message_too_large",
+                    "message": f"a message is at most {limit} bytes",
+                },
+            )
+            return
         try:
             message = json.loads(text_data)
+        except RecursionError:
+            await self._reply(
+                None, error={"code": "invalid_message", "message": "not JSON: nested too deeply"}
+            )
+            return
         except ValueError as exc:
             await self._reply(
                 None, error={"code": "invalid_message", "message": f"not JSON: {exc}"}
@@ -127,6 +157,16 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self._reply(
                     message_id,
                     error={"code": "invalid_arguments", "message": str(exc), "errors": exc.errors},
+                )
+            except SessionArgumentError as exc:  # the store refused a value from the arguments
+                detail = str(exc)
+                await self._reply(
+                    message_id,
+                    error={
+                        "code": "invalid_arguments",
+                        "message": detail,
+                        "errors": [{"field": "", "message": detail}],
+                    },
                 )
             except ToolPaymentError as exc:
                 await self._reply(message_id, error=exc.to_dict())

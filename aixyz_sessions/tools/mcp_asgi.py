@@ -11,7 +11,9 @@ start-up. A lifespan, when one does arrive, is honoured: shutdown stops the
 manager.
 
 Hosts are checked against Django's ``ALLOWED_HOSTS`` (as ``HttpRequest.get_host``
-does), since these requests never pass through Django's request handling.
+does), and bodies against ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (a larger one is a
+413 JSON error), since these requests never pass through Django's request
+handling.
 """
 
 from __future__ import annotations
@@ -108,7 +110,65 @@ def host_error(scope: Scope) -> str | None:
     return f"Invalid HTTP_HOST header: {host!r}. You may need to add {domain!r} to ALLOWED_HOSTS."
 
 
-async def _respond(send: Send, status: int, payload: dict[str, str]) -> None:
+class _TooLarge(Exception):
+    pass
+
+
+def _parse_error(body: bytes) -> str | None:
+    """Why ``body`` is not UTF-8 JSON, or ``None``.
+
+    The MCP SDK answers 500 for bodies its ``json.loads`` fails on other than
+    by ``JSONDecodeError`` (bytes it guesses to be UTF-16, nesting past the
+    recursion limit), so bodies are checked here first, strictly as UTF-8.
+    """
+    try:
+        json.loads(body.decode("utf-8"))
+    except RecursionError:
+        return "JSON nested too deeply"
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        return str(exc)
+    return None
+
+
+async def _buffered(receive: Receive, limit: int | None) -> tuple[Receive, bytes]:
+    """Read the whole request body (at most ``limit`` bytes); a ``receive`` that replays it.
+
+    The MCP transport reads the full body anyway; reading it here first lets a
+    body over the limit be refused before anything parses it. Raises
+    :class:`_TooLarge`. After the replay, ``receive`` is used again (disconnects).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            replay = [message]
+            body = b""
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            body = b"".join(chunks)
+            replay = [{"type": "http.request", "body": body, "more_body": False}]
+            break
+
+    async def replayed() -> Any:
+        return replay.pop() if replay else await receive()
+
+    return replayed, body
+
+
+def _declared_length(scope: Scope) -> int | None:
+    try:
+        return int(_headers(scope).get("content-length", ""))
+    except ValueError:
+        return None
+
+
+async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
     await send(
         {
@@ -164,6 +224,26 @@ class MCPApp:
         if problem is not None:
             await _respond(send, 400, {"error": "invalid_host", "message": problem})
             return
+        limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        too_large = {
+            "error": "request_too_large",
+            "message": f"request body is larger than {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)",
+        }
+        if scope.get("method") == "POST":
+            declared = _declared_length(scope)
+            if limit is not None and declared is not None and declared > limit:
+                await _respond(send, 413, too_large)
+                return
+            try:
+                receive, body = await _buffered(receive, limit)
+            except _TooLarge:
+                await _respond(send, 413, too_large)
+                return
+            problem = _parse_error(body) if body else None
+            if problem is not None:  # a JSON-RPC parse error, as the SDK would answer
+                error = {"code": -32700, "message": f"Parse error: {problem}"}
+                await _respond(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+                return
         try:
             manager = await self.manager()
         except Exception as exc:

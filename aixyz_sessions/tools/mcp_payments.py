@@ -34,7 +34,7 @@ from x402.schemas import ResourceConfig, ResourceInfo
 from ..context import payer_context
 from ..exceptions import SessionStoreError
 from ..payments.adapter import Authorization, PaymentHeaderError, authorization_of
-from ..payments.facilitators import facilitator_failures
+from ..payments.facilitators import FacilitatorTimeout, facilitator_failures
 from ..payments.runtime import PaymentRuntime, get_runtime
 from .mcp_results import error_result, failure_result, result_text, with_payment_error
 from .registry import Tool
@@ -178,10 +178,11 @@ class PaidToolRunner:
             await runtime.ensure_initialized()
             wrapped = self.wrapped(runtime)
         except Exception as exc:
+            code = "facilitator_timeout" if isinstance(exc, FacilitatorTimeout) else None
             return error_result(
                 f"tool {self.tool.name!r} cannot take payments right now: "
                 f"{type(exc).__name__}: {exc}",
-                {"error": "payments_unavailable"},
+                {"error": code or "payments_unavailable"},
             )
         call = _PaidCall(arguments=arguments, runtime=runtime)
         token = _current.set(call)
@@ -196,7 +197,8 @@ class PaidToolRunner:
                     call.authorization.payer, call.authorization.nonce
                 )
         if failures and not call.settled:
-            return error_result(failures.message, {"error": "facilitator_unavailable"})
+            code = "facilitator_timeout" if failures.timed_out else "facilitator_unavailable"
+            return error_result(failures.message, {"error": code})
         if call.unavailable is not None:
             return error_result(call.unavailable, {"error": "session_store_unavailable"})
         if call.refusal is not None:

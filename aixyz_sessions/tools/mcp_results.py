@@ -13,6 +13,7 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
+from ..exceptions import SessionArgumentError, SessionStoreError
 from .registry import Tool, ToolArgumentsError, ToolError
 
 __all__ = ["error_result", "failure_result", "result_text", "with_payment_error"]
@@ -39,13 +40,27 @@ def error_result(message: str, structured: dict[str, Any] | None = None) -> Call
 def failure_result(tool: Tool, exc: Exception) -> CallToolResult:
     """The result for a tool that raised: its own message for a ``ToolError``.
 
-    Any other exception is a bug in the tool or a backend outage: it is logged
-    with its traceback and reported by type and message.
+    A value the session store refused is ``invalid_arguments``, a store
+    outage ``session_store_unavailable``. Any other exception is a bug in the
+    tool: it is logged with its traceback and reported by type and message.
     """
     if isinstance(exc, ToolArgumentsError):
         return error_result(
             str(exc), {"error": "invalid_arguments", "message": str(exc), "errors": exc.errors}
         )
+    if isinstance(exc, SessionArgumentError):  # the store refused a value from the arguments
+        detail = str(exc)
+        return error_result(
+            detail,
+            {
+                "error": "invalid_arguments",
+                "message": detail,
+                "errors": [{"field": "", "message": detail}],
+            },
+        )
+    if isinstance(exc, SessionStoreError):  # an outage, not a bug: no traceback
+        logger.warning("MCP tool %r: session store failed: %s", tool.name, exc)
+        return error_result(str(exc), {"error": "session_store_unavailable", "message": str(exc)})
     if isinstance(exc, ToolError):
         return error_result(str(exc), {"error": "tool_error", "message": str(exc)})
     logger.exception("MCP tool %r failed", tool.name, exc_info=exc)

@@ -14,7 +14,8 @@ Order of a paid call, so that a bad call never spends a payment:
 2. no payment -> :class:`ToolPaymentError` ``payment_required`` carrying the
    SDK's ``PaymentRequired`` (what the HTTP 402 carries in ``PAYMENT-REQUIRED``);
 3. decode the payload with the SDK's schema and verify it through the
-   facilitator (``invalid_payment`` with the reason; ``facilitator_unavailable``);
+   facilitator (``invalid_payment`` with the reason; ``facilitator_unavailable``,
+   or ``facilitator_timeout`` past ``FACILITATOR_TIMEOUT``);
 4. claim the authorization in the replay guard (``invalid_payment`` if used);
 5. run the tool inside ``payer_context(payer)``;
 6. settle; the result comes back with the SDK-encoded settlement response.
@@ -75,8 +76,9 @@ class ToolPaymentError(Exception):
     """The payment for a tool call is missing, invalid, used, or could not be processed.
 
     ``code`` is one of ``payment_required``, ``invalid_payment``,
-    ``facilitator_unavailable``, ``settlement_failed``. ``payment_required``
-    (the SDK's ``PaymentRequired``) tells the client what to pay, when known.
+    ``facilitator_unavailable``, ``facilitator_timeout``, ``settlement_failed``.
+    ``payment_required`` (the SDK's ``PaymentRequired``) tells the client what
+    to pay, when known.
     """
 
     def __init__(
@@ -209,7 +211,8 @@ def _unavailable(
     failures: facilitator_failures, exc: BaseException | None = None
 ) -> ToolPaymentError:
     message = failures.message or (f"{type(exc).__name__}: {exc}" if exc else "facilitator failed")
-    return ToolPaymentError("facilitator_unavailable", message)
+    code = "facilitator_timeout" if failures.timed_out else "facilitator_unavailable"
+    return ToolPaymentError(code, message)
 
 
 async def payment_required_for(item: Tool, *, resource: str | None = None) -> PaymentRequired:
