@@ -1,19 +1,84 @@
-"""Settings of the demo project: embedded defaults, nothing to install or run besides it.
+"""Settings of the demo project ("x402 sessions"): embedded defaults, overridable by env.
 
-SQLite next to this file; the session store comes from ``AIXYZ_DEMO_STORE``
-(``memory`` by default for now).
+With no environment variable set, everything runs in this process, offline:
+
+* sessions in the database (``DatabaseSessionStore``) on SQLite next to this
+  file, so they show up in the admin;
+* payments verified by the in-process ``LocalFacilitator`` (real signature
+  checks, NO MONEY MOVES).
+
+Environment variables switch each part (see README.md, "The demo"):
+
+=========================  ==========================================================
+``AIXYZ_DEMO_STORE``       ``db`` (default), ``memory`` or ``cache`` (Redis)
+``REDIS_URL``              Redis for ``AIXYZ_DEMO_STORE=cache``
+                           (default ``redis://127.0.0.1:6379/0``)
+``DATABASE_URL``           ``postgres://user:pass@host:port/name`` instead of SQLite
+``AIXYZ_DEMO_SQLITE``      the SQLite file (default ``demo_project/db.sqlite3``)
+``X402_FACILITATOR_URL``   a real x402 facilitator instead of the local one
+``X402_PAY_TO``            the address that receives payments
+``X402_NETWORK``           CAIP-2 network (default ``eip155:84532``, Base Sepolia)
+``DJANGO_DEBUG``           ``1`` (default) or ``0``
+``DJANGO_ALLOWED_HOSTS``   comma-separated (default ``127.0.0.1,localhost,[::1]``)
+``DJANGO_SECRET_KEY``      replaces the demo-only key
+=========================  ==========================================================
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent
 
+#: Receives the demo's (local, fictitious) payments unless X402_PAY_TO says otherwise.
+DEMO_PAY_TO = "0x000000000000000000000000000000000000dEaD"
+DEFAULT_NETWORK = "eip155:84532"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _flag(name: str, default: str) -> bool:
+    return os.environ.get(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_database_url(url: str) -> dict[str, Any]:
+    """A ``DATABASES`` entry from ``postgres://user:pass@host:port/name`` (or ``sqlite:///path``).
+
+    ``postgres``, ``postgresql`` and ``pgsql`` schemes select PostgreSQL;
+    ``sqlite:///relative/or//absolute`` selects SQLite. Anything else raises
+    ``ValueError`` naming what is accepted.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        name = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name or ":memory:"}
+    if scheme not in ("postgres", "postgresql", "pgsql"):
+        raise ValueError(
+            f"DATABASE_URL {url!r}: use postgres://user:pass@host:port/name or sqlite:///path"
+        )
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ValueError(f"DATABASE_URL {url!r} names no database (postgres://.../NAME)")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-insecure-secret-key-change-me")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+DEBUG = _flag("DJANGO_DEBUG", "1")
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+    if host.strip()
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -23,6 +88,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "aixyz_sessions",
+    "demo_project",  # its tools.py is autodiscovered; its management commands
 ]
 
 MIDDLEWARE = [
@@ -32,6 +98,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "aixyz_sessions.payments.middleware.X402Middleware",
 ]
 
 ROOT_URLCONF = "demo_project.urls"
@@ -52,19 +119,67 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("AIXYZ_DEMO_SQLITE", str(BASE_DIR / "db.sqlite3")),
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": parse_database_url(os.environ["DATABASE_URL"])}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("AIXYZ_DEMO_SQLITE", str(BASE_DIR / "db.sqlite3")),
+            # Several paid calls may write at once: wait for the lock, don't fail.
+            "OPTIONS": {"timeout": 20},
+        }
     }
+
+REDIS_URL = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+
+_STORES: dict[str, Any] = {
+    "db": "aixyz_sessions.stores.db.DatabaseSessionStore",
+    "memory": "aixyz_sessions.stores.memory.InMemorySessionStore",
+    "cache": {
+        "BACKEND": "aixyz_sessions.stores.cache.CacheSessionStore",
+        "OPTIONS": {"cache_alias": "sessions"},
+    },
 }
+DEMO_STORE = os.environ.get("AIXYZ_DEMO_STORE", "db").strip().lower() or "db"
+if DEMO_STORE not in _STORES:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"AIXYZ_DEMO_STORE={DEMO_STORE!r}: use one of {', '.join(sorted(_STORES))}"
+    )
+AIXYZ_SESSION_STORE = _STORES[DEMO_STORE]
+
+CACHES: dict[str, Any] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+if DEMO_STORE == "cache":
+    CACHES["sessions"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+    }
+
+AIXYZ_X402: dict[str, Any] = {
+    "PAY_TO": os.environ.get("X402_PAY_TO", DEMO_PAY_TO),
+    "NETWORK": os.environ.get("X402_NETWORK", DEFAULT_NETWORK),
+}
+if os.environ.get("X402_FACILITATOR_URL"):
+    AIXYZ_X402["FACILITATOR_URL"] = os.environ["X402_FACILITATOR_URL"]
+else:
+    AIXYZ_X402["FACILITATOR"] = "local"
 
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-_STORES = {
-    "memory": "aixyz_sessions.stores.memory.InMemorySessionStore",
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        # Every paid call starts with a 402: not worth a warning line each time.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "aixyz_sessions": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
 }
-AIXYZ_SESSION_STORE = _STORES[os.environ.get("AIXYZ_DEMO_STORE", "memory")]

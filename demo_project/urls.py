@@ -1,11 +1,16 @@
-"""Demo URLs: the admin and a page that shows a payer session at work."""
+"""Demo URLs: the index page, the admin and the tools over HTTP.
+
+``/mcp`` (MCP) and ``/ws/tools/`` (WebSocket) are routed by the ASGI app
+(``demo_project.asgi``), not here.
+"""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
+    path("tools/", include("aixyz_sessions.tools.urls")),
 ]

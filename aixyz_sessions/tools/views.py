@@ -1,11 +1,19 @@
 """The registered tools over plain HTTP: ``GET /tools/`` and ``POST /tools/<name>``.
 
+A paid tool's URL also answers ``GET /tools/<name>?arg=value``, so it can be
+opened in a browser: without a payment the middleware answers 402 (the SDK's
+paywall page for a browser), and the paywall's paid retry (a ``GET`` with
+``PAYMENT-SIGNATURE``) runs the tool with the query parameters as its
+arguments. A free tool answers ``GET`` with 405, as before.
+
 Payment is :class:`~aixyz_sessions.payments.middleware.X402Middleware`'s job:
 :func:`call` declares its price per request (the named tool's price, see
 :func:`~aixyz_sessions.payments.decorators.priced_per_request`), so the
 middleware answers 402, verifies, binds the payer's session around the view
 and settles a 2xx answer. Every client mistake is a JSON 4xx (nothing is
-settled for it); a tool's own failure (:class:`ToolError`) is a 422.
+settled for it); a tool's own failure (:class:`ToolError`) is a 422. A body
+over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413, a value the session
+store refuses (a key over 512 bytes, say) a 400.
 """
 
 from __future__ import annotations
@@ -13,11 +21,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ..context import payer_context
+from ..exceptions import SessionArgumentError
 from ..payments.decorators import VERIFIED_ATTR, PaidSpec, priced_per_request
 from .payment_gate import tool_paid_spec
 from .registry import ToolArgumentsError, ToolError, registry
@@ -43,18 +53,29 @@ async def tool_list(request: HttpRequest) -> JsonResponse:
 
 
 def price_of_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
-    """The price of ``POST /tools/<name>``: the tool's, or ``None`` (free, unknown, not POST)."""
-    if request.method != "POST":
+    """The price of ``POST`` (or ``GET``) ``/tools/<name>``: the tool's, or ``None``."""
+    if request.method not in ("POST", "GET"):
         return None
     item = registry.get(str(kwargs.get("name", "")))
     return None if item is None else tool_paid_spec(item)
 
 
+def _query_arguments(request: HttpRequest) -> dict[str, Any]:
+    """``GET`` arguments: each query parameter as a string (a list when repeated)."""
+    return {k: (v if len(v) > 1 else v[0]) for k, v in request.GET.lists() if v}
+
+
 def _read_arguments(request: HttpRequest) -> object:
-    """The JSON body (an empty body means no arguments). ``ValueError`` if not JSON."""
+    """The JSON body (an empty body means no arguments). ``ValueError`` if not JSON.
+
+    ``RequestDataTooBig`` when the body exceeds ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+    """
     if not request.body.strip():
         return {}
-    return json.loads(request.body)
+    try:
+        return json.loads(request.body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 @priced_per_request(price_of_call)
@@ -63,14 +84,16 @@ async def call(request: HttpRequest, name: str) -> JsonResponse:
     """``POST`` a JSON object of arguments; ``{"result": ...}`` back.
 
     404 unknown tool, 400 invalid JSON or arguments (``errors`` names each
-    field), 422 the tool raised :class:`ToolError`, 405 other methods. A
-    paid tool runs in the payer's session, bound by the middleware.
+    field), 422 the tool raised :class:`ToolError`, 405 other methods (and
+    ``GET`` on a free tool). A paid tool runs in the payer's session, bound
+    by the middleware; it also takes a paid ``GET`` with query arguments.
     """
-    if request.method != "POST":
+    item = registry.get(name)
+    browsable = request.method == "GET" and item is not None and item.paid
+    if request.method != "POST" and not browsable:
         response = _error(405, "method_not_allowed", "call a tool with POST")
         response["Allow"] = "POST"
         return response
-    item = registry.get(name)
     if item is None:
         return _error(404, "unknown_tool", f"no tool named {name!r}")
     if item.paid and not getattr(request, VERIFIED_ATTR, False):
@@ -79,7 +102,14 @@ async def call(request: HttpRequest, name: str) -> JsonResponse:
             "'aixyz_sessions.payments.middleware.X402Middleware' to MIDDLEWARE."
         )
     try:
-        arguments = _read_arguments(request)
+        arguments = _query_arguments(request) if browsable else _read_arguments(request)
+    except RequestDataTooBig:
+        return _error(
+            413,
+            "request_too_large",
+            f"request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+            "(DATA_UPLOAD_MAX_MEMORY_SIZE)",
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         detail = f"request body is not valid JSON: {exc}"
         return _error(400, "invalid_arguments", detail, errors=[{"field": "", "message": detail}])
@@ -91,6 +121,9 @@ async def call(request: HttpRequest, name: str) -> JsonResponse:
                 result = await item.call(arguments)
     except ToolArgumentsError as exc:
         return _arguments_error(exc)
+    except SessionArgumentError as exc:  # the store refused a value taken from the arguments
+        detail = str(exc)
+        return _error(400, "invalid_arguments", detail, errors=[{"field": "", "message": detail}])
     except ToolError as exc:
         return _error(422, "tool_error", str(exc) or type(exc).__name__)
     return JsonResponse({"result": result})

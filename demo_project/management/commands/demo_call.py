@@ -1,0 +1,304 @@
+"""``python manage.py demo_call``: real paid calls against the running demo, as two payers.
+
+While ``make demo`` serves the demo, this command creates two fresh random
+keys (payer A and payer B), pays each tool call with the ``x402`` SDK's
+client (the local facilitator verifies the signatures; no money moves), and
+prints every step with the tool's result: A stores, reads back, lists and
+deletes; B then lists and reads, and must see none of A's data.
+
+    python manage.py demo_call                       # over HTTP: POST /tools/<name>
+    python manage.py demo_call --transport ws        # over the WebSocket /ws/tools/
+    python manage.py demo_call --transport mcp       # over MCP at /mcp
+    python manage.py demo_call --url http://127.0.0.1:8000
+
+Exits non-zero when the server cannot be reached or a result is not what
+the demo promises (isolation above all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client
+from x402.mechanisms.evm.exact import register_exact_evm_client
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TRANSPORTS = ("http", "ws", "mcp")
+PUT, GET = "put-content", "get-content"
+TIMEOUT = 30.0
+
+
+class CallFailed(Exception):
+    """A tool call did not produce a result (HTTP error, protocol error)."""
+
+
+@dataclass
+class Payer:
+    """A fresh random key with the SDK's x402 client."""
+
+    label: str
+    account: LocalAccount = field(default_factory=Account.create)
+
+    def __post_init__(self) -> None:
+        self.x402 = x402Client()
+        register_exact_evm_client(self.x402, self.account)  # type: ignore[arg-type]
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+
+@dataclass(frozen=True)
+class Paid:
+    """A tool's result and the settlement's transaction reference (when paid)."""
+
+    result: dict[str, Any]
+    transaction: str | None
+
+
+Call = Callable[[str, dict[str, Any]], Any]
+
+
+def _transaction_from_header(header: str | None) -> str | None:
+    if not header:
+        return None
+    from x402.http import decode_payment_response_header
+
+    try:
+        return decode_payment_response_header(header).transaction or None
+    except Exception:
+        return None
+
+
+@asynccontextmanager
+async def http_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
+    """``POST /tools/<name>`` through the SDK's paying httpx client."""
+    from x402.http.clients.httpx import x402HttpxClient
+
+    async with x402HttpxClient(payer.x402, base_url=base, timeout=TIMEOUT) as client:
+
+        async def call(name: str, arguments: dict[str, Any]) -> Paid:
+            response = await client.post(f"/tools/{name}", json=arguments)
+            if response.status_code != 200:
+                raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+            result = response.json()["result"]
+            header = response.headers.get("PAYMENT-RESPONSE")
+            return Paid(result, _transaction_from_header(header))
+
+        yield call
+
+
+@asynccontextmanager
+async def ws_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
+    """One JSON message per call on ``/ws/tools/``; a ``payment_required`` reply is paid."""
+    from websockets.asyncio.client import connect
+    from x402.schemas import PaymentRequired
+
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    async with connect(f"{scheme}://{parts.netloc}/ws/tools/", open_timeout=TIMEOUT) as ws:
+
+        async def ask(message: dict[str, Any]) -> dict[str, Any]:
+            await ws.send(json.dumps(message))
+            while True:
+                reply: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                if reply.get("id") == message["id"]:
+                    return reply
+
+        async def call(name: str, arguments: dict[str, Any]) -> Paid:
+            message: dict[str, Any] = {"id": uuid.uuid4().hex, "tool": name, "arguments": arguments}
+            reply = await ask(message)
+            error = reply.get("error") or {}
+            if error.get("code") == "payment_required" and "payment_required" in error:
+                required = PaymentRequired.model_validate(error["payment_required"])
+                payload = await payer.x402.create_payment_payload(required)
+                payment = json.loads(payload.model_dump_json(by_alias=True, exclude_none=True))
+                reply = await ask({**message, "id": uuid.uuid4().hex, "payment": payment})
+            if "error" in reply:
+                raise CallFailed(f"{reply['error'].get('code')}: {reply['error'].get('message')}")
+            return Paid(reply["result"], _transaction_from_header(reply.get("payment_response")))
+
+        yield call
+
+
+@asynccontextmanager
+async def mcp_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
+    """MCP ``tools/call`` at ``/mcp`` through the SDK's paying MCP session."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.types import TextContent
+    from x402.mcp import x402MCPSession
+
+    async with streamable_http_client(f"{base}/mcp") as (read, write, _):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            paying = x402MCPSession(session, payer.x402, auto_payment=True)
+
+            async def call(name: str, arguments: dict[str, Any]) -> Paid:
+                outcome = await paying.call_tool(name, arguments)
+                texts = [b.text for b in outcome.content if isinstance(b, TextContent)]
+                if outcome.is_error:
+                    raise CallFailed(f"MCP error: {' '.join(texts)[:300]}")
+                settlement: Any = outcome.payment_response
+                transaction = (
+                    settlement.get("transaction")
+                    if isinstance(settlement, dict)
+                    else getattr(settlement, "transaction", None)
+                )
+                return Paid(json.loads(texts[0]), transaction or None)
+
+            yield call
+
+
+CALLERS: dict[str, Callable[[str, Payer], AbstractAsyncContextManager[Call]]] = {
+    "http": http_caller,
+    "ws": ws_caller,
+    "mcp": mcp_caller,
+}
+
+
+class Command(BaseCommand):
+    help = "Make real paid calls to the running demo as two fresh payers and show isolation."
+    requires_system_checks: list[str] = []  # a client: no database, no store needed
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--url", default=DEFAULT_URL, help=f"the demo (default {DEFAULT_URL})")
+        parser.add_argument(
+            "--transport", choices=TRANSPORTS, default="http", help="http (default), ws or mcp"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        base = str(options["url"]).rstrip("/")
+        transport = str(options["transport"])
+        if urlsplit(base).scheme not in ("http", "https"):
+            raise CommandError(f"--url must be an http(s) URL, got {base!r}")
+        self._prices = self._check_server(base)
+        self._store = self._store_of(base)
+        failures = asyncio.run(self._run(base, transport))
+        if failures:
+            raise CommandError(
+                "the demo did not behave as promised:\n  - " + "\n  - ".join(failures)
+            )
+
+    def _check_server(self, base: str) -> dict[str, str]:
+        try:
+            response = httpx.get(f"{base}/tools/", timeout=10)
+        except httpx.HTTPError as exc:
+            raise CommandError(
+                f"cannot reach the demo server at {base} ({type(exc).__name__}): "
+                "is `make demo` running?"
+            ) from None
+        try:
+            tools = {t["name"]: t.get("price") for t in response.json()["tools"]}
+        except (ValueError, KeyError, TypeError):
+            raise CommandError(
+                f"{base}/tools/ answered HTTP {response.status_code} without a tool list: "
+                "is this the demo server? (is `make demo` running?)"
+            ) from None
+        missing = [name for name in (PUT, GET) if name not in tools]
+        if missing:
+            raise CommandError(f"{base} does not serve the demo tools {missing}: is it the demo?")
+        return {name: str(tools[name]) for name in (PUT, GET)}
+
+    @staticmethod
+    def _store_of(base: str) -> str:
+        """The session store the demo reports on its index page ('' if it does not say)."""
+        try:
+            return str(httpx.get(f"{base}/", timeout=10).json().get("store", ""))
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return ""
+
+    async def _run(self, base: str, transport: str) -> list[str]:
+        a, b = Payer("A"), Payer("B")
+        out = self.stdout
+        out.write(f"demo_call: {base} over {transport}; every call below is a paid x402 call")
+        out.write(f"  prices: {PUT} {self._prices[PUT]}, {GET} {self._prices[GET]}")
+        out.write(f"  payer A: {a.address}  (fresh random key)")
+        out.write(f"  payer B: {b.address}  (fresh random key)\n")
+        failures: list[str] = []
+        step = 0
+
+        async with AsyncExitStack() as stack:
+            callers = {
+                payer.label: await stack.enter_async_context(CALLERS[transport](base, payer))
+                for payer in (a, b)
+            }
+
+            async def do(payer: Payer, name: str, arguments: dict[str, Any], title: str) -> Any:
+                nonlocal step
+                step += 1
+                shown = json.dumps(arguments, ensure_ascii=False)
+                out.write(self.style.MIGRATE_HEADING(f"{step:>2}. payer {payer.label}: {title}"))
+                out.write(f"    {name} {shown}")
+                try:
+                    paid = await callers[payer.label](name, arguments)
+                except CallFailed as exc:
+                    out.write(self.style.ERROR(f"    !! {exc}"))
+                    failures.append(f"step {step} ({name} as {payer.label}) failed: {exc}")
+                    return None
+                receipt = f"  [paid {self._prices[name]}"
+                receipt += f", tx {paid.transaction[:18]}...]" if paid.transaction else "]"
+                out.write(f"    -> {json.dumps(paid.result, ensure_ascii=False)}{receipt}")
+                return paid.result
+
+            def expect(ok: bool, what: str) -> None:
+                if not ok:
+                    out.write(self.style.ERROR(f"    !! expected {what}"))
+                    failures.append(f"step {step}: expected {what}")
+
+            greeting, note = "hello from A", "A's private note"
+            r = await do(a, PUT, {"key": "greeting", "value": greeting}, "store a greeting")
+            expect(r == {"success": True, "key": "greeting", "value": greeting}, "it stored")
+            r = await do(a, PUT, {"key": "note", "value": note}, "store a note")
+            expect(r == {"success": True, "key": "note", "value": note}, "it stored")
+            r = await do(a, GET, {"key": "greeting"}, "read the greeting back")
+            expect(r == {"success": True, "key": "greeting", "value": greeting}, "A's greeting")
+            r = await do(a, GET, {}, "list all of A's content")
+            expect(
+                r == {"success": True, "content": {"greeting": greeting, "note": note}, "count": 2},
+                "both entries",
+            )
+            r = await do(b, GET, {}, "list all of B's content (B is a different payer)")
+            b_listing_empty = r == {"success": True, "content": {}, "count": 0}
+            expect(b_listing_empty, "B's session to be empty")
+            r = await do(b, GET, {"key": "greeting"}, "try to read A's key 'greeting'")
+            b_read_refused = isinstance(r, dict) and r.get("success") is False
+            expect(b_read_refused, "no content for B under 'greeting'")
+            r = await do(b, PUT, {"key": "greeting", "value": "hello from B"}, "write the same key")
+            expect(isinstance(r, dict) and r.get("success") is True, "B's own write to succeed")
+            r = await do(a, GET, {"key": "greeting"}, "read the greeting again")
+            a_untouched = r == {"success": True, "key": "greeting", "value": greeting}
+            expect(a_untouched, "A's greeting to be unchanged by B's write")
+            r = await do(a, PUT, {"key": "note", "value": None}, "delete the note (value null)")
+            expect(r == {"success": True, "key": "note", "deleted": True}, "deleted: true")
+            r = await do(a, GET, {"key": "note"}, "read the deleted note")
+            expect(isinstance(r, dict) and r.get("success") is False, "no content under 'note'")
+
+        out.write("")
+        if self._store in ("", "DatabaseSessionStore"):
+            search = f"{base}/admin/aixyz_sessions/sessionentry/?q={quote(a.address.lower())}"
+            out.write(f"Payer A's entries in the admin: {search}")
+        else:
+            out.write(f"(sessions live in {self._store}: the admin shows the database store only)")
+        if b_listing_empty and b_read_refused and a_untouched:
+            out.write(
+                self.style.SUCCESS(
+                    "ISOLATION OK: payer B saw none of payer A's data, "
+                    "and B's write did not touch A's session."
+                )
+            )
+        else:
+            out.write(self.style.ERROR("ISOLATION FAILED: payer B saw payer A's data."))
+            failures.append("isolation between payer A and payer B failed")
+        return failures

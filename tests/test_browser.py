@@ -1,0 +1,125 @@
+"""A real browser on the running demo: Debian's chromium, headless, driven by Selenium.
+
+Logs into the admin, opens the session entries, searches by a payer written
+by a real paid call and saves a screenshot; opens a paid tool's URL and sees
+the x402 paywall page. ``make test`` installs chromium and chromium-driver
+(``scripts/browser.sh``) when it can; without them this test skips with a
+reason, or fails under ``CI=true``. Selenium never downloads anything: the
+driver path is given explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.demo_server import ADMIN_PASSWORD, ADMIN_USER, DemoServer, demo_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1440,900",
+)
+WAIT = 20
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (required under CI=true; `make test` installs it with apt-get)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed (pip install -e '.[dev]')")
+    for program in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(program, os.X_OK):
+            _unavailable(f"{program} is missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    browser.set_page_load_timeout(WAIT)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, driver: Any) -> Iterator[DemoServer]:
+    with demo_server(tmp_path_factory.mktemp("demo")) as running:
+        yield running
+
+
+def wait_for(driver: Any, condition: Any) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(condition)
+
+
+def test_admin_shows_the_entries_of_a_payer(
+    driver: Any, server: DemoServer, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    payer = server.paid_put("greeting", "hello from the browser test").lower()
+    other = server.paid_put("greeting", "someone else").lower()
+
+    driver.get(f"{server.url}/admin/login/?next=/admin/")
+    driver.find_element(By.ID, "id_username").send_keys(ADMIN_USER)
+    driver.find_element(By.ID, "id_password").send_keys(ADMIN_PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit], button[type=submit]").click()
+    wait_for(driver, ec.presence_of_element_located((By.ID, "user-tools")))
+
+    driver.get(f"{server.url}/admin/")
+    driver.find_element(By.LINK_TEXT, "Session entries").click()
+    wait_for(driver, ec.presence_of_element_located((By.ID, "result_list")))
+    assert other in driver.find_element(By.ID, "result_list").text
+
+    search = driver.find_element(By.ID, "searchbar")
+    search.send_keys(payer)
+    search.submit()
+    wait_for(driver, ec.url_contains("q="))
+    table = wait_for(driver, ec.presence_of_element_located((By.ID, "result_list")))
+    rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 1, table.text
+    assert payer in rows[0].text and "greeting" in rows[0].text
+    assert "hello from the browser test" in rows[0].text
+    assert other not in table.text
+
+    shot = tmp_path / "admin-session-entries.png"
+    assert driver.save_screenshot(str(shot))
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+
+
+def test_paid_tool_url_renders_the_x402_paywall(driver: Any, server: DemoServer) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.get(f"{server.url}/tools/get-content?key=greeting")
+    wait_for(driver, ec.title_is("Payment Required"))
+    heading = wait_for(driver, ec.visibility_of_element_located((By.CSS_SELECTOR, "h1.title")))
+    assert heading.text == "Payment Required"
+    body = driver.find_element(By.TAG_NAME, "body").text
+    assert "$0.001" in body  # get-content's price
+    assert "Connect wallet" in body  # the SDK paywall's wallet step
