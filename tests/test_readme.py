@@ -1,0 +1,157 @@
+"""Every Python example in README.md runs, as a user would paste it.
+
+The blocks are found by their opening line; a README change that breaks an
+example (or removes one) fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import textwrap
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from django.urls import include, path
+from eth_account import Account
+
+from aixyz_sessions.conf import build_store
+from aixyz_sessions.payments.conf import parse_config
+from aixyz_sessions.payments.runtime import reset_runtime
+from aixyz_sessions.stores.base import SessionStore
+from aixyz_sessions.stores.memory import InMemorySessionStore
+from aixyz_sessions.tools import registry
+from aixyz_sessions.tools.mcp import reset_mcp_server
+from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+
+pytestmark = pytest.mark.django_db
+
+
+def block(first_line: str, containing: str = "") -> str:
+    found = [b for b in BLOCKS if b.startswith(first_line) and containing in b]
+    assert len(found) == 1, f"README has {len(found)} python blocks starting {first_line!r}"
+    return found[0]
+
+
+def run(code: str, **names: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "readme_example", **names}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+def urlconf(name: str, patterns: list[Any]) -> Iterator[str]:
+    module = types.ModuleType(name)
+    module.urlpatterns = patterns  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    try:
+        yield name
+    finally:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def readme_tools() -> Iterator[dict[str, Any]]:
+    before = {t.name for t in registry}
+    namespace = run(block("# myapp/tools.py"))
+    try:
+        yield namespace
+    finally:
+        for item in list(registry):
+            if item.name not in before:
+                registry.unregister(item.name)
+        reset_mcp_server()
+
+
+def test_settings_example_is_valid() -> None:
+    namespace = run(block("# settings.py"), INSTALLED_APPS=[], MIDDLEWARE=[])
+    assert namespace["INSTALLED_APPS"] == ["aixyz_sessions"]
+    assert namespace["MIDDLEWARE"] == ["aixyz_sessions.payments.middleware.X402Middleware"]
+    config = dict(namespace["AIXYZ_X402"], PAY_TO="0x" + "ab" * 20)
+    assert parse_config(config).is_local
+    assert isinstance(build_store(namespace["AIXYZ_SESSION_STORE"]), InMemorySessionStore)
+
+
+@pytest.mark.parametrize(
+    ("first_line", "containing"),
+    [
+        ('AIXYZ_SESSION_STORE = "aixyz_sessions', ""),
+        ("CACHES = {", ""),
+        ("AIXYZ_SESSION_STORE = {", "DatabaseSessionStore"),
+        ("AIXYZ_SESSION_STORE = {", "RedisSessionStore"),
+    ],
+)
+def test_store_settings_examples_build_stores(
+    first_line: str, containing: str, settings: Any
+) -> None:
+    code = block(first_line, containing)
+    code = code.replace('"myproject.sessions.store"', '"tests.test_readme.STORE"')
+    namespace = run(code)
+    if "CACHES" in namespace:
+        settings.CACHES = namespace["CACHES"]
+    assert isinstance(build_store(namespace["AIXYZ_SESSION_STORE"]), SessionStore)
+
+
+STORE = InMemorySessionStore()
+
+
+async def test_paid_view_and_paying_client_examples() -> None:
+    view = run(block("from django.http import JsonResponse"))["remember"]
+    test_remember = run(block("from aixyz_sessions.testing import PayingClient"))["test_remember"]
+    for name in urlconf("readme_views", [path("remember/", view)]):
+        with override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL):
+            await test_remember()
+
+
+async def test_tools_urls_and_asgi_examples(readme_tools: dict[str, Any]) -> None:
+    from aixyz_sessions.testing import PayingClient
+
+    namespace = run(block("# urls.py"), urlpatterns=[], path=path, include=include)
+    assert callable(namespace["application"])
+    for name in urlconf("readme_urls", namespace["urlpatterns"]):
+        with override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL):
+            client = PayingClient()
+            free = await client.post("/tools/echo", {"text": "hi"}, "application/json")
+            assert json.loads(free.content) == {"result": "hi"}
+            unpaid = await client.post(
+                "/tools/remember", {"key": "a", "note": "b"}, "application/json", pay=False
+            )
+            assert unpaid.status_code == 402
+            paid = await client.post(
+                "/tools/remember", {"key": "a", "note": "b"}, "application/json"
+            )
+            assert json.loads(paid.content) == {"result": {"stored": "a"}}
+
+
+def test_mcp_client_example(readme_tools: dict[str, Any], settings: Any) -> None:
+    from aixyz_sessions.tools.mcp import mcp_asgi_app
+
+    settings.AIXYZ_X402 = LOCAL
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    reset_runtime()
+    reset_mcp_server()
+    code = block("from mcp import ClientSession")
+    with serve(mcp_asgi_app()) as base:
+        code = code.replace("http://127.0.0.1:8000/mcp", f"{base}/mcp")
+        body = textwrap.indent(code, "    ")
+        namespace = run(f"async def example(account):\n{body}\n    return result\n")
+        result = asyncio.run(namespace["example"](Account.create()))
+    reset_runtime()
+    assert not result.is_error
+    assert result.payment_response is not None and result.payment_response.success
+
+
+def test_custom_store_example() -> None:
+    namespace = run(block("from aixyz_sessions.testing import StoreConformance"))
+    namespace["MyStore"] = InMemorySessionStore
+    case = namespace["TestMyStore"]()
+    case.test_set_get_overwrite_delete()
+    case.test_get_slides_expiry_with_the_entry_ttl()
