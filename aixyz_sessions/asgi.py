@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .lazy import Lazy
 
 __all__ = ["MCP_MODULE", "MCP_PREFIX", "McpRouter", "get_asgi_application"]
 
@@ -62,69 +62,30 @@ def _is_mcp_path(scope: Scope) -> bool:
     return path == MCP_PREFIX or path.startswith(MCP_PREFIX + "/")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
 class McpRouter:
     """HTTP: ``/mcp`` and below to the MCP app, the rest to ``django``; ``lifespan`` handled.
 
     The MCP app comes from ``mcp_asgi_app()`` in :data:`MCP_MODULE`, imported
-    once on first need (the lifespan startup or the first ``/mcp`` request).
-    Without that module ``/mcp`` answers 404 JSON and Django is unaffected.
+    once on first need (the lifespan startup or the first ``/mcp`` request),
+    so serving Django alone never loads the MCP SDK.
     """
 
-    def __init__(self, django: ASGIApp, *, loader: Callable[[], ASGIApp | None] | None = None):
+    def __init__(self, django: ASGIApp, *, loader: Callable[[], ASGIApp] | None = None):
         self.django = django
-        self._loader = loader or _load_mcp_app
-        self._lock = threading.Lock()
-        self._loaded = False
-        self._mcp: ASGIApp | None = None
+        self._mcp: Lazy[ASGIApp] = Lazy(loader or _load_mcp_app)
 
-    def mcp_app(self) -> ASGIApp | None:
-        """The MCP app, or ``None`` when the MCP module is absent."""
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:
-                    self._mcp = self._loader()
-                    self._loaded = True
-        return self._mcp
+    def mcp_app(self) -> ASGIApp:
+        """The MCP app, loaded on first use."""
+        return self._mcp.get()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route one HTTP request."""
-        if not _is_mcp_path(scope):
-            await self.django(scope, receive, send)
-            return
-        app = self.mcp_app()
-        if app is None:
-            await _send_json(
-                send,
-                404,
-                {"error": "mcp_unavailable", "message": f"{MCP_MODULE} is not installed"},
-            )
-            return
+        app = self.mcp_app() if _is_mcp_path(scope) else self.django
         await app(scope, receive, send)
 
 
-def _load_mcp_app() -> ASGIApp | None:
-    try:
-        module = importlib.import_module(MCP_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != MCP_MODULE:
-            raise
-        return None
-    app: ASGIApp = module.mcp_asgi_app()
+def _load_mcp_app() -> ASGIApp:
+    app: ASGIApp = importlib.import_module(MCP_MODULE).mcp_asgi_app()
     return app
 
 
@@ -145,13 +106,11 @@ class _Lifespan:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    app = self.router.mcp_app()
-                    if app is not None:
-                        inner = _InnerLifespan(app, scope)
-                        failure = await inner.startup()
-                        if failure is not None:
-                            await send({"type": "lifespan.startup.failed", "message": failure})
-                            return
+                    inner = _InnerLifespan(self.router.mcp_app(), scope)
+                    failure = await inner.startup()
+                    if failure is not None:
+                        await send({"type": "lifespan.startup.failed", "message": failure})
+                        return
                 except Exception as exc:
                     logger.exception("ASGI lifespan startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -257,16 +216,11 @@ def get_asgi_application() -> ASGIApp:
     return _Application(router, _Lifespan(http))
 
 
-_application: ASGIApp | None = None
-_application_lock = threading.Lock()
+_application: Lazy[ASGIApp] = Lazy(get_asgi_application)
 
 
 def __getattr__(name: str) -> Any:
     """``application``: built by :func:`get_asgi_application` on first access."""
-    global _application
     if name != "application":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    with _application_lock:
-        if _application is None:
-            _application = get_asgi_application()
-        return _application
+    return _application.get()

@@ -13,7 +13,6 @@ check (``manage.py check``) reports with an id and a hint.
 from __future__ import annotations
 
 import inspect
-import threading
 from typing import Any
 
 from django.conf import settings
@@ -22,22 +21,34 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from .lazy import Lazy
 from .stores.base import SessionStore
 
 SETTING = "AIXYZ_SESSION_STORE"
 DEFAULT_STORE = "aixyz_sessions.stores.memory.InMemorySessionStore"
 
-__all__ = ["DEFAULT_STORE", "SETTING", "StoreConfigError", "build_store", "get_store"]
+__all__ = [
+    "DEFAULT_STORE",
+    "SETTING",
+    "SettingError",
+    "StoreConfigError",
+    "build_store",
+    "get_store",
+]
 
 
-class StoreConfigError(ImproperlyConfigured):
-    """``AIXYZ_SESSION_STORE`` cannot give a store; carries a check id and hint."""
+class SettingError(ImproperlyConfigured):
+    """A setting of this app cannot work; carries the system-check id and a hint."""
 
     def __init__(self, msg: str, *, id: str, hint: str) -> None:
         super().__init__(f"{msg} ({hint})")
         self.msg = msg
         self.id = id
         self.hint = hint
+
+
+class StoreConfigError(SettingError):
+    """``AIXYZ_SESSION_STORE`` cannot give a store."""
 
 
 _FORMS_HINT = (
@@ -122,27 +133,17 @@ def build_store(value: object) -> SessionStore:
     raise _not_a_store(value, target)
 
 
-_lock = threading.Lock()
-_store: SessionStore | None = None
+_store: Lazy[SessionStore] = Lazy(lambda: build_store(getattr(settings, SETTING, DEFAULT_STORE)))
 
 
 def get_store() -> SessionStore:
     """The process's configured session store, built once on first use."""
-    global _store
-    store = _store
-    if store is None:
-        with _lock:
-            if _store is None:
-                _store = build_store(getattr(settings, SETTING, DEFAULT_STORE))
-            store = _store
-    return store
+    return _store.get()
 
 
 def reset_store() -> None:
     """Forget the built store so the next :func:`get_store` reads the setting again."""
-    global _store
-    with _lock:
-        _store = None
+    _store.reset()
 
 
 @receiver(setting_changed)

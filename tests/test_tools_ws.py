@@ -337,9 +337,6 @@ async def test_mcp_prefix_routing_with_a_stand_in_app() -> None:
     ]:
         assert await _http(router, path) == (200, expected)
     assert seen == ["/mcp", "/mcp/", "/mcp/x"]
-    absent = McpRouter(django, loader=lambda: None)
-    status, content = await _http(absent, "/mcp")
-    assert status == 404 and json.loads(content)["error"] == "mcp_unavailable"
 
 
 async def test_lifespan_is_acknowledged(app: Any) -> None:

@@ -17,15 +17,16 @@ reports with an id (``aixyz_sessions.E1xx``) and a hint.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from ..conf import SettingError
+from ..lazy import Lazy
 
 SETTING = "AIXYZ_X402"
 DEFAULT_FACILITATOR_URL = "https://x402.org/facilitator"
@@ -49,14 +50,8 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _NETWORK = re.compile(r"eip155:[1-9][0-9]*")
 
 
-class X402ConfigError(ImproperlyConfigured):
-    """``AIXYZ_X402`` (or a ``@paid`` argument) cannot work; carries a check id and hint."""
-
-    def __init__(self, msg: str, *, id: str, hint: str) -> None:
-        super().__init__(f"{msg} ({hint})")
-        self.msg = msg
-        self.id = id
-        self.hint = hint
+class X402ConfigError(SettingError):
+    """``AIXYZ_X402`` (or a ``@paid`` argument) cannot work."""
 
 
 def known_networks() -> list[str]:
@@ -209,27 +204,17 @@ def config_errors(value: object) -> list[X402ConfigError]:
     return errors
 
 
-_lock = threading.Lock()
-_config: X402Config | None = None
+_config: Lazy[X402Config] = Lazy(lambda: parse_config(getattr(settings, SETTING, None)))
 
 
 def get_config() -> X402Config:
     """The process's parsed ``AIXYZ_X402`` setting, read once."""
-    global _config
-    config = _config
-    if config is None:
-        with _lock:
-            if _config is None:
-                _config = parse_config(getattr(settings, SETTING, None))
-            config = _config
-    return config
+    return _config.get()
 
 
 def reset_config() -> None:
     """Forget the parsed setting and everything built from it."""
-    global _config
-    with _lock:
-        _config = None
+    _config.reset()
     from . import runtime
 
     runtime.reset_runtime()

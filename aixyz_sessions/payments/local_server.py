@@ -26,6 +26,7 @@ from x402.schemas import (
     PaymentRequirementsV1,
 )
 
+from ..asgi_json import send_json
 from .local import LocalFacilitator, get_local_facilitator
 
 __all__ = ["LocalFacilitatorApp", "main"]
@@ -63,10 +64,10 @@ class LocalFacilitatorApp:
         method, path = scope["method"], scope["path"].rstrip("/")
         if method == "GET" and path == "/supported":
             supported = self.facilitator.get_supported()
-            await _reply(send, 200, supported.model_dump(by_alias=True, exclude_none=True))
+            await send_json(send, 200, supported.model_dump(by_alias=True, exclude_none=True))
             return
         if method != "POST" or path not in ("/verify", "/settle"):
-            await _reply(send, 404, {"error": "not found"})
+            await send_json(send, 404, {"error": "not found"})
             return
         body = b""
         while True:
@@ -82,28 +83,13 @@ class LocalFacilitatorApp:
             payload = payload_model.model_validate(request["paymentPayload"])
             requirements = requirements_model.model_validate(request["paymentRequirements"])
         except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
-            await _reply(send, 400, {"error": f"invalid request: {exc}"})
+            await send_json(send, 400, {"error": f"invalid request: {exc}"})
             return
         if path == "/verify":
             result: Any = await self.facilitator.verify(payload, requirements)
         else:
             result = await self.facilitator.settle(payload, requirements)
-        await _reply(send, 200, result.model_dump(by_alias=True, exclude_none=True))
-
-
-async def _reply(send: Send, status: int, body: Any) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+        await send_json(send, 200, result.model_dump(by_alias=True, exclude_none=True))
 
 
 app = LocalFacilitatorApp()

@@ -22,6 +22,7 @@ from x402.mechanisms.evm.exact import ExactEvmServerScheme
 
 from ..conf import SETTING as STORE_SETTING
 from ..conf import get_store
+from ..lazy import Lazy
 from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
@@ -105,27 +106,17 @@ class PaymentRuntime:
         return server
 
 
-_lock = threading.Lock()
-_runtime: PaymentRuntime | None = None
+_runtime: Lazy[PaymentRuntime] = Lazy(lambda: PaymentRuntime(get_config()))
 
 
 def get_runtime() -> PaymentRuntime:
     """The process's runtime for the current ``AIXYZ_X402``."""
-    global _runtime
-    runtime = _runtime
-    if runtime is None:
-        with _lock:
-            if _runtime is None:
-                _runtime = PaymentRuntime(get_config())
-            runtime = _runtime
-    return runtime
+    return _runtime.get()
 
 
 def reset_runtime() -> None:
     """Drop the runtime (settings changed; tests)."""
-    global _runtime
-    with _lock:
-        _runtime = None
+    _runtime.reset()
 
 
 @receiver(setting_changed)

@@ -34,6 +34,7 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
+from ..asgi_json import send_json
 from .mcp_server import MCP_PATH, build_mcp_server
 
 __all__ = ["MCPApp", "bump_generation"]
@@ -168,21 +169,6 @@ def _declared_length(scope: Scope) -> int | None:
         return None
 
 
-async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class MCPApp:
     """ASGI app serving MCP Streamable HTTP at ``path`` (``/mcp``; ``/mcp/`` too).
 
@@ -218,11 +204,11 @@ class MCPApp:
         if root and path.startswith(root + "/"):
             path = path[len(root) :]
         if path.rstrip("/") != self.path:
-            await _respond(send, 404, {"error": "not_found", "message": f"MCP is at {self.path}"})
+            await send_json(send, 404, {"error": "not_found", "message": f"MCP is at {self.path}"})
             return
         problem = host_error(scope)
         if problem is not None:
-            await _respond(send, 400, {"error": "invalid_host", "message": problem})
+            await send_json(send, 400, {"error": "invalid_host", "message": problem})
             return
         limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         too_large = {
@@ -232,22 +218,22 @@ class MCPApp:
         if scope.get("method") == "POST":
             declared = _declared_length(scope)
             if limit is not None and declared is not None and declared > limit:
-                await _respond(send, 413, too_large)
+                await send_json(send, 413, too_large)
                 return
             try:
                 receive, body = await _buffered(receive, limit)
             except _TooLarge:
-                await _respond(send, 413, too_large)
+                await send_json(send, 413, too_large)
                 return
             problem = _parse_error(body) if body else None
             if problem is not None:  # a JSON-RPC parse error, as the SDK would answer
                 error = {"code": -32700, "message": f"Parse error: {problem}"}
-                await _respond(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+                await send_json(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
                 return
         try:
             manager = await self.manager()
         except Exception as exc:
-            await _respond(
+            await send_json(
                 send,
                 503,
                 {"error": "unavailable", "message": f"MCP server failed to start: {exc}"},
