@@ -12,6 +12,7 @@ sequentially, in one process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import sys
 import time
@@ -57,6 +58,7 @@ urlpatterns = [path("free/", work), path("paid/", paid("$0.01")(work))]
 
 
 async def main(n: int) -> None:
+    logging.getLogger("django.request").setLevel(logging.ERROR)  # every paid call starts at 402
     client = AsyncClient()
     unpaid = await client.get("/paid/")
     required = decode_payment_required_header(unpaid["PAYMENT-REQUIRED"])
@@ -80,17 +82,19 @@ async def main(n: int) -> None:
 
     runtime = get_runtime()
     requirements = required.accepts[0]
-    timings = []
+    verify_times, both_times = [], []
     for payload in payloads[n:]:
         start = time.perf_counter()
         verified = await runtime.server.verify_payment(payload, requirements)
+        verify_times.append(time.perf_counter() - start)
         settled = await runtime.server.settle_payment(payload, requirements)
-        timings.append(time.perf_counter() - start)
+        both_times.append(time.perf_counter() - start)
         assert verified.is_valid and settled.success
     print(f"requests: {n} each, sequential, Django AsyncClient, LocalFacilitator")
     print(f"free view: {free_rps:8.1f} req/s")
     print(f"paid view: {paid_rps:8.1f} req/s  ({paid_rps / free_rps:.1%} of free)")
-    print(f"verify+settle median: {statistics.median(timings) * 1000:.2f} ms")
+    print(f"verify median:        {statistics.median(verify_times) * 1000:.2f} ms  (target < 1 ms)")
+    print(f"verify+settle median: {statistics.median(both_times) * 1000:.2f} ms")
 
 
 if __name__ == "__main__":
