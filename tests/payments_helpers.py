@@ -34,13 +34,13 @@ def encode(data: dict[str, Any]) -> str:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI ``app`` under uvicorn on a free loopback port, in a thread."""
+def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
+    """Run an ASGI ``app`` under uvicorn on a free loopback port, in a thread; its base URL."""
     import uvicorn
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

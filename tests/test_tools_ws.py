@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -23,7 +21,7 @@ from aixyz_sessions import get_payer, get_store
 from aixyz_sessions.asgi import McpRouter, get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.tools import ToolPaymentError, call_tool, registry
-from tests.payments_helpers import LOCAL, MIDDLEWARE, NETWORK, PAY_TO, free_port
+from tests.payments_helpers import LOCAL, MIDDLEWARE, NETWORK, PAY_TO, free_port, serve
 from tests.tools_app import Wallet, example_tools
 
 pytestmark = pytest.mark.django_db
@@ -384,32 +382,10 @@ async def test_django_through_the_asgi_app(app: Any) -> None:
     assert status == 200 and "tools" in json.loads(content)
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """uvicorn on a free loopback port in a thread, lifespan on."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def server(app: Any) -> Iterator[str]:
-    with serve(app) as address:
+    with serve(app, lifespan="on") as base:
+        address = base.removeprefix("http://")
         yield address
 
 

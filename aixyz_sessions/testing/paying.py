@@ -42,7 +42,23 @@ def _body(response: HttpResponseBase) -> bytes | None:
     return None if getattr(response, "streaming", False) else response.content  # type: ignore[attr-defined]
 
 
-class PayingClient(AsyncClient):
+def _unpaid_402(response: HttpResponseBase, pay: bool) -> bool:
+    """Whether ``response`` asks for an x402 payment that the caller wants to make."""
+    return pay and response.status_code == 402 and "PAYMENT-REQUIRED" in response
+
+
+class _Payer:
+    """The key both clients pay with."""
+
+    account: LocalAccount
+
+    @property
+    def address(self) -> str:
+        """The payer address (EIP-55 checksummed)."""
+        return str(self.account.address)
+
+
+class PayingClient(_Payer, AsyncClient):
     """An ``AsyncClient`` that answers 402s with a signed x402 payment."""
 
     def __init__(
@@ -53,11 +69,6 @@ class PayingClient(AsyncClient):
         client = x402Client()
         register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
         self.x402 = x402HTTPClient(client)
-
-    @property
-    def address(self) -> str:
-        """The payer address (EIP-55 checksummed)."""
-        return str(self.account.address)
 
     async def payment_headers(self, response: HttpResponseBase) -> dict[str, str]:
         """Sign a payment for a 402 ``response``; the headers to retry with."""
@@ -107,7 +118,7 @@ class PayingClient(AsyncClient):
             query_params=query_params,
             **extra,
         )
-        if not pay or response.status_code != 402 or "PAYMENT-REQUIRED" not in response:
+        if not _unpaid_402(response, pay):
             return response
         payment = await self.payment_headers(response)
         paid: HttpResponseBase = await send(
@@ -123,7 +134,7 @@ class PayingClient(AsyncClient):
         return paid
 
 
-class SyncPayingClient(Client):
+class SyncPayingClient(_Payer, Client):
     """The sync twin of :class:`PayingClient`, over Django's ``Client``."""
 
     def __init__(
@@ -134,11 +145,6 @@ class SyncPayingClient(Client):
         client = x402ClientSync()
         register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
         self.x402 = x402HTTPClientSync(client)
-
-    @property
-    def address(self) -> str:
-        """The payer address (EIP-55 checksummed)."""
-        return str(self.account.address)
 
     def payment_headers(self, response: HttpResponseBase) -> dict[str, str]:
         """Sign a payment for a 402 ``response``; the headers to retry with."""
@@ -172,7 +178,7 @@ class SyncPayingClient(Client):
             query_params=query_params,
             **extra,
         )
-        if not pay or response.status_code != 402 or "PAYMENT-REQUIRED" not in response:
+        if not _unpaid_402(response, pay):
             return response
         payment = self.payment_headers(response)
         return send(
