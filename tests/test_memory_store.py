@@ -191,3 +191,12 @@ async def test_purge_expired() -> None:
     assert await store.purge_expired() == 2
     assert len(store) == 1
     assert await store.purge_expired() == 0
+
+
+def test_store_methods_read_as_coroutine_functions() -> None:
+    from asgiref.sync import iscoroutinefunction
+
+    store = InMemorySessionStore()
+    for name in ("get", "set", "delete", "list", "get_many", "set_many", "delete_many", "close"):
+        assert asyncio.iscoroutinefunction(getattr(InMemorySessionStore, name)), name
+        assert iscoroutinefunction(getattr(store, name)), name

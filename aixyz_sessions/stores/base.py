@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from asgiref.sync import markcoroutinefunction
+
 from . import validation as v
 from .cursor import CursorCodec
 
@@ -174,7 +176,8 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
     functools.update_wrapper(wrapper, impl)
     wrapper.__aixyz_checked__ = True  # type: ignore[attr-defined]
     wrapper.__qualname__ = f"{store_cls.__qualname__}.{name}"
-    return wrapper
+    # Still reads as a coroutine function to asyncio and asgiref (Django's check).
+    return markcoroutinefunction(wrapper)
 
 
 _CHECKED_METHODS = ("get", "set", "delete", "list", "get_many", "set_many", "delete_many")
