@@ -24,7 +24,7 @@ class TestInMemoryRealClock(StoreConformance):
     """The same contract once on the real monotonic clock, with short sleeps."""
 
     clock_controlled = False
-    ttl_unit_ms = 60
+    ttl_unit_ms = 120
 
     def make_store(self, clock: ManualClock, **options: Any) -> InMemorySessionStore:
         return InMemorySessionStore(**options)
