@@ -41,6 +41,8 @@ from x402.schemas import (
     VerifyResponse,
 )
 
+from ..lazy import Lazy
+
 __all__ = ["LocalFacilitator", "LocalLedger", "get_local_facilitator"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
@@ -247,14 +249,9 @@ class LocalFacilitator:
         return self._facilitator.get_supported()
 
 
-_instance: LocalFacilitator | None = None
-_instance_lock = threading.Lock()
+_instance: Lazy[LocalFacilitator] = Lazy(LocalFacilitator)
 
 
 def get_local_facilitator() -> LocalFacilitator:
     """The process-wide LocalFacilitator (one ledger, so settled nonces stay settled)."""
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = LocalFacilitator()
-        return _instance
+    return _instance.get()

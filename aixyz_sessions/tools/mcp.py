@@ -26,8 +26,7 @@ settlement. An authorization is used once (replay guard).
 
 from __future__ import annotations
 
-import threading
-
+from ..lazy import Lazy
 from .mcp_asgi import MCPApp, bump_generation
 from .mcp_payments import REPLAYED, tool_resource_url
 from .mcp_server import MCP_PATH, RegistryTool, build_mcp_server
@@ -43,17 +42,12 @@ __all__ = [
     "tool_resource_url",
 ]
 
-_lock = threading.Lock()
-_app: MCPApp | None = None
+_app: Lazy[MCPApp] = Lazy(MCPApp)
 
 
 def mcp_asgi_app() -> MCPApp:
     """The process's ASGI app for ``/mcp`` (one instance, built lazily per event loop)."""
-    global _app
-    with _lock:
-        if _app is None:
-            _app = MCPApp()
-        return _app
+    return _app.get()
 
 
 def reset_mcp_server() -> None:

@@ -39,7 +39,7 @@ from ..context import payer_context
 from ..payments.adapter import Authorization, PaymentHeaderError, authorization_of, read_payment
 from ..payments.decorators import PaidSpec, check_price
 from ..payments.facilitators import facilitator_failures
-from ..payments.runtime import get_runtime
+from ..payments.runtime import PaymentRuntime, get_runtime
 from .registry import Tool
 
 __all__ = [
@@ -215,6 +215,16 @@ def _unavailable(
     return ToolPaymentError(code, message)
 
 
+async def _ready_runtime(failures: facilitator_failures) -> PaymentRuntime:
+    """The payment runtime, its facilitator asked what it supports (once per process)."""
+    runtime = get_runtime()
+    try:
+        await runtime.ensure_initialized()
+    except Exception as exc:
+        raise _unavailable(failures, exc) from exc
+    return runtime
+
+
 async def payment_required_for(item: Tool, *, resource: str | None = None) -> PaymentRequired:
     """The SDK's ``PaymentRequired`` for a paid tool, as a 402 would carry it.
 
@@ -225,12 +235,8 @@ async def payment_required_for(item: Tool, *, resource: str | None = None) -> Pa
     spec = tool_paid_spec(item)
     if spec is None:
         raise ValueError(f"tool {item.name!r} is free")
-    runtime = get_runtime()
     with facilitator_failures() as failures:
-        try:
-            await runtime.ensure_initialized()
-        except Exception as exc:
-            raise _unavailable(failures, exc) from exc
+        runtime = await _ready_runtime(failures)
         result = await runtime.http_server(spec).process_http_request(
             _context(item, resource, None)
         )
@@ -274,12 +280,8 @@ async def call_tool(
         required = await payment_required_for(item, resource=resource)
         raise ToolPaymentError("invalid_payment", str(exc), payment_required=required) from None
 
-    runtime = get_runtime()
     with facilitator_failures() as failures:
-        try:
-            await runtime.ensure_initialized()
-        except Exception as exc:
-            raise _unavailable(failures, exc) from exc
+        runtime = await _ready_runtime(failures)
         http_server = runtime.http_server(spec)
         context = _context(item, resource, encode_payment_signature_header(payload))
         verified = await http_server.process_http_request(context)
