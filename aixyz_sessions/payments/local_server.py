@@ -14,7 +14,7 @@ Run it::
 from __future__ import annotations
 
 import argparse
-import json
+import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,10 +26,16 @@ from x402.schemas import (
     PaymentRequirementsV1,
 )
 
+from .. import bounded_json
 from ..asgi_json import send_json
 from .local import LocalFacilitator, get_local_facilitator
 
-__all__ = ["LocalFacilitatorApp", "main"]
+__all__ = ["MAX_BODY_BYTES", "LocalFacilitatorApp", "check_bind_host", "main"]
+
+#: Largest request body read (a real verify/settle request is about 2 KB).
+MAX_BODY_BYTES = 64 * 1024
+#: The flag that lets the unauthenticated facilitator listen beyond loopback.
+ALLOW_REMOTE_FLAG = "--allow-non-loopback"
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -69,14 +75,22 @@ class LocalFacilitatorApp:
         if method != "POST" or path not in ("/verify", "/settle"):
             await send_json(send, 404, {"error": "not found"})
             return
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await send_json(
+                    send, 413, {"error": f"request body is larger than {MAX_BODY_BYTES} bytes"}
+                )
+                return
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
         try:
-            request = json.loads(body)
+            request = bounded_json.loads(b"".join(chunks))
             v1 = request.get("x402Version") == 1
             payload_model = PaymentPayloadV1 if v1 else PaymentPayload
             requirements_model = PaymentRequirementsV1 if v1 else PaymentRequirements
@@ -95,12 +109,37 @@ class LocalFacilitatorApp:
 app = LocalFacilitatorApp()
 
 
+def check_bind_host(host: str, *, allow_remote: bool) -> str | None:
+    """Why the facilitator must not listen on ``host``, or ``None``.
+
+    It is unauthenticated and settles anything it verifies, so only a
+    loopback address (or ``localhost``) is accepted unless the caller says
+    otherwise with :data:`ALLOW_REMOTE_FLAG`.
+    """
+    if allow_remote or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"refusing to listen on {host!r}: the local facilitator is unauthenticated, "
+        f"so it listens on loopback only (127.0.0.1, ::1, localhost). Pass "
+        f"{ALLOW_REMOTE_FLAG} if you really mean to expose it."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve the local facilitator with uvicorn (a dev dependency)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4020)
+    parser.add_argument(ALLOW_REMOTE_FLAG, action="store_true", dest="allow_remote")
     args = parser.parse_args(argv)
+    problem = check_bind_host(args.host, allow_remote=args.allow_remote)
+    if problem is not None:
+        parser.error(problem)
     import uvicorn
 
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

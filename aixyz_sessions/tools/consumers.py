@@ -34,6 +34,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer  # type: ignore[import-untyped]
 from django.conf import settings
 
+from .. import bounded_json
 from ..context import payer_context
 from ..exceptions import SessionArgumentError, SessionStoreError
 from .payment_gate import ToolPaymentError, call_tool
@@ -119,12 +120,7 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
             return
         try:
-            message = json.loads(text_data)
-        except RecursionError:
-            await self._reply(
-                None, error={"code": "invalid_message", "message": "not JSON: nested too deeply"}
-            )
-            return
+            message = bounded_json.loads(text_data)
         except ValueError as exc:
             await self._reply(
                 None, error={"code": "invalid_message", "message": f"not JSON: {exc}"}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
+from .. import bounded_json
 from ..asgi_json import send_json
 from .mcp_server import MCP_PATH, build_mcp_server
 
@@ -119,14 +119,13 @@ def _parse_error(body: bytes) -> str | None:
     """Why ``body`` is not UTF-8 JSON, or ``None``.
 
     The MCP SDK answers 500 for bodies its ``json.loads`` fails on other than
-    by ``JSONDecodeError`` (bytes it guesses to be UTF-16, nesting past the
-    recursion limit), so bodies are checked here first, strictly as UTF-8.
+    by ``JSONDecodeError`` (bytes it guesses to be UTF-16), and its parser
+    would crash the process on deep nesting (see :mod:`aixyz_sessions.bounded_json`),
+    so bodies are checked here first, strictly as UTF-8, depth bounded.
     """
     try:
-        json.loads(body.decode("utf-8"))
-    except RecursionError:
-        return "JSON nested too deeply"
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        bounded_json.loads(body.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError and JSONTooDeep
         return str(exc)
     return None
 

@@ -18,7 +18,6 @@ store refuses (a key over 512 bytes, say) a 400.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from .. import bounded_json
 from ..context import payer_context
 from ..exceptions import SessionArgumentError
 from ..payments.decorators import VERIFIED_ATTR, PaidSpec, priced_per_request
@@ -68,14 +68,14 @@ def _query_arguments(request: HttpRequest) -> dict[str, Any]:
 def _read_arguments(request: HttpRequest) -> object:
     """The JSON body (an empty body means no arguments). ``ValueError`` if not JSON.
 
+    Nesting deeper than :data:`~aixyz_sessions.bounded_json.MAX_JSON_DEPTH` is a
+    ``ValueError`` too, found before parsing.
+
     ``RequestDataTooBig`` when the body exceeds ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
     """
     if not request.body.strip():
         return {}
-    try:
-        return json.loads(request.body)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    return bounded_json.loads(request.body)
 
 
 @priced_per_request(price_of_call)
