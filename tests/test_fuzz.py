@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from aixyz_sessions import get_store
 from aixyz_sessions.asgi import get_asgi_application
-from aixyz_sessions.payments.adapter import PaymentHeaderError, read_payment
+from aixyz_sessions.payments.authorization import PaymentHeaderError, read_payment
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.stores.base import SessionStore

@@ -31,7 +31,7 @@ from aixyz_sessions import get_store
 from aixyz_sessions.conf import reset_store
 from aixyz_sessions.exceptions import SessionStoreUnavailable
 from aixyz_sessions.models import PaymentClaim
-from aixyz_sessions.payments.adapter import read_payment
+from aixyz_sessions.payments.authorization import read_payment
 from aixyz_sessions.payments.conf import get_config
 from aixyz_sessions.payments.replay import InMemoryReplayGuard, ReplayGuard
 from aixyz_sessions.payments.runtime import (

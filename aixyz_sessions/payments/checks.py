@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
@@ -42,3 +43,26 @@ def check_x402_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         )
     return messages
+
+
+@checks.register("aixyz_sessions", deploy=True)
+def check_x402_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``check --deploy``: a facilitator reached over plain HTTP.
+
+    Verification answers decide who the payer is and whether a call was paid:
+    over plain HTTP anyone on the path can forge them.
+    """
+    value = getattr(settings, SETTING, None)
+    if not isinstance(value, dict) or config_errors(value):
+        return []  # nothing to add to the errors above
+    url = value.get("FACILITATOR_URL")
+    if isinstance(url, str) and urlsplit(url).scheme == "http":
+        return [
+            checks.Warning(
+                f"{SETTING}['FACILITATOR_URL'] is plain http: {url}",
+                hint="A real facilitator is reached over https://; its answers say who paid, "
+                "and over plain HTTP they can be forged on the way.",
+                id="aixyz_sessions.W102",
+            )
+        ]
+    return []

@@ -7,11 +7,16 @@ amount, recipient, network, asset and validity window, exactly as a hosted
 facilitator does. Only the chain is replaced, by :class:`LocalLedger`, a
 stand-in for the SDK's ``FacilitatorEvmSigner``:
 
-* every payer's balance is always sufficient;
+* every payer's balance, and its Permit2 allowance, is always sufficient;
 * the token contracts of the SDK's default assets "exist" (have code), every
   other address is a plain account (EOA signatures only, no smart wallets);
 * settling records the authorization's nonce, so a settled payment never
-  verifies or settles again (EIP-3009's ``authorization is used``);
+  verifies or settles again (EIP-3009's ``authorization is used``; for
+  Permit2, whose SDK verification reads no nonce state, this facilitator
+  refuses a used ``(owner, nonce)`` before the SDK's checks, as the Permit2
+  contract would revert);
+* both exact-EVM branches settle: EIP-3009 ``transferWithAuthorization`` on
+  the token, and Permit2 through the x402 Permit2 proxy's ``settle``;
 * ``ledger.fail_settlements = "reason"`` makes settlement fail (for tests).
 
 Select it with ``AIXYZ_X402 = {..., "FACILITATOR": "local"}``; the system check
@@ -28,6 +33,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 from x402 import x402FacilitatorSync
+from x402.mechanisms.evm.constants import PERMIT2_ADDRESS, X402_EXACT_PERMIT2_PROXY_ADDRESS
 from x402.mechanisms.evm.default_assets import DEFAULT_ASSETS
 from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
 from x402.mechanisms.evm.types import TransactionReceipt
@@ -50,6 +56,8 @@ logger = logging.getLogger("aixyz_sessions.payments")
 FACILITATOR_ADDRESS = to_checksum_address("0x" + "fa" * 20)
 _TRANSFER = "transferWithAuthorization"
 _USED = "FiatTokenV2: authorization is used or canceled"
+_PERMIT2_SETTLE = "settle"
+_PERMIT2_USED = "InvalidNonce()"
 _warned = False
 _warn_lock = threading.Lock()
 
@@ -95,10 +103,19 @@ class LocalLedger:
         nonce_hex = nonce.hex() if isinstance(nonce, bytes | bytearray) else str(nonce)
         return token.lower(), str(args[0]).lower(), nonce_hex.lower().removeprefix("0x")
 
+    @staticmethod
+    def _permit2_key(owner: str, nonce: int | str) -> tuple[str, str, str]:
+        return PERMIT2_ADDRESS.lower(), owner.lower(), str(int(nonce))
+
     def is_used(self, token: str, payer: str, nonce: str) -> bool:
         """Whether ``payer``'s authorization ``nonce`` on ``token`` has been settled."""
         with self._lock:
             return (token.lower(), payer.lower(), nonce.lower().removeprefix("0x")) in self._used
+
+    def is_permit2_nonce_used(self, owner: str, nonce: int | str) -> bool:
+        """Whether ``owner``'s Permit2 ``nonce`` has been spent (the contract's nonce bitmap)."""
+        with self._lock:
+            return self._permit2_key(owner, nonce) in self._used
 
     # FacilitatorEvmSigner ------------------------------------------------------------
 
@@ -127,7 +144,7 @@ class LocalLedger:
                 if self._key(address, args) in self._used:
                     raise RuntimeError(f"execution reverted: {_USED}")
             return None
-        if function_name == "balanceOf":
+        if function_name in ("balanceOf", "allowance"):
             return 10**30
         if function_name == "authorizationState":
             nonce = args[1]
@@ -155,15 +172,24 @@ class LocalLedger:
         *args: Any,
         data_suffix: str | None = None,
     ) -> str:
-        """ "Execute" ``transferWithAuthorization``: record the nonce, return a fake tx hash."""
-        if function_name != _TRANSFER:
-            raise NotImplementedError(f"LocalLedger cannot call {function_name}()")
-        key = self._key(address, args)
+        """ "Execute" a transfer: record its nonce, return a fake tx hash.
+
+        ``transferWithAuthorization`` on a token (EIP-3009), or ``settle`` on
+        the x402 Permit2 proxy (``permit``, ``owner``, ``witness``, ``signature``).
+        """
+        permit2 = address.lower() == X402_EXACT_PERMIT2_PROXY_ADDRESS.lower()
+        if permit2 and function_name == _PERMIT2_SETTLE:
+            permit, owner = args[0], args[1]
+            key, used = self._permit2_key(str(owner), permit[1]), _PERMIT2_USED
+        elif function_name == _TRANSFER and not permit2:
+            key, used = self._key(address, args), _USED
+        else:
+            raise NotImplementedError(f"LocalLedger cannot call {function_name}() on {address}")
         with self._lock:
             if self.fail_settlements is not None:
                 raise RuntimeError(f"execution reverted: {self.fail_settlements}")
             if key in self._used:
-                raise RuntimeError(f"execution reverted: {_USED}")
+                raise RuntimeError(f"execution reverted: {used}")
             self._used.add(key)
             tx_hash = "0x" + secrets.token_hex(32)
             self._receipts[tx_hash] = TransactionReceipt(
@@ -205,11 +231,34 @@ class LocalFacilitator:
     ) -> VerifyResponse:
         """Run the SDK's verification (blocking; CPU only)."""
         try:
+            used = self._used_permit2(payload)
+            if used is not None:
+                return used
             return self._facilitator.verify(payload, requirements)
         except Exception as exc:
             return VerifyResponse(
                 is_valid=False, invalid_reason="invalid_payload", invalid_message=str(exc)
             )
+
+    def _used_permit2(self, payload: PaymentPayload | PaymentPayloadV1) -> VerifyResponse | None:
+        """An invalid verification for a Permit2 payload whose nonce is spent, else ``None``."""
+        inner = payload.payload if isinstance(payload, PaymentPayload) else None
+        auth = (inner or {}).get("permit2Authorization")
+        if not isinstance(auth, dict):
+            return None
+        owner, nonce = str(auth.get("from", "")), auth.get("nonce")
+        try:
+            used = self.ledger.is_permit2_nonce_used(owner, nonce)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None  # malformed: the SDK's own checks refuse it
+        if not used:
+            return None
+        return VerifyResponse(
+            is_valid=False,
+            invalid_reason="permit2_invalid_nonce",
+            invalid_message=f"Permit2 nonce already used ({_PERMIT2_USED})",
+            payer=owner,
+        )
 
     def settle_sync(
         self,

@@ -35,7 +35,8 @@ from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTr
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
-from .adapter import DjangoHTTPAdapter, PaymentHeaderError, read_payment
+from .adapter import DjangoHTTPAdapter
+from .authorization import NOT_VERIFIED, PaymentHeaderError, read_payment, verification
 from .decorators import VERIFIED_ATTR, PaidSpec, paid_spec_of
 from .facilitators import facilitator_failures
 from .runtime import PaymentRuntime, get_runtime
@@ -176,27 +177,31 @@ class X402Middleware:
         http_server = runtime.http_server(spec)
         adapter = DjangoHTTPAdapter(request)
         header = adapter.payment_header()
-        authorization = None
         if header is not None:
             try:
-                _, authorization = read_payment(header)
+                read_payment(header)  # bounded decoding and shape, before the SDK parses it
             except PaymentHeaderError as exc:
                 unpaid = DjangoHTTPAdapter(request, hide_payment=True)
                 result = await http_server.process_http_request(self._context(request, unpaid))
                 return _with_error(result.response, "invalid_payment", str(exc))
         context = self._context(request, adapter)
-        result = await http_server.process_http_request(context)
+        with verification() as verified:
+            result = await http_server.process_http_request(context)
         if failures:
             return _bad_gateway(failures)
         if result.type == "no-payment-required":  # pragma: no cover - catch-all route
             return await call_view(request)
-        if result.type == "payment-error" or authorization is None:
+        if result.type == "payment-error" or header is None:
             instructions = result.response
             if instructions is not None and not instructions.is_html and instructions.status == 402:
-                reason = _reason_of(instructions)
+                reason = verified.refusal or _reason_of(instructions)
                 if reason and reason != "Payment required":
                     return _with_error(instructions, "invalid_payment", reason)
             return _from_instructions(instructions)
+        # The payer is the address the facilitator verified (after_verify), nothing else.
+        authorization = verified.authorization
+        if authorization is None:
+            return _with_error(None, "invalid_payment", NOT_VERIFIED)
         payload, requirements = result.payment_payload, result.payment_requirements
         assert payload is not None and requirements is not None
         guard = runtime.replay_guard

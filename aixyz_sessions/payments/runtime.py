@@ -23,6 +23,7 @@ from x402.mechanisms.evm.exact import ExactEvmServerScheme
 from ..conf import SETTING as STORE_SETTING
 from ..conf import get_store
 from ..lazy import Lazy
+from .authorization import after_verify
 from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
@@ -70,6 +71,8 @@ class PaymentRuntime:
             "eip155:*",
             ExactEvmServerScheme(),  # type: ignore[no-untyped-call, arg-type]
         )
+        # Binds the payer the facilitator verified, on every transport (HTTP, WS, MCP).
+        self.server.on_after_verify(after_verify)
         self.replay_guard = replay_guard or build_replay_guard(config.replay_guard)
         self._lock = threading.Lock()
         self._initialized = False

@@ -7,7 +7,8 @@ settles, and returns the settlement in ``_meta["x402/payment-response"]``.
 This module adds what the wrapper leaves to its user, exactly as the HTTP
 middleware does:
 
-* the payer (the authorization's ``from``, EIP-55) is bound with
+* the payer (the address the facilitator verified, EIP-55; see
+  :mod:`aixyz_sessions.payments.authorization`) is bound with
   :func:`~aixyz_sessions.payer_context` while the tool runs;
 * the replay guard claims ``(payer, nonce)`` in ``on_before_execution``
   (``False`` blocks the call) and releases it unless settlement succeeded;
@@ -23,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mcp.types import CallToolResult
@@ -33,7 +34,7 @@ from x402.schemas import ResourceConfig, ResourceInfo
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
-from ..payments.adapter import Authorization, PaymentHeaderError, authorization_of
+from ..payments.authorization import NOT_VERIFIED, Authorization, Verification, verification
 from ..payments.facilitators import FacilitatorTimeout, facilitator_failures
 from ..payments.runtime import PaymentRuntime, get_runtime
 from .mcp_results import error_result, failure_result, result_text, with_payment_error
@@ -58,6 +59,7 @@ class _PaidCall:
 
     arguments: dict[str, Any]
     runtime: PaymentRuntime
+    verified: Verification = field(default_factory=Verification)
     authorization: Authorization | None = None
     claimed: bool = False
     settled: bool = False
@@ -79,10 +81,10 @@ def _call() -> _PaidCall:
 async def _claim(context: ServerHookContext) -> bool:
     """``on_before_execution``: read the payer and claim the nonce; ``False`` blocks."""
     call = _call()
-    try:
-        authorization = authorization_of(context.payment_payload)
-    except PaymentHeaderError as exc:
-        call.refusal = str(exc)
+    # The payer is the address the facilitator verified (after_verify), nothing else.
+    authorization = call.verified.authorization
+    if authorization is None:
+        call.refusal = call.verified.refusal or NOT_VERIFIED
         return False
     guard = call.runtime.replay_guard
     try:
@@ -187,7 +189,7 @@ class PaidToolRunner:
         call = _PaidCall(arguments=arguments, runtime=runtime)
         token = _current.set(call)
         try:
-            with facilitator_failures() as failures:
+            with facilitator_failures() as failures, verification() as call.verified:
                 # Tool arguments stay out of the wrapper's kwargs: it reserves ``ctx``.
                 result = await wrapped(ctx=context)
         finally:
@@ -201,8 +203,9 @@ class PaidToolRunner:
             return error_result(failures.message, {"error": code})
         if call.unavailable is not None:
             return error_result(call.unavailable, {"error": "session_store_unavailable"})
-        if call.refusal is not None:
-            return with_payment_error(result, call.refusal)
+        refusal = call.refusal or call.verified.refusal
+        if refusal is not None:
+            return with_payment_error(result, refusal)
         return result
 
 

@@ -36,7 +36,14 @@ from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTr
 from x402.schemas import PaymentPayload, PaymentRequired, SettleResponse
 
 from ..context import payer_context
-from ..payments.adapter import Authorization, PaymentHeaderError, authorization_of, read_payment
+from ..payments.authorization import (
+    NOT_VERIFIED,
+    Authorization,
+    PaymentHeaderError,
+    authorization_of,
+    read_payment,
+    verification,
+)
 from ..payments.decorators import PaidSpec, check_price
 from ..payments.facilitators import facilitator_failures
 from ..payments.runtime import PaymentRuntime, get_runtime
@@ -275,7 +282,7 @@ async def call_tool(
             payment_required=required,
         )
     try:
-        payload, authorization = parse_payment(payment)
+        payload, _ = parse_payment(payment)
     except PaymentHeaderError as exc:
         required = await payment_required_for(item, resource=resource)
         raise ToolPaymentError("invalid_payment", str(exc), payment_required=required) from None
@@ -284,14 +291,20 @@ async def call_tool(
         runtime = await _ready_runtime(failures)
         http_server = runtime.http_server(spec)
         context = _context(item, resource, encode_payment_signature_header(payload))
-        verified = await http_server.process_http_request(context)
+        with verification() as checked:
+            verified = await http_server.process_http_request(context)
         if failures:
             raise _unavailable(failures)
         accepted, requirements = verified.payment_payload, verified.payment_requirements
         if verified.type != "payment-verified" or accepted is None or requirements is None:
             refused = _payment_required_of(verified.response)
-            reason = (refused.error if refused else None) or "payment verification failed"
+            reason = checked.refusal or (refused.error if refused else None)
+            reason = reason or "payment verification failed"
             raise ToolPaymentError("invalid_payment", reason, payment_required=refused)
+        # The payer is the address the facilitator verified (after_verify), nothing else.
+        authorization = checked.authorization
+        if authorization is None:
+            raise ToolPaymentError("invalid_payment", NOT_VERIFIED)
 
         guard = runtime.replay_guard
         if not await guard.claim(
