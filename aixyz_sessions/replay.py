@@ -55,7 +55,8 @@ def claim_expiry(valid_before: int, grace: float) -> float:
     """When a claim may be forgotten (unix seconds), within what every backend stores."""
     if isinstance(valid_before, bool) or not isinstance(valid_before, int):
         raise TypeError(f"valid_before must be an int, not {type(valid_before).__name__}")
-    return min(max(valid_before + grace, 0.0), float(MAX_EXPIRY))
+    # Clamp the int first: a client-chosen 10**308 would overflow a float sum.
+    return min(max(min(valid_before, MAX_EXPIRY) + grace, 0.0), float(MAX_EXPIRY))
 
 
 def check_grace(grace: float) -> float:

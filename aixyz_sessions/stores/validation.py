@@ -18,6 +18,9 @@ MAX_PAYER_CHARS = 256
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 DEFAULT_TTL_MS = 3_600_000
 DEFAULT_MAX_BATCH = 1000
+#: Largest page size a store is asked for: bigger limits are served as this one
+#: (2**31 - 1 fits every backend's integers, Lua's doubles included).
+MAX_LIMIT = 2**31 - 1
 
 
 def _type_name(value: object) -> str:
@@ -84,7 +87,9 @@ def check_limit(limit: object) -> int | None:
         raise TypeError(f"limit must be an int or None, not {_type_name(limit)}")
     if limit < 0:
         raise SessionArgumentError("limit must be >= 0 (0 or None means no limit)")
-    return limit or None
+    # Any positive int is served: larger than any store can hold, it is clamped
+    # to what every backend's integer type takes (SQLite and PostgreSQL: int64).
+    return min(limit, MAX_LIMIT) or None
 
 
 def check_prefix(prefix: object) -> str | None:

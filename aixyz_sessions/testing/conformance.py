@@ -439,6 +439,17 @@ class StoreConformance:
             assert len(page.entries) == 150 and page.cursor is None
 
     @_case
+    async def test_any_positive_limit_is_served(self) -> None:
+        # Past what a backend's integers hold: served (clamped), never a backend error.
+        store, payer = await self.new_store(), new_payer()
+        await store.set_many(payer, {"a": "1", "b": "2"})
+        for limit in (2**31, 2**63, 2**64 + 1, 10**100):
+            page = await store.list(payer, limit=limit)
+            assert page == ListResult({"a": "1", "b": "2"}, None), limit
+            keys = await store.list(payer, limit=limit, keys_only=True, prefix="b")
+            assert keys == ListResult({"b": ""}, None), limit
+
+    @_case
     async def test_deleted_cursor_key_does_not_lose_the_rest(self) -> None:
         store, payer = await self.new_store(), new_payer()
         await store.set_many(payer, {f"k{i}": str(i) for i in range(10)})
