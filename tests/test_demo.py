@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.test import AsyncClient, override_settings
 
 from aixyz_sessions import payer_context
+from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing.paying import PayingClient
 from aixyz_sessions.tools import Tool, registry
 from tests.payments_helpers import LOCAL, MIDDLEWARE
@@ -134,9 +135,60 @@ async def test_without_a_session_the_tools_say_so(tools: dict[str, Tool]) -> Non
 
 
 @db
-async def test_invalid_key_is_an_error_result(demo_urls: None) -> None:
-    result = await call(PayingClient(), "put-content", {"key": "", "value": "v"})
-    assert result["success"] is False and result["error"]
+@pytest.mark.parametrize(
+    "arguments",
+    [{"key": "", "value": "v"}, {"key": "k" * 513, "value": "v"}, {"key": "k", "value": "\x00"}],
+)
+async def test_refused_key_or_value_is_invalid_arguments_and_not_charged(
+    demo_urls: None, arguments: dict[str, Any]
+) -> None:
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    response = await PayingClient().post(
+        "/tools/put-content", json.dumps(arguments), content_type="application/json"
+    )
+    assert response.status_code == 400, response.content
+    body = json.loads(response.content)
+    assert body["error"] == "invalid_arguments" and body["message"]
+    assert "PAYMENT-RESPONSE" not in response
+    assert ledger.settled_count == before
+
+
+@db
+async def test_listing_is_paged_by_entries_and_bytes(demo_urls: None) -> None:
+    from demo_project.tools import PAGE_BYTES
+
+    payer = PayingClient()
+    big = "x" * (PAGE_BYTES // 2)
+    expected = {f"k{i:02d}": (big if i % 2 else str(i)) for i in range(12)}
+    for key, value in expected.items():
+        await call(payer, "put-content", {"key": key, "value": value})
+
+    pages: list[dict[str, Any]] = []
+    arguments: dict[str, Any] = {"limit": 5}
+    while True:
+        page = await call(payer, "get-content", arguments)
+        pages.append(page)
+        size = sum(len(v) for v in page["content"].values())
+        assert page["success"] is True and 1 <= page["count"] <= 5
+        # The budget stops a page once it is spent: at most one value past it.
+        assert size - max(len(v) for v in page["content"].values()) < PAGE_BYTES
+        if "cursor" not in page:
+            break
+        arguments = {"limit": 5, "cursor": page["cursor"]}
+    seen = [key for page in pages for key in page["content"]]
+    assert seen == sorted(expected)  # every key once, in order
+    assert {k: v for page in pages for k, v in page["content"].items()} == expected
+    assert any(page["count"] < 5 and "cursor" in page for page in pages)  # bytes cut a page
+
+    one = await call(payer, "get-content", {"limit": 1})
+    assert list(one["content"]) == ["k00"] and one["cursor"]
+    for bad in ({"limit": 0}, {"limit": 101}, {"cursor": "not-a-cursor"}):
+        response = await payer.post(
+            "/tools/get-content", json.dumps(bad), content_type="application/json"
+        )
+        assert response.status_code == 400, (bad, response.content)
+        assert "PAYMENT-RESPONSE" not in response
 
 
 # --- schema, prices, URLs --------------------------------------------------------------
@@ -150,7 +202,11 @@ def test_prices_and_schemas(tools: dict[str, Tool]) -> None:
         {"type": "string"},
         {"type": "null"},
     ]
-    assert "required" not in get.input_schema  # key is optional
+    assert "required" not in get.input_schema  # key, cursor and limit are optional
+    assert (
+        get.input_schema["properties"]["limit"] | {"minimum": 1, "maximum": 100}
+        == (get.input_schema["properties"]["limit"])
+    )
 
 
 @db

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from aixyz_sessions.tools import Tool, ToolArgumentsError, ToolError, ToolRegistry, tool
 from aixyz_sessions.tools import checks as tool_checks
@@ -25,6 +25,26 @@ def get(reg: ToolRegistry, name: str) -> Tool:
     found = reg.get(name)
     assert found is not None
     return found
+
+
+async def test_annotated_field_constraints_are_schema_and_validation(reg: ToolRegistry) -> None:
+    @tool(registry=reg)
+    async def page(limit: Annotated[int, Field(ge=1, le=100, description="entries")] = 20) -> int:
+        return limit
+
+    item = get(reg, "page")
+    assert item.input_schema["properties"]["limit"] == {
+        "default": 20,
+        "description": "entries",
+        "maximum": 100,
+        "minimum": 1,
+        "title": "Limit",
+        "type": "integer",
+    }
+    assert await item.call({"limit": 100}) == 100
+    for bad in (0, 101):
+        with pytest.raises(ToolArgumentsError, match="limit"):
+            await item.call({"limit": bad})
 
 
 async def test_schema_from_type_hints(reg: ToolRegistry) -> None:

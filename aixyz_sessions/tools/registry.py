@@ -117,7 +117,7 @@ class Tool:
 
 def _model_for(name: str, func: ToolFunction) -> type[BaseModel]:
     signature = inspect.signature(func)
-    hints = get_type_hints(func)
+    hints = get_type_hints(func, include_extras=True)  # keep Annotated[..., Field(...)]
     fields: dict[str, Any] = {}
     for param in signature.parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
