@@ -133,6 +133,8 @@ async def test_http_honest_permit2_payment_binds_its_signer(
             )
             assert again.status_code == 402, (spelling, again.text)
             assert "PAYMENT-RESPONSE" not in again.headers
+            if spelling is not None:  # refused by the nonce rule, before any facilitator
+                assert "uint256" in again.json()["reason"], again.text
 
     # The permit2 payer got its own session, with the first write only.
     result = await _permit2_read(server, payer, "secret")
