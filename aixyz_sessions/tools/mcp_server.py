@@ -12,9 +12,6 @@ registry, binds the payer context, and turns every failure into an
 from __future__ import annotations
 
 import copy
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from mcp.server.fastmcp import FastMCP
@@ -25,6 +22,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import PrivateAttr
 
 from ..context import payer_context
+from .mcp_logging import host_logging_untouched, route_module_logging
 from .mcp_payments import PaidToolRunner
 from .mcp_results import failure_result, result_text
 from .registry import Tool, ToolArgumentsError, ToolRegistry, registry
@@ -98,26 +96,6 @@ class RegistryTool(FastMCPTool):
         return CallToolResult(content=[TextContent(type="text", text=result_text(value))])
 
 
-@contextmanager
-def _host_logging_untouched() -> Iterator[None]:
-    """Keep ``FastMCP()`` from configuring the root logger.
-
-    Its constructor calls ``logging.basicConfig`` (with a rich handler when
-    ``rich`` is installed), which would take over the logging of the whole
-    Django process whenever the root logger has no handler yet.
-    """
-    root = logging.getLogger()
-    placeholder = logging.NullHandler()
-    needed = not root.handlers
-    if needed:
-        root.addHandler(placeholder)
-    try:
-        yield
-    finally:
-        if needed:
-            root.removeHandler(placeholder)
-
-
 def build_mcp_server(*, tools: ToolRegistry | None = None, name: str = SERVER_NAME) -> FastMCP[Any]:
     """A stateless Streamable HTTP FastMCP server with every tool of the registry.
 
@@ -130,7 +108,8 @@ def build_mcp_server(*, tools: ToolRegistry | None = None, name: str = SERVER_NA
     guard would allow only localhost).
     """
     source = registry if tools is None else tools
-    with _host_logging_untouched():
+    route_module_logging()
+    with host_logging_untouched():
         return FastMCP(
             name,
             tools=[RegistryTool.of(item) for item in source],
