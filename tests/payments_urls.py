@@ -91,6 +91,13 @@ class PaidView(View):
         return JsonResponse({"payer": get_payer()})
 
 
+@method_decorator(paid("$0.01"), name="post")
+class PaidPostView(View):
+    async def post(self, request: HttpRequest) -> JsonResponse:
+        body = json.loads(request.body or b"{}")
+        return JsonResponse({"payer": get_payer(), "echo": body.get("echo")})
+
+
 urlpatterns = [
     path("paid/", paid_view),
     path("paid-sync/", paid_sync_view),
@@ -103,4 +110,5 @@ urlpatterns = [
     path("astream/", astream_view),
     path("nested/", nested_view),
     path("cbv/", PaidView.as_view()),
+    path("cbv-post/", PaidPostView.as_view()),
 ]

@@ -126,3 +126,40 @@ async def test_django_under_uvicorn_with_sdk_client() -> None:
             stream = await http.get("/stream/", headers=headers)
             assert stream.text.endswith(f"2:{account.address}\n")
             assert (await http.get("/free/")).json() == {"payer": None, "session": False}
+
+
+CSRF_MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "aixyz_sessions.payments.middleware.X402Middleware",
+]
+
+
+@pytest.mark.parametrize("path", ["/paid/", "/cbv-post/"])
+async def test_paid_post_passes_csrf_under_a_real_server(path: str) -> None:
+    """A client that pays is not also asked for a CSRF cookie (it has none)."""
+    with (
+        override_settings(
+            MIDDLEWARE=CSRF_MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
+        ),
+        serve(get_asgi_application()) as base,
+    ):
+        account = Account.create()
+        sdk = x402Client()
+        register_exact_evm_client(sdk, account)
+        payer = x402HTTPClient(sdk)
+        async with httpx.AsyncClient(base_url=base) as http:
+            unpaid = await http.post(path, json={"echo": "hi"})
+            assert unpaid.status_code == 402, unpaid.text
+            headers, _ = await payer.handle_402_response(
+                dict(unpaid.headers), unpaid.content, base + path
+            )
+            paid = await http.post(path, json={"echo": "hi"}, headers=headers)
+            assert paid.status_code == 200, paid.text
+            assert paid.json()["payer"] == account.address
+            assert decode_payment_response_header(paid.headers["PAYMENT-RESPONSE"]).success
+            # CSRF still guards everything that is not a paid request.
+            free = await http.post("/free/", json={})
+            assert free.status_code == 403, free.text

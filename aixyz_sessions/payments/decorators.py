@@ -92,6 +92,10 @@ def paid(
     ``method_decorator(paid("$0.01"), name="get")`` (or ``name="dispatch"``
     for every method). ``network`` and ``pay_to`` override ``AIXYZ_X402``
     for this view. Arguments are checked now, at import time.
+
+    A paid request is exempt from CSRF checks (its signed payment authorises
+    it; browsers cannot send the payment header cross-site without CORS), so
+    a ``POST`` view works for real clients with ``CsrfViewMiddleware`` on.
     """
     spec = PaidSpec(
         price=check_price(price),

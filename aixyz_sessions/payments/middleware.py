@@ -11,8 +11,9 @@ FastAPI and Flask middleware are. Per request:
    unreachable or incoherent -> 502), claim the authorization in the replay
    guard (already used, also concurrently -> 402); a facilitator slower than
    ``FACILITATOR_TIMEOUT`` -> 504;
-4. run the view inside ``payer_context(payer)``; streaming bodies keep the
-   binding while they are produced;
+4. run the view inside ``payer_context(payer)`` (exempt from CSRF: the
+   payment, not a cookie, authorises it); streaming bodies keep the binding
+   while they are produced;
 5. a 2xx response -> settle and add ``PAYMENT-RESPONSE``; settlement failed
    -> 402 with the reason and the view's body withheld (facilitator failing or
    timing out: 502 / 504). A view that raises or answers non-2xx is not
@@ -220,6 +221,10 @@ class X402Middleware:
         settled = False
         try:
             setattr(request, VERIFIED_ATTR, True)
+            # A paid request is authorised by its signed payment, not by a cookie:
+            # CsrfViewMiddleware (and DRF's session CSRF check) skip a request whose
+            # CSRF processing is done. An unpaid one never gets here (402 above).
+            request.csrf_processing_done = True  # type: ignore[attr-defined]
             async with payer_context(authorization.payer):
                 response = await call_view(request)
             if not 200 <= response.status_code < 300:
