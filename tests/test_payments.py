@@ -40,7 +40,14 @@ async def test_unpaid_gets_402_with_sdk_header() -> None:
         PAY_TO,
         "10000",
     )
-    assert json.loads(response.content) == {}
+    body = json.loads(response.content)
+    assert body["error"] == "payment_required" and body["price"] == "$0.01"
+    assert "$0.01" in body["message"] and "PAYMENT-SIGNATURE" in body["message"]
+    assert "10000 atomic units of USDC" in body["message"] and PAY_TO in body["message"]
+    assert body["x402Version"] == 2 and body["resource"]["url"].endswith("/paid/")
+    assert body["accepts"] == [
+        a.model_dump(by_alias=True, exclude_none=True) for a in required.accepts
+    ]
 
 
 async def test_paid_request_runs_view_in_payer_session() -> None:

@@ -59,7 +59,10 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Http
 
 
 def _from_instructions(
-    instructions: HTTPResponseInstructions | None, *, error: dict[str, Any] | None = None
+    instructions: HTTPResponseInstructions | None,
+    *,
+    error: dict[str, Any] | None = None,
+    price: str | None = None,
 ) -> HttpResponse:
     """A Django response from the SDK's response instructions (402 and kin)."""
     if instructions is None:
@@ -75,7 +78,47 @@ def _from_instructions(
     body = instructions.body
     if error and not body:
         body = error
+    if not body and instructions.status == 402:
+        body = _readable_402(instructions, price)
     return _json(instructions.status, body if body is not None else {}, instructions.headers)
+
+
+def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> dict[str, Any]:
+    """What the ``PAYMENT-REQUIRED`` header says, as JSON a person can read too.
+
+    ``{"error": "payment_required", "message", "price", "x402Version",
+    "resource", "accepts"}``; ``accepts`` are the SDK's requirements as the
+    header carries them (amounts in the asset's atomic units).
+    """
+    from x402.http import decode_payment_required_header
+
+    body: dict[str, Any] = {"error": "payment_required"}
+    header = instructions.headers.get("PAYMENT-REQUIRED")
+    try:
+        required = decode_payment_required_header(header) if header else None
+    except Exception:  # pragma: no cover - the SDK encoded it
+        required = None
+    if required is None:
+        return body
+    data = required.model_dump(by_alias=True, exclude_none=True)
+    resource = data.get("resource") or {}
+    options = [
+        f"{a['amount']} atomic units of {(a.get('extra') or {}).get('name', 'the token')} "
+        f"{a['asset']} on {a['network']}, paid to {a['payTo']}"
+        for a in data.get("accepts", [])
+    ]
+    what = resource.get("description") or resource.get("url") or "this resource"
+    cost = f"{price} ({'; or '.join(options)})" if price else "; or ".join(options)
+    body["message"] = (
+        f"{what} costs {cost}. Pay with x402: sign a payment for one of 'accepts' and "
+        "repeat the request with it in the PAYMENT-SIGNATURE header."
+    )
+    if price:
+        body["price"] = price
+    body.update(
+        {k: data[k] for k in ("x402Version", "resource", "accepts", "extensions") if k in data}
+    )
+    return body
 
 
 def _store_unavailable(exc: SessionStoreError) -> HttpResponse:
@@ -198,7 +241,7 @@ class X402Middleware:
                 reason = verified.refusal or _reason_of(instructions)
                 if reason and reason != "Payment required":
                     return _with_error(instructions, "invalid_payment", reason)
-            return _from_instructions(instructions)
+            return _from_instructions(instructions, price=spec.price)
         # The payer is the address the facilitator verified (after_verify), nothing else.
         authorization = verified.authorization
         if authorization is None:
