@@ -35,7 +35,8 @@ _FETCH = 8
 
 @tool(
     name="put-content",
-    description="Store a value under a key in your session; a null value deletes the key.",
+    # No final period: the SDK's paywall page appends ". To access this content...".
+    description="Store a value under a key in your session; a null value deletes the key",
     price="$0.01",
 )
 async def put_content(key: str, value: str | None) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from . import views
+from .favicon import favicon
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("tools/", include("aixyz_sessions.tools.urls")),
 ]

@@ -56,6 +56,7 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     browser.set_page_load_timeout(WAIT)
     try:
@@ -123,3 +124,23 @@ def test_paid_tool_url_renders_the_x402_paywall(driver: Any, server: DemoServer)
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "$0.001" in body  # get-content's price
     assert "Connect wallet" in body  # the SDK paywall's wallet step
+
+
+def test_paywall_logs_no_console_errors(driver: Any, server: DemoServer, tmp_path: Path) -> None:
+    """The paywall's own checks pass: HEAD on its URL, the opener policy, the icon."""
+    import time
+
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.get_log("browser")  # drop what earlier pages logged
+    url = f"{server.url}/tools/get-content?key=greeting"
+    driver.get(url)
+    wait_for(driver, ec.title_is("Payment Required"))
+    time.sleep(2)  # the wallet SDK checks the opener policy after the page loads
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    # The page itself is served with status 402: that is x402, and chromium logs it.
+    expected = f"{url} - Failed to load resource: the server responded with a status of 402"
+    errors = [e["message"] for e in severe if not e["message"].startswith(expected)]
+    assert errors == [], errors
+    shot = tmp_path / "paywall.png"
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

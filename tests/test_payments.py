@@ -302,3 +302,33 @@ def test_paid_view_without_middleware_refuses() -> None:
     with override_settings(MIDDLEWARE=[]):
         client = Client(raise_request_exception=False)
         assert client.get("/paid-sync/").status_code == 500
+
+
+@pytest.mark.parametrize("path", ["/paid/", "/cbv/", "/stream/"])
+async def test_head_on_a_paid_url_answers_gets_headers_without_charging(path: str) -> None:
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    client = PayingClient()
+    head = await client.head(path, pay=False)
+    assert head.status_code == 200 and head.content == b""
+    assert head["Cross-Origin-Opener-Policy"] == "same-origin-allow-popups"
+    required = decode_payment_required_header(head["PAYMENT-REQUIRED"])
+    assert required.accepts[0].amount == "10000"
+    # A payment sent with a HEAD is neither spent nor runs the view.
+    get = await client.get(path, pay=False)
+    headers = await client.payment_headers(get)
+    paid_head = await AsyncClient().head(path, headers=headers)
+    assert paid_head.status_code == 200 and "PAYMENT-RESPONSE" not in paid_head
+    assert ledger.settled_count == before
+    assert await get_store().get(client.address.lower(), "count") is None
+    paid_get = await AsyncClient().get(path, headers=headers)
+    assert paid_get.status_code == 200, paid_get.content
+
+
+async def test_paywall_page_allows_wallet_popups() -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml", "User-Agent": "Mozilla/5.0 (X11)"}
+    response = await AsyncClient().get("/paid/", headers=browser)
+    assert response.status_code == 402 and response["Content-Type"].startswith("text/html")
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin-allow-popups"
+    head = await AsyncClient().head("/paid/", headers=browser)
+    assert head.status_code == 200 and head["Content-Type"].startswith("text/html")

@@ -32,6 +32,7 @@ from typing import Any
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, resolve
+from x402.http import x402HTTPResourceServer
 from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTransportContext
 
 from ..context import payer_context
@@ -48,6 +49,9 @@ logger = logging.getLogger("aixyz_sessions.payments")
 
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 SUCCESS_CACHE_CONTROL = "private"
+#: The paywall's wallet pop-ups (Coinbase Wallet SDK) refuse to open under
+#: ``same-origin``, which Django's SecurityMiddleware sets by default.
+PAYWALL_OPENER_POLICY = "same-origin-allow-popups"
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -74,6 +78,7 @@ def _from_instructions(
         for name, value in instructions.headers.items():
             if name.lower() != "content-type":
                 response[name] = value
+        response["Cross-Origin-Opener-Policy"] = PAYWALL_OPENER_POLICY
         return response
     body = instructions.body
     if error and not body:
@@ -219,6 +224,8 @@ class X402Middleware:
         failures: facilitator_failures,
     ) -> HttpResponseBase:
         http_server = runtime.http_server(spec)
+        if request.method == "HEAD":
+            return await self._head(request, http_server)
         adapter = DjangoHTTPAdapter(request)
         header = adapter.payment_header()
         if header is not None:
@@ -308,6 +315,28 @@ class X402Middleware:
         finally:
             if not settled:
                 await guard.release_quietly(authorization.payer, authorization.nonce)
+
+    async def _head(
+        self, request: HttpRequest, http_server: x402HTTPResourceServer
+    ) -> HttpResponseBase:
+        """``HEAD``: GET's headers (``PAYMENT-REQUIRED`` included), 200, no body, nothing run.
+
+        A HEAD carries no resource, so it is neither charged nor served by the
+        view; a payment sent with it is ignored (not spent). The SDK's paywall
+        page checks its own URL's ``Cross-Origin-Opener-Policy`` with a HEAD
+        and needs a 2xx answer for that.
+        """
+        unpaid = DjangoHTTPAdapter(request, hide_payment=True)
+        result = await http_server.process_http_request(self._context(request, unpaid))
+        response = HttpResponse(status=200)
+        if result.response is not None:
+            for name, value in result.response.headers.items():
+                response[name] = value
+            if result.response.is_html:
+                response["Content-Type"] = "text/html; charset=utf-8"
+        response["Cross-Origin-Opener-Policy"] = PAYWALL_OPENER_POLICY
+        response["Cache-Control"] = "no-store"
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """A view that hit a store outage answers 503 with a JSON error, not a 500.

@@ -53,8 +53,8 @@ async def tool_list(request: HttpRequest) -> JsonResponse:
 
 
 def price_of_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
-    """The price of ``POST`` (or ``GET``) ``/tools/<name>``: the tool's, or ``None``."""
-    if request.method not in ("POST", "GET"):
+    """The price of ``POST`` (or ``GET``/``HEAD``) ``/tools/<name>``: the tool's, or ``None``."""
+    if request.method not in ("POST", "GET", "HEAD"):
         return None
     item = registry.get(str(kwargs.get("name", "")))
     return None if item is None else tool_paid_spec(item)
