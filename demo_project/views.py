@@ -1,13 +1,26 @@
-"""The demo's index page: what runs here and what to try next."""
+"""The demo's index page: what runs here and what to try next.
+
+``/`` negotiates on ``Accept``: a browser (``text/html`` preferred over JSON)
+gets an HTML landing page, anything else (an agent, ``curl``, ``httpx``, no
+``Accept`` at all) the JSON map. Both answers carry ``Vary: Accept``.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve
+from django.utils.cache import patch_vary_headers
 
-from aixyz_sessions.tools import registry
+from aixyz_sessions.tools import Tool, registry
+
+TEMPLATE = "demo_project/index.html"
+AGENT_CARD_PATH = "/.well-known/agent-card.json"
+ADMIN_PATH = "/admin/"
 
 
 def _store_label() -> str:
@@ -23,10 +36,30 @@ def _facilitator_label() -> str:
     return str(x402.get("FACILITATOR_URL"))
 
 
-async def index(request: HttpRequest) -> JsonResponse:
-    """A JSON map of the demo: tools with prices, endpoints, and commands to try."""
-    base = request.build_absolute_uri("/").rstrip("/")
-    ws_base = "ws" + base.removeprefix("http")
+def _try_lines(base: str) -> list[str]:
+    return [
+        "python manage.py demo_call        # paid calls as two fresh payers",
+        "python manage.py demo_call --transport ws   # or mcp",
+        f"curl -i -X POST {base}/tools/get-content   # 402 Payment Required",
+        f"open {base}/tools/get-content in a browser  # the x402 paywall page",
+        f"open {base}/admin/aixyz_sessions/sessionentry/  # the entries written",
+    ]
+
+
+def _wants_html(request: HttpRequest) -> bool:
+    """True when the client prefers ``text/html`` to JSON (a browser); ties go to JSON."""
+    return request.get_preferred_type(["application/json", "text/html"]) == "text/html"
+
+
+def _resolves(request: HttpRequest, path: str) -> bool:
+    try:
+        resolve(path, urlconf=getattr(request, "urlconf", None))
+    except Resolver404:
+        return False
+    return True
+
+
+def _json_index(request: HttpRequest, base: str, ws_base: str) -> JsonResponse:
     return JsonResponse(
         {
             "app": "aixyz-sessions demo: x402 sessions",
@@ -45,13 +78,133 @@ async def index(request: HttpRequest) -> JsonResponse:
             "store": _store_label(),
             "network": settings.AIXYZ_X402.get("NETWORK"),
             "facilitator": _facilitator_label(),
-            "try": [
-                "python manage.py demo_call        # paid calls as two fresh payers",
-                "python manage.py demo_call --transport ws   # or mcp",
-                f"curl -i -X POST {base}/tools/get-content   # 402 Payment Required",
-                f"open {base}/tools/get-content in a browser  # the x402 paywall page",
-                f"open {base}/admin/aixyz_sessions/sessionentry/  # the entries written",
-            ],
+            "try": _try_lines(base),
         },
         json_dumps_params={"indent": 2},
     )
+
+
+# --- the HTML page ----------------------------------------------------------------------
+
+
+def _type_of(schema: Any) -> str:
+    """A short, readable type for a JSON schema: ``string``, ``string | null``..."""
+    if not isinstance(schema, dict):
+        return "any"
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        return " | ".join(json.dumps(value) for value in schema["enum"])
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list):
+            return " | ".join(dict.fromkeys(_type_of(part) for part in schema[key]))
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(str(k) for k in kind)
+    if kind == "array":
+        return f"array of {_type_of(schema.get('items'))}"
+    if isinstance(kind, str):
+        return kind
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return ref.rsplit("/", 1)[-1]
+    return "any"
+
+
+_CONSTRAINTS = (
+    ("minimum", "min {}"),
+    ("maximum", "max {}"),
+    ("exclusiveMinimum", "> {}"),
+    ("exclusiveMaximum", "< {}"),
+    ("minLength", "at least {} chars"),
+    ("maxLength", "at most {} chars"),
+    ("minItems", "at least {} items"),
+    ("maxItems", "at most {} items"),
+    ("pattern", "matches {}"),
+    ("format", "format {}"),
+)
+
+
+def _arguments(item: Tool) -> list[dict[str, Any]]:
+    """Each input argument of a tool: name, type, required, notes, description."""
+    schema = item.input_schema if isinstance(item.input_schema, dict) else {}
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return []
+    required = set(schema.get("required") or ())
+    arguments = []
+    for name, prop in properties.items():
+        prop = prop if isinstance(prop, dict) else {}
+        notes = [text.format(prop[key]) for key, text in _CONSTRAINTS if key in prop]
+        if "default" in prop:
+            notes.append(f"default {json.dumps(prop['default'])}")
+        arguments.append(
+            {
+                "name": name,
+                "type": _type_of(prop),
+                "required": name in required,
+                "notes": notes,
+                "description": str(prop.get("description") or ""),
+            }
+        )
+    return arguments
+
+
+def _try_commands(base: str) -> list[dict[str, str]]:
+    """The JSON's ``try`` lines split into command and comment; ``open URL`` becomes a link."""
+    commands = []
+    for line in _try_lines(base):
+        command, _, note = line.partition("#")
+        command = command.strip()
+        step = {"command": command, "note": note.strip(), "href": "", "after": ""}
+        if command.startswith("open "):
+            step["href"], _, step["after"] = command.removeprefix("open ").partition(" ")
+        commands.append(step)
+    return commands
+
+
+def _html_index(request: HttpRequest, base: str, ws_base: str) -> HttpResponse:
+    x402: dict[str, Any] = settings.AIXYZ_X402
+    tools = [
+        {
+            "name": item.name,
+            "price": item.price,
+            "description": item.description,
+            "arguments": _arguments(item),
+        }
+        for item in registry
+    ]
+    context = {
+        "base": base,
+        "tools": tools,
+        "endpoints": [
+            ("HTTP", f"POST {base}/tools/<name>", "call a tool with its JSON arguments"),
+            ("HTTP", f"GET {base}/tools/", "every tool's name, price and input schema"),
+            ("MCP", f"{base}/mcp", "Model Context Protocol, streamable HTTP"),
+            ("WebSocket", f"{ws_base}/ws/tools/", "tool calls over one connection"),
+        ],
+        "store": _store_label(),
+        "network": x402.get("NETWORK"),
+        "local_facilitator": x402.get("FACILITATOR") == "local",
+        "facilitator": _facilitator_label(),
+        "facilitator_url": x402.get("FACILITATOR_URL"),
+        "pay_to": x402.get("PAY_TO"),
+        "admin_url": f"{base}{ADMIN_PATH}" if _resolves(request, ADMIN_PATH) else "",
+        "agent_card_url": (
+            f"{base}{AGENT_CARD_PATH}" if _resolves(request, AGENT_CARD_PATH) else ""
+        ),
+        "try": _try_commands(base),
+    }
+    return HttpResponse(render_to_string(TEMPLATE, context))
+
+
+async def index(request: HttpRequest) -> HttpResponse:
+    """The demo's map: tools with prices, endpoints, and commands to try (HTML or JSON)."""
+    base = request.build_absolute_uri("/").rstrip("/")
+    ws_base = "ws" + base.removeprefix("http")
+    if _wants_html(request):
+        response = _html_index(request, base, ws_base)
+    else:
+        response = _json_index(request, base, ws_base)
+    patch_vary_headers(response, ("Accept",))
+    return response
