@@ -5,6 +5,7 @@ Public API::
     from aixyz_sessions import get_session, get_payer, payer_context, Session
     from aixyz_sessions import SessionStore, ListResult, get_store
     from aixyz_sessions import SessionArgumentError, SessionStoreError, SessionStoreUnavailable
+    from aixyz_sessions import SessionStoreMisconfigured
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .context import Session, get_payer, get_session, payer_context
-from .exceptions import SessionArgumentError, SessionStoreError, SessionStoreUnavailable
+from .exceptions import (
+    SessionArgumentError,
+    SessionStoreError,
+    SessionStoreMisconfigured,
+    SessionStoreUnavailable,
+)
 from .stores.base import ListResult, SessionStore
 
 if TYPE_CHECKING:
@@ -24,6 +30,7 @@ __all__ = [
     "SessionArgumentError",
     "SessionStore",
     "SessionStoreError",
+    "SessionStoreMisconfigured",
     "SessionStoreUnavailable",
     "get_payer",
     "get_session",

@@ -3,7 +3,8 @@
 A wrong type raises the built-in ``TypeError``; a value a store refuses
 raises :class:`SessionArgumentError` (a ``ValueError``). The other two are for
 backend trouble, so callers can tell "you asked wrongly" from "the store
-could not answer".
+could not answer" (and, with :class:`SessionStoreMisconfigured`, from "the
+store will not answer until someone fixes the setup").
 """
 
 from __future__ import annotations
@@ -24,4 +25,12 @@ class SessionStoreUnavailable(SessionStoreError):
     """The store's backend (Redis, the database, ...) cannot be reached right now.
 
     Nothing was written by the operation that raised it.
+    """
+
+
+class SessionStoreMisconfigured(SessionStoreError):
+    """The store cannot work until the deployment is fixed (a table not migrated, say).
+
+    Unlike :class:`SessionStoreUnavailable`, retrying will not help: the
+    transports answer it as a server error that names the fix, not as a 503.
     """

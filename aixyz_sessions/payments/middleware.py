@@ -37,6 +37,8 @@ from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTr
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
+from ..startup import NotReady, afirst_request_problem
+from ..store_failures import store_failure
 from .adapter import DjangoHTTPAdapter
 from .authorization import NOT_VERIFIED, PaymentHeaderError, read_payment, verification
 from .decorators import VERIFIED_ATTR, PaidSpec, paid_spec_of
@@ -126,13 +128,27 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     return body
 
 
-def _store_unavailable(exc: SessionStoreError) -> HttpResponse:
-    """503: the session store (or the replay guard in it) cannot answer right now."""
-    return _json(
-        503,
-        {"error": "session_store_unavailable", "message": str(exc)},
-        {"Retry-After": "5", "Cache-Control": "no-store"},
-    )
+def _store_failed(exc: SessionStoreError, where: str) -> HttpResponse:
+    """503 (an outage, retry later) or 500 (misconfigured) for a failing session store."""
+    failure = store_failure(exc, where)
+    headers = {"Cache-Control": "no-store"}
+    if failure.retry_after is not None:
+        headers["Retry-After"] = str(failure.retry_after)
+    return _json(failure.status, {"error": failure.code, "message": failure.message}, headers)
+
+
+def _misconfigured(problem: NotReady) -> HttpResponse:
+    """500, as JSON without a traceback: the app's configuration cannot take payments.
+
+    The details (the failing checks and their hints) are in the server log,
+    and in the body too when ``DEBUG`` is on.
+    """
+    from django.conf import settings
+
+    message = "the server's payment setup is misconfigured; its log names the problem"
+    if settings.DEBUG:
+        message = str(problem)
+    return _json(500, {"error": "server_misconfigured", "message": message})
 
 
 def _bad_gateway(failures: facilitator_failures, fallback: str = "") -> HttpResponse:
@@ -206,6 +222,9 @@ class X402Middleware:
     async def _paid(
         self, request: HttpRequest, spec: PaidSpec, call_view: AsyncGetResponse
     ) -> HttpResponseBase:
+        problem = await afirst_request_problem()
+        if problem is not None:  # logged once, with the details
+            return _misconfigured(problem)
         runtime = get_runtime()
         with facilitator_failures() as failures:
             try:
@@ -261,7 +280,7 @@ class X402Middleware:
                 authorization.payer, authorization.nonce, authorization.valid_before
             )
         except SessionStoreError as exc:
-            return _store_unavailable(exc)
+            return _store_failed(exc, f"the replay guard ({request.path})")
         if not claimed:
             return _json(
                 402,
@@ -344,8 +363,7 @@ class X402Middleware:
         Being non-2xx, such a response is never settled.
         """
         if isinstance(exception, SessionStoreError):
-            logger.warning("session store failed in %s: %s", request.path, exception)
-            return _store_unavailable(exception)
+            return _store_failed(exception, request.path)
         return None
 
     @staticmethod

@@ -55,7 +55,7 @@ from django.db.models.sql import InsertQuery
 from django.db.models.sql.compiler import SQLInsertCompiler
 from django.utils import timezone
 
-from ..exceptions import SessionStoreError, SessionStoreUnavailable
+from ..exceptions import SessionStoreError, SessionStoreMisconfigured, SessionStoreUnavailable
 from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
 from .base import ListResult, SessionStore
 
@@ -169,7 +169,7 @@ class DatabaseSessionStore(SessionStore):
         except (OperationalError, InterfaceError, ProgrammingError) as exc:
             if _is_missing_table(exc):
                 table = self._model._meta.db_table
-                raise SessionStoreError(
+                raise SessionStoreMisconfigured(
                     f"DatabaseSessionStore: table {table!r} does not exist in database "
                     f"{self.using!r}; run `manage.py migrate aixyz_sessions --database "
                     f"{self.using}`"
@@ -516,7 +516,7 @@ class DatabaseReplayGuard(ReplayGuard):
         except (OperationalError, ProgrammingError) as exc:
             if not _is_missing_table(exc):
                 raise
-            raise SessionStoreError(
+            raise SessionStoreMisconfigured(
                 f"DatabaseReplayGuard: table {self._model._meta.db_table!r} does not exist in "
                 f"database {self.store.using!r}; run `manage.py migrate aixyz_sessions "
                 f"--database {self.store.using}`"

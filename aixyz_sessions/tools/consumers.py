@@ -13,7 +13,8 @@ or ``tool``; ``id`` is ``null`` when it could not be read), ``unknown_tool``,
 (+ ``payment_required``: the SDK's ``PaymentRequired`` JSON, what an HTTP
 402 carries), ``invalid_payment`` (+ ``payment_required`` when known),
 ``facilitator_unavailable``, ``facilitator_timeout``, ``settlement_failed``,
-``tool_error``, ``session_store_unavailable``, ``message_too_large``,
+``tool_error``, ``session_store_unavailable``, ``session_store_misconfigured``,
+``message_too_large``,
 ``internal_error``. An error never closes the connection.
 
 Messages of one connection run concurrently (at most
@@ -37,6 +38,7 @@ from django.conf import settings
 from .. import bounded_json
 from ..context import payer_context
 from ..exceptions import SessionArgumentError, SessionStoreError
+from ..store_failures import store_failure
 from .payment_gate import ToolPaymentError, call_tool
 from .registry import ToolArgumentsError, ToolError, registry
 
@@ -172,8 +174,9 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     error={"code": "tool_error", "message": str(exc) or type(exc).__name__},
                 )
             except SessionStoreError as exc:
+                failure = store_failure(exc, "a WebSocket tool call")
                 await self._reply(
-                    message_id, error={"code": "session_store_unavailable", "message": str(exc)}
+                    message_id, error={"code": failure.code, "message": failure.message}
                 )
             except Exception:
                 logger.exception("tool call over WebSocket failed")

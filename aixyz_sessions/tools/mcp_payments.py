@@ -37,6 +37,7 @@ from ..exceptions import SessionStoreError
 from ..payments.authorization import NOT_VERIFIED, Authorization, Verification, verification
 from ..payments.facilitators import FacilitatorTimeout, facilitator_failures
 from ..payments.runtime import PaymentRuntime, get_runtime
+from ..store_failures import StoreFailure, store_failure
 from .mcp_results import error_result, failure_result, result_text, with_payment_error
 from .registry import Tool
 
@@ -64,7 +65,7 @@ class _PaidCall:
     claimed: bool = False
     settled: bool = False
     refusal: str | None = None
-    unavailable: str | None = None
+    store_failed: StoreFailure | None = None
 
 
 #: The paid call in progress in this task (the hooks and handler run inside it).
@@ -92,7 +93,7 @@ async def _claim(context: ServerHookContext) -> bool:
             authorization.payer, authorization.nonce, authorization.valid_before
         )
     except SessionStoreError as exc:
-        call.unavailable = str(exc)
+        call.store_failed = store_failure(exc, "the replay guard (MCP)")
         return False
     if not claimed:
         call.refusal = REPLAYED
@@ -201,8 +202,9 @@ class PaidToolRunner:
         if failures and not call.settled:
             code = "facilitator_timeout" if failures.timed_out else "facilitator_unavailable"
             return error_result(failures.message, {"error": code})
-        if call.unavailable is not None:
-            return error_result(call.unavailable, {"error": "session_store_unavailable"})
+        if call.store_failed is not None:
+            failed = call.store_failed
+            return error_result(failed.message, {"error": failed.code, "message": failed.message})
         refusal = call.refusal or call.verified.refusal
         if refusal is not None:
             return with_payment_error(result, refusal)

@@ -14,6 +14,7 @@ from typing import Any
 from mcp.types import CallToolResult, TextContent
 
 from ..exceptions import SessionArgumentError, SessionStoreError
+from ..store_failures import store_failure
 from .registry import Tool, ToolArgumentsError, ToolError
 
 __all__ = ["error_result", "failure_result", "result_text", "with_payment_error"]
@@ -58,9 +59,9 @@ def failure_result(tool: Tool, exc: Exception) -> CallToolResult:
                 "errors": [{"field": "", "message": detail}],
             },
         )
-    if isinstance(exc, SessionStoreError):  # an outage, not a bug: no traceback
-        logger.warning("MCP tool %r: session store failed: %s", tool.name, exc)
-        return error_result(str(exc), {"error": "session_store_unavailable", "message": str(exc)})
+    if isinstance(exc, SessionStoreError):  # the store's trouble, not a bug: no traceback
+        failure = store_failure(exc, f"MCP tool {tool.name!r}")
+        return error_result(failure.message, {"error": failure.code, "message": failure.message})
     if isinstance(exc, ToolError):
         return error_result(str(exc), {"error": "tool_error", "message": str(exc)})
     logger.exception("MCP tool %r failed", tool.name, exc_info=exc)
