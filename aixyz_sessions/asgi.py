@@ -197,10 +197,25 @@ def _origin_checked(app: ASGIApp) -> ASGIApp:
 
 
 def get_asgi_application() -> ASGIApp:
-    """Build the ASGI app (sets Django up; ``DJANGO_SETTINGS_MODULE`` must be set)."""
+    """Build the ASGI app (sets Django up; ``DJANGO_SETTINGS_MODULE`` must be set).
+
+    Runs this app's system checks first and raises
+    :class:`~aixyz_sessions.startup.NotReady` listing every error (a wrong
+    store path, a missing ``PAY_TO``, tables not migrated...), so the server
+    refuses to start instead of failing at the first paid request.
+    """
     from django.core.asgi import get_asgi_application as django_asgi_application
 
     django_app = django_asgi_application()  # django.setup() before importing consumers
+
+    from .startup import ensure_ready
+
+    # Refuse to start on a setting that cannot work, naming it: servers do not
+    # run `manage.py check`, and otherwise the first paid request would be a 500.
+    ensure_ready()
+    from .single_process import warn_if_several_workers
+
+    warn_if_several_workers()
 
     from channels.routing import (  # type: ignore[import-untyped]
         ProtocolTypeRouter,

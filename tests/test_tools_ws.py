@@ -41,7 +41,8 @@ def _tools() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def app() -> Any:
-    with override_settings(MIDDLEWARE=MIDDLEWARE):  # Django builds its middleware chain now
+    # Django builds its middleware chain now; the app refuses settings that cannot work.
+    with override_settings(MIDDLEWARE=MIDDLEWARE, AIXYZ_X402=LOCAL):
         return get_asgi_application()
 
 

@@ -1,16 +1,27 @@
-"""System checks for ``AIXYZ_X402`` (ids ``aixyz_sessions.E1xx`` / ``W1xx``)."""
+"""System checks for payments (ids ``aixyz_sessions.E1xx`` / ``W1xx``).
+
+``AIXYZ_X402`` itself, a paid view routed without ``X402Middleware``, and
+(``check --deploy``) a facilitator reached over plain HTTP.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
+from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import SETTING, config_errors
+from .decorators import PRICE_OF_ATTR, paid_spec_of
 
-__all__ = ["check_x402_settings"]
+__all__ = [
+    "check_paid_views_have_middleware",
+    "check_x402_deployment",
+    "check_x402_settings",
+]
 
 MIDDLEWARE_PATH = "aixyz_sessions.payments.middleware.X402Middleware"
 
@@ -66,3 +77,50 @@ def check_x402_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         ]
     return []
+
+
+def _views(patterns: list[Any]) -> Iterator[Callable[..., Any]]:
+    """Every view callable in a URLconf, included ones too."""
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _views(pattern.url_patterns)
+        elif isinstance(pattern, URLPattern):
+            yield pattern.callback
+
+
+def _needs_payment(view: Callable[..., Any]) -> bool:
+    """A ``@paid`` view (function or class-based), or the tools view with a paid tool."""
+    from ..tools.registry import registry
+
+    if getattr(view, PRICE_OF_ATTR, None) is not None:
+        return any(item.paid for item in registry)
+    return any(paid_spec_of(view, method) is not None for method in ("GET", "POST", "PUT"))
+
+
+@checks.register("aixyz_sessions", checks.Tags.urls)
+def check_paid_views_have_middleware(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """A paid view (or paid tool over HTTP) with ``X402Middleware`` missing from MIDDLEWARE."""
+    if MIDDLEWARE_PATH in getattr(settings, "MIDDLEWARE", []):
+        return []
+    try:
+        patterns = get_resolver().url_patterns
+    except Exception:  # Django's own URL checks report a broken URLconf
+        return []
+    paid = sorted({_view_name(view) for view in _views(patterns) if _needs_payment(view)})
+    if not paid:
+        return []
+    return [
+        checks.Error(
+            f"paid views are routed but X402Middleware is not in MIDDLEWARE: {', '.join(paid)}",
+            hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE: without it a paid request "
+            "fails with ImproperlyConfigured instead of answering 402.",
+            id="aixyz_sessions.E107",
+        )
+    ]
+
+
+def _view_name(view: Callable[..., Any]) -> str:
+    target = getattr(view, "view_class", view)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"

@@ -1,0 +1,164 @@
+"""Fail fast: the app's checks run when the server starts, not at the first paid request.
+
+``manage.py check`` reports a wrong setting, but servers do not run it:
+under uvicorn a misspelled store path or a missing ``PAY_TO`` used to
+surface as a 500 with a traceback at the first paid request. So:
+
+* :func:`aixyz_sessions.asgi.get_asgi_application` calls :func:`ensure_ready`
+  while it is built, and the server refuses to start with the messages;
+* :class:`~aixyz_sessions.payments.middleware.X402Middleware` (the WSGI path
+  too) calls :func:`first_request_problem` before its first paid request: the
+  problems are logged once and every paid request answers a JSON 500 naming
+  them, without a traceback.
+
+The problems are this app's own system checks at error level (tag
+``aixyz_sessions``) plus one that needs the database and so is not a
+registered check (``manage.py migrate`` runs database checks before it
+migrates): the database store, or the database replay guard, with its table
+not migrated (``aixyz_sessions.E012``). A database that cannot be reached at
+start-up is an outage, not a misconfiguration: it does not stop the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db import DatabaseError, connections
+from django.dispatch import receiver
+
+__all__ = [
+    "NotReady",
+    "afirst_request_problem",
+    "ensure_ready",
+    "first_request_problem",
+    "startup_problems",
+]
+
+logger = logging.getLogger("aixyz_sessions")
+
+TAG = "aixyz_sessions"
+
+
+class NotReady(ImproperlyConfigured):
+    """The app's configuration cannot work; the message lists every problem with its hint."""
+
+    def __init__(self, problems: list[checks.CheckMessage]) -> None:
+        self.problems = problems
+        lines = [f"  {problem}" for problem in problems]
+        super().__init__(
+            "aixyz_sessions cannot start; fix these (see `python manage.py check`):\n"
+            + "\n".join(lines)
+        )
+
+
+def _missing_tables() -> list[checks.CheckMessage]:
+    from .conf import get_store
+    from .models import PaymentClaim, SessionEntry
+    from .stores.db import DatabaseReplayGuard, DatabaseSessionStore
+
+    store = get_store()
+    needed: dict[str, set[str]] = {}
+    if isinstance(store, DatabaseSessionStore):
+        needed.setdefault(store.using, set()).add(SessionEntry._meta.db_table)
+    guard = _replay_guard()
+    if isinstance(guard, DatabaseReplayGuard):
+        needed.setdefault(guard.store.using, set()).add(PaymentClaim._meta.db_table)
+    problems: list[checks.CheckMessage] = []
+    for using, tables in needed.items():
+        connection = connections[using]
+        opened_here = connection.connection is None
+        try:
+            present = set(connection.introspection.table_names())
+        except DatabaseError as exc:  # an outage: requests will answer 503 until it passes
+            logger.warning("aixyz_sessions: database %r unreachable at start-up: %s", using, exc)
+            continue
+        finally:
+            if opened_here:  # leave a connection someone else opened (a test's) alone
+                connection.close()
+        missing = sorted(tables - present)
+        if missing:
+            problems.append(
+                checks.Error(
+                    f"the table(s) {', '.join(missing)} of aixyz_sessions do not exist in the "
+                    f"database {using!r}",
+                    hint=f"Run `python manage.py migrate aixyz_sessions --database {using}`.",
+                    id="aixyz_sessions.E012",
+                )
+            )
+    return problems
+
+
+def _replay_guard() -> Any:
+    from django.conf import settings
+
+    if getattr(settings, "AIXYZ_X402", None) is None:
+        return None
+    from .payments.runtime import get_runtime
+
+    return get_runtime().replay_guard
+
+
+def _in_a_thread_if_a_loop_runs(function: Any) -> Any:
+    # Database access is refused in a thread that runs an event loop.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return function()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function).result()
+
+
+def startup_problems() -> list[checks.CheckMessage]:
+    """This app's error-level check messages, and tables not migrated."""
+    problems = [
+        message
+        for message in checks.run_checks(tags=[TAG])
+        if message.is_serious() and not message.is_silenced()
+    ]
+    if not problems:  # the store and the payment settings can be built
+        problems = _in_a_thread_if_a_loop_runs(_missing_tables)
+    return problems
+
+
+def ensure_ready() -> None:
+    """Raise :class:`NotReady` listing the problems, if there are any."""
+    problems = startup_problems()
+    if problems:
+        raise NotReady(problems)
+
+
+_lock = threading.Lock()
+_first: list[NotReady | None] = []
+
+
+async def afirst_request_problem() -> NotReady | None:
+    """:func:`first_request_problem` for async code: the first look runs off the loop."""
+    if _first:
+        return _first[0]
+    return await asyncio.to_thread(first_request_problem)
+
+
+def first_request_problem() -> NotReady | None:
+    """The problems, found once per process (and settings change); logged when found."""
+    if not _first:
+        with _lock:
+            if not _first:
+                problems = startup_problems()
+                found = NotReady(problems) if problems else None
+                if found is not None:
+                    logger.error("%s", found)
+                _first.append(found)
+    return _first[0]
+
+
+@receiver(setting_changed)
+def _forget(**kwargs: Any) -> None:
+    with _lock:
+        _first.clear()

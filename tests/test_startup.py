@@ -1,0 +1,227 @@
+"""Fail fast: a setting that cannot work stops the ASGI server at start, names itself under WSGI.
+
+And a store that cannot work until the deployment is fixed (a table not
+migrated) is a 500 that names the fix, on every transport, not a 503 "retry".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import Client, override_settings
+
+from aixyz_sessions import SessionStoreMisconfigured
+from aixyz_sessions.asgi import get_asgi_application
+from aixyz_sessions.payments.local import get_local_facilitator
+from aixyz_sessions.startup import NotReady, ensure_ready
+from aixyz_sessions.stores.memory import InMemorySessionStore
+from aixyz_sessions.testing import PayingClient
+from tests.demo_server import ROOT, demo_env
+from tests.payments_helpers import LOCAL, MIDDLEWARE, free_port
+from tests.tools_app import Wallet, example_tools
+
+pytestmark = pytest.mark.django_db
+
+
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Start the demo's ASGI app under uvicorn; it must exit by itself."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "demo_project.asgi:application",
+            "--port",
+            str(free_port()),
+            "--host",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_asgi_refuses_to_start_without_a_valid_pay_to(tmp_path: Path) -> None:
+    env = {**demo_env(tmp_path), "X402_PAY_TO": "not-an-address"}
+    done = _start(env)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "aixyz_sessions cannot start" in output and "PAY_TO" in output, output
+
+
+def test_asgi_refuses_to_start_with_the_tables_not_migrated(tmp_path: Path) -> None:
+    done = _start(demo_env(tmp_path))  # a fresh SQLite file: nothing migrated
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "aixyz_sessions.E012" in output and "manage.py migrate aixyz_sessions" in output, output
+
+
+def test_ensure_ready_names_a_misspelled_store() -> None:
+    with override_settings(AIXYZ_SESSION_STORE="aixyz_sessions.stores.memry.InMemorySessionStore"):
+        with pytest.raises(NotReady, match=r"aixyz_sessions\.E001") as raised:
+            ensure_ready()
+    assert "memry" in str(raised.value)
+    ensure_ready()  # the default store: nothing to report
+
+
+def test_wsgi_first_paid_request_is_a_json_500_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    broken = {"PAY_TO": "0x123", "NETWORK": "eip155:84532", "FACILITATOR": "local"}
+    with (
+        override_settings(
+            MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=broken
+        ),
+        caplog.at_level(logging.ERROR, logger="aixyz_sessions"),
+    ):
+        client = Client()
+        responses = [client.get("/paid/"), client.post("/paid/", {})]
+    for response in responses:
+        assert response.status_code == 500
+        assert response["Content-Type"] == "application/json"
+        body = json.loads(response.content)
+        assert body["error"] == "server_misconfigured" and "Traceback" not in body["message"]
+    logged = [r for r in caplog.records if "cannot start" in r.getMessage()]
+    assert len(logged) == 1 and "PAY_TO" in logged[0].getMessage()
+    assert ledger.settled_count == before
+    # Fixed settings are picked up (the problem is looked for again after a change).
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
+    ):
+        assert Client().get("/paid/").status_code == 402
+
+
+def test_paid_views_without_the_middleware_are_a_check_error() -> None:
+    with override_settings(MIDDLEWARE=[], ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL):
+        with pytest.raises(SystemCheckError, match=r"aixyz_sessions\.E107") as raised:
+            call_command("check", "--tag", "aixyz_sessions")
+    assert "tests.payments_urls.paid_view" in str(raised.value)
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
+    ):
+        call_command("check", "--tag", "aixyz_sessions")
+
+
+def test_paid_tools_over_http_without_the_middleware_are_a_check_error() -> None:
+    with example_tools(), override_settings(MIDDLEWARE=[], ROOT_URLCONF="tests.tools_app"):
+        with pytest.raises(SystemCheckError, match=r"aixyz_sessions\.E107"):
+            call_command("check", "--tag", "aixyz_sessions")
+
+
+# -- a store that needs the deployment fixed -------------------------------------------------
+
+
+class UnmigratedStore(InMemorySessionStore):
+    """Reads work; writes find their table missing."""
+
+    async def set(self, payer: str, key: str, value: str, *, ttl_ms: int | None = None) -> None:
+        raise SessionStoreMisconfigured("table 'x' does not exist; run `manage.py migrate`")
+
+
+STORE = f"{__name__}.UnmigratedStore"
+GUARDED = {**LOCAL, "REPLAY_GUARD": "aixyz_sessions.replay.InMemoryReplayGuard"}
+
+
+def _assert_500(response: Any) -> None:
+    assert response.status_code == 500, response.content
+    body = json.loads(response.content)
+    assert body == {
+        "error": "session_store_misconfigured",
+        "message": "table 'x' does not exist; run `manage.py migrate`",
+    }
+    assert "Retry-After" not in response and "PAYMENT-RESPONSE" not in response
+
+
+async def test_misconfigured_store_is_a_500_naming_the_fix_over_http() -> None:
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    with override_settings(
+        AIXYZ_SESSION_STORE=STORE,
+        MIDDLEWARE=MIDDLEWARE,
+        ROOT_URLCONF="tests.payments_urls",
+        AIXYZ_X402=GUARDED,
+    ):
+        _assert_500(await PayingClient().get("/paid/"))
+    with (
+        example_tools(),
+        override_settings(
+            AIXYZ_SESSION_STORE=STORE,
+            MIDDLEWARE=MIDDLEWARE,
+            ROOT_URLCONF="tests.tools_app",
+            AIXYZ_X402=GUARDED,
+        ),
+    ):
+        response = await PayingClient().post(
+            "/tools/put", {"key": "k", "value": "v"}, content_type="application/json"
+        )
+    _assert_500(response)
+    assert ledger.settled_count == before
+
+
+async def test_misconfigured_store_is_its_own_error_code_over_websocket() -> None:
+    with (
+        example_tools(),
+        override_settings(
+            AIXYZ_SESSION_STORE=STORE,
+            MIDDLEWARE=MIDDLEWARE,
+            ROOT_URLCONF="tests.tools_app",
+            AIXYZ_X402=GUARDED,
+        ),
+    ):
+        ws = WebsocketCommunicator(get_asgi_application(), "/ws/tools/")
+        accepted, _ = await ws.connect(timeout=5)
+        assert accepted
+        try:
+            arguments = {"key": "k", "value": "v"}
+            await ws.send_json_to({"id": 1, "tool": "put", "arguments": arguments})
+            probe = await ws.receive_json_from(timeout=5)
+            payment = await Wallet().pay(probe["error"]["payment_required"])
+            await ws.send_json_to(
+                {"id": 2, "tool": "put", "arguments": arguments, "payment": payment}
+            )
+            reply = await ws.receive_json_from(timeout=5)
+        finally:
+            await ws.disconnect()
+    assert reply["error"] == {
+        "code": "session_store_misconfigured",
+        "message": "table 'x' does not exist; run `manage.py migrate`",
+    }
+
+
+async def test_misconfigured_store_is_its_own_error_code_over_mcp(settings: Any) -> None:
+    from aixyz_sessions.payments.runtime import reset_runtime
+    from aixyz_sessions.tools.mcp import mcp_asgi_app, reset_mcp_server
+    from tests.mcp_helpers import PUT, Payer, connect, register_examples, unregister_examples
+    from tests.payments_helpers import serve
+
+    settings.AIXYZ_X402 = GUARDED
+    settings.AIXYZ_SESSION_STORE = STORE
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    register_examples()
+    reset_runtime()
+    reset_mcp_server()
+    try:
+        with serve(mcp_asgi_app()) as url:
+            async with connect(url) as session:
+                result = await Payer().session(session).call_tool(PUT, {"key": "k", "value": "v"})
+    finally:
+        unregister_examples()
+        reset_runtime()
+        reset_mcp_server()
+    assert result.is_error and result.payment_response is None
+    structured = result.raw_result.structuredContent
+    assert structured is not None and structured["error"] == "session_store_misconfigured"
