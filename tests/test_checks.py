@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.test import override_settings
 
 from aixyz_sessions import get_store
 from aixyz_sessions.checks import check_session_store
@@ -113,5 +114,12 @@ def test_manage_py_check_reports_it(settings) -> None:  # type: ignore[no-untype
 
 def test_manage_py_check_passes_by_default() -> None:
     out = StringIO()
-    call_command("check", stdout=out)
+    with override_settings(DEBUG=True):
+        call_command("check", stdout=out)
     assert "no issues" in out.getvalue()
+
+
+def test_default_store_outside_debug_is_a_warning_not_an_error() -> None:
+    out, err = StringIO(), StringIO()
+    call_command("check", stdout=out, stderr=err)  # tests.settings: DEBUG = False
+    assert "aixyz_sessions.W010" in err.getvalue() and "ERRORS" not in err.getvalue()
