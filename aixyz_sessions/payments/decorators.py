@@ -1,22 +1,24 @@
 """``@paid``: mark a view as costing an x402 payment.
 
-The decorator only marks the view; :class:`~aixyz_sessions.payments.middleware.
+The decorator marks the view; :class:`~aixyz_sessions.payments.middleware.
 X402Middleware` does the work (402, verification, session binding,
 settlement). A paid view reached without the middleware having verified a
-payment raises ``ImproperlyConfigured`` instead of serving for free.
+payment never serves for free: it answers :class:`PaymentNeeded`, which the
+middleware turns into the payment flow (this is how views behind django-ninja
+or DRF routers, which the middleware cannot see from the URL, are paid too).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from .conf import check_address, check_network
 
@@ -25,6 +27,7 @@ __all__ = [
     "PRICE_OF_ATTR",
     "VERIFIED_ATTR",
     "PaidSpec",
+    "PaymentNeeded",
     "PriceOf",
     "check_price",
     "paid",
@@ -66,17 +69,55 @@ def check_price(price: object, *, what: str = "paid()") -> str:
 
 
 def _find_request(args: tuple[Any, ...]) -> HttpRequest | None:
+    """The Django request among a view's first arguments (``self`` may come first).
+
+    A Django REST framework ``Request`` wraps it: DRF documents ``_request``
+    as the way to the underlying ``HttpRequest``.
+    """
     for arg in args[:2]:
         if isinstance(arg, HttpRequest):
             return arg
+        inner = getattr(arg, "_request", None)
+        if isinstance(inner, HttpRequest):
+            return inner
     return None
 
 
-def _refuse() -> ImproperlyConfigured:
-    return ImproperlyConfigured(
-        "A @paid view ran without a verified payment: add "
-        "'aixyz_sessions.payments.middleware.X402Middleware' to MIDDLEWARE."
-    )
+class PaymentNeeded(HttpResponse):
+    """What a ``@paid`` view answers when it is called without a verified payment.
+
+    ``X402Middleware`` finds most paid views from the URL before they run;
+    a view behind a framework's own dispatcher (a django-ninja operation, a
+    DRF viewset action) it finds only when the view answers this. The
+    middleware then runs the payment flow (402, or verify and call the view
+    again inside the payer's session, then settle) and the client never sees
+    this response. Without the middleware it reaches the client: a JSON 500
+    that says what is missing, and nothing ran.
+    """
+
+    status_code = 500
+
+    def __init__(self, spec: PaidSpec) -> None:
+        super().__init__(
+            json.dumps(
+                {
+                    "error": "server_misconfigured",
+                    "message": "this view is paid but X402Middleware is not in MIDDLEWARE",
+                }
+            ),
+            content_type="application/json",
+        )
+        self.spec = spec
+
+
+def _verified(args: tuple[Any, ...]) -> bool:
+    """Whether the middleware verified a payment for the request among ``args``.
+
+    A view called without any request (a unit test calling the function) is
+    let through: there is no payment to check and no session bound.
+    """
+    request = _find_request(args)
+    return request is None or bool(getattr(request, VERIFIED_ATTR, False))
 
 
 def paid(
@@ -110,9 +151,8 @@ def paid(
 
             @functools.wraps(view)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                request = _find_request(args)
-                if request is not None and not getattr(request, VERIFIED_ATTR, False):
-                    raise _refuse()
+                if not _verified(args):
+                    return PaymentNeeded(spec)
                 return await view(*args, **kwargs)
 
             wrapper = markcoroutinefunction(async_wrapper)
@@ -120,9 +160,8 @@ def paid(
 
             @functools.wraps(view)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                request = _find_request(args)
-                if request is not None and not getattr(request, VERIFIED_ATTR, False):
-                    raise _refuse()
+                if not _verified(args):
+                    return PaymentNeeded(spec)
                 return view(*args, **kwargs)
 
             wrapper = sync_wrapper

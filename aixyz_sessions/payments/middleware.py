@@ -3,7 +3,9 @@
 A Django adapter over the SDK's ``x402HTTPResourceServer``, as the SDK's own
 FastAPI and Flask middleware are. Per request:
 
-1. resolve the view; not ``@paid`` -> run it with no session bound;
+1. resolve the view; not ``@paid`` -> run it with no session bound (a paid
+   view behind a framework's dispatcher answers ``PaymentNeeded``: then the
+   flow below runs and calls the view again);
 2. no payment header -> 402 with the SDK's ``PAYMENT-REQUIRED`` header and a
    JSON body (the SDK's paywall HTML page for a browser);
 3. header present -> decode it (garbage -> 402 with the reason, never 500),
@@ -41,7 +43,7 @@ from ..startup import NotReady, afirst_request_problem
 from ..store_failures import store_failure
 from .adapter import DjangoHTTPAdapter
 from .authorization import NOT_VERIFIED, PaymentHeaderError, read_payment, verification
-from .decorators import VERIFIED_ATTR, PaidSpec, paid_spec_of
+from .decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, paid_spec_of
 from .facilitators import facilitator_failures
 from .runtime import PaymentRuntime, get_runtime
 
@@ -199,7 +201,10 @@ class X402Middleware:
         spec = self._spec(request)
         if spec is None:
             with payer_context(None):
-                return self.get_response(request)
+                response = self.get_response(request)
+            if not isinstance(response, PaymentNeeded):
+                return response
+            spec = response.spec  # a paid view the URL did not reveal (see PaymentNeeded)
         call_view = sync_to_async(self.get_response, thread_sensitive=True)
         return async_to_sync(self._paid)(request, spec, call_view)
 
@@ -208,7 +213,9 @@ class X402Middleware:
         if spec is None:
             async with payer_context(None):
                 response: HttpResponseBase = await self.get_response(request)
-            return response
+            if not isinstance(response, PaymentNeeded):
+                return response
+            spec = response.spec  # a paid view the URL did not reveal (see PaymentNeeded)
         return await self._paid(request, spec, self.get_response)
 
     @staticmethod
