@@ -21,6 +21,7 @@ from django.test import override_settings
 from django.urls import include, path
 from eth_account import Account
 
+from aixyz_sessions import get_store
 from aixyz_sessions.conf import build_store
 from aixyz_sessions.payments.conf import parse_config
 from aixyz_sessions.payments.runtime import reset_runtime
@@ -72,7 +73,7 @@ def readme_tools() -> Iterator[dict[str, Any]]:
 
 
 def test_settings_example_is_valid() -> None:
-    namespace = run(block("# settings.py"), INSTALLED_APPS=[], MIDDLEWARE=[])
+    namespace = run(block("# settings.py\n"), INSTALLED_APPS=[], MIDDLEWARE=[])
     assert namespace["INSTALLED_APPS"] == ["aixyz_sessions"]
     assert namespace["MIDDLEWARE"] == ["aixyz_sessions.payments.middleware.X402Middleware"]
     config = dict(namespace["AIXYZ_X402"], PAY_TO="0x" + "ab" * 20)
@@ -155,3 +156,81 @@ def test_custom_store_example() -> None:
     case = namespace["TestMyStore"]()
     case.test_set_get_overwrite_delete()
     case.test_get_slides_expiry_with_the_entry_ttl()
+
+
+def test_static_files_asgi_example(settings: Any) -> None:
+    settings.STATIC_URL = "static/"  # as every startproject sets it
+    namespace = run(block("# asgi.py, serving static files"))
+    assert callable(namespace["application"])
+
+
+def test_production_settings_example(settings: Any) -> None:
+    namespace = run(block("# settings.py for production"))
+    assert not namespace["DEBUG"] and namespace["ALLOWED_HOSTS"] == ["api.example.com"]
+    config = parse_config(dict(namespace["AIXYZ_X402"], PAY_TO="0x" + "ab" * 20))
+    assert not config.is_local and config.facilitator_url.startswith("https://")
+    settings.CACHES = namespace["CACHES"]
+    assert isinstance(build_store(namespace["AIXYZ_SESSION_STORE"]), SessionStore)
+
+
+@pytest.mark.parametrize(
+    ("first_line", "name", "route", "body"),
+    [
+        ("# views.py: a sync view", "counter", "counter/", None),
+        ("# api.py: Django REST framework", "Notes", "notes/", {"key": "k", "note": "n"}),
+        ("# ninja_api.py: django-ninja", "api", "api/", None),
+    ],
+)
+async def test_sync_drf_and_ninja_examples(
+    first_line: str, name: str, route: str, body: dict[str, str] | None
+) -> None:
+    from asgiref.sync import sync_to_async
+
+    from aixyz_sessions.testing import PayingClient
+
+    namespace = await sync_to_async(run)(block(first_line))
+    target = namespace[name]
+    if name == "Notes":
+        view: Any = path(route, target.as_view())
+    elif name == "api":
+        target.urls_namespace = "readme_ninja"
+        view = path(route, target.urls)
+    else:
+        view = path(route, target)
+    for conf in urlconf("readme_frameworks", [view]):
+        with override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=conf, AIXYZ_X402=LOCAL):
+            client = PayingClient()
+            if name == "counter":
+                first = await client.get("/counter/")
+                second = await client.get("/counter/")
+                assert json.loads(second.content) == {"payer": client.address, "count": 2}
+                assert first.status_code == 200
+            elif name == "Notes":
+                unpaid = await client.post("/notes/", body, "application/json", pay=False)
+                assert unpaid.status_code == 402
+                paid = await client.post("/notes/", body, "application/json")
+                assert json.loads(paid.content) == {"payer": client.address, "stored": "k"}
+            else:
+                unpaid = await client.post("/api/remember?key=k&note=n", pay=False)
+                assert unpaid.status_code == 402
+                paid = await client.post("/api/remember?key=k&note=n")
+                assert json.loads(paid.content) == {"payer": client.address, "stored": "k"}
+            session = get_store()
+            assert await session.get(client.address.lower(), "count" if name == "counter" else "k")
+
+
+def test_x402_httpx_client_example(readme_tools: dict[str, Any]) -> None:
+    from django.core.asgi import get_asgi_application
+
+    namespace = run(block("# urls.py"), urlpatterns=[], path=path, include=include)
+    for name in urlconf("readme_httpx", namespace["urlpatterns"]):
+        with (
+            override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL),
+            serve(get_asgi_application()) as base,
+        ):
+            code = block("from eth_account import Account", "x402HttpxClient")
+            code = code.replace("http://127.0.0.1:8000", base)
+            code = code.replace("print(response.json())", "printed = response.json()")
+            body = textwrap.indent(code, "    ")
+            example = run(f"async def example():\n{body}\n    return printed\n")["example"]
+            assert asyncio.run(example()) == {"result": {"stored": "a"}}
