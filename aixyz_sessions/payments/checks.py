@@ -114,8 +114,8 @@ def check_paid_views_have_middleware(
     return [
         checks.Error(
             f"paid views are routed but X402Middleware is not in MIDDLEWARE: {', '.join(paid)}",
-            hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE: without it a paid request "
-            "fails with ImproperlyConfigured instead of answering 402.",
+            hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE: without it nobody can pay "
+            "for these views (they answer 500 instead of 402).",
             id="aixyz_sessions.E107",
         )
     ]

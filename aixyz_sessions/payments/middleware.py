@@ -116,7 +116,7 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
         f"{a['asset']} on {a['network']}, paid to {a['payTo']}"
         for a in data.get("accepts", [])
     ]
-    what = resource.get("description") or resource.get("url") or "this resource"
+    what = resource.get("url") or "this resource"
     cost = f"{price} ({'; or '.join(options)})" if price else "; or ".join(options)
     body["message"] = (
         f"{what} costs {cost}. Pay with x402: sign a payment for one of 'accepts' and "
