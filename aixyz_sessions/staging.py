@@ -1,0 +1,206 @@
+"""A paid call's session: writes wait for the payment to settle.
+
+Inside a paid call (HTTP view or tool, WebSocket message, MCP tool call) the
+bound session is a :class:`StagedSession`. ``set``/``delete`` (and their
+batch forms) are checked at once, exactly as the store would check them, and
+kept in the call's write buffer; reads see the call's own pending writes on
+top of the store. The paid-call flow then either :meth:`~StagedSession.commit`
+the buffer after the payment settled, or :meth:`~StagedSession.discard` it
+when the view or tool failed, answered non-2xx, or settlement failed. So a
+call that is not paid for changes nothing in the session.
+
+After the commit the session writes through (a streaming response body that
+is produced after settlement still writes). Free calls and
+:func:`~aixyz_sessions.payer_context` used by hand bind a plain
+:class:`~aixyz_sessions.Session`, which always writes through.
+
+What staging cannot cover: side effects outside the session (your own
+database rows, e-mails, calls to other services) happen when the code runs,
+paid or not.
+
+``list`` overlays the pending writes on the page the store returns: pending
+deletes are left out, pending values replace stored ones, and pending new
+keys appear in the page whose key range holds them. A page that grows past
+``limit`` is cut there, with a cursor after its last key. (Placing new keys
+needs the key a cursor continues after, which the built-in stores'
+:meth:`~aixyz_sessions.SessionStore.encode_cursor` cursors carry; with a
+custom store whose cursors are its own, pending new keys appear on the first
+page only.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from .context import Session
+from .stores import validation as v
+
+if TYPE_CHECKING:
+    from .stores.base import ListResult, SessionStore
+
+__all__ = ["StagedSession"]
+
+#: A pending write: ``(value, ttl_ms)`` for a set, ``None`` for a delete.
+Pending = tuple[str, int | None] | None
+_UNKNOWN = object()
+
+
+class StagedSession(Session):
+    """A :class:`~aixyz_sessions.Session` whose writes wait for :meth:`commit`."""
+
+    __slots__ = ("_committed", "_pending")
+
+    def __init__(self, payer: str, store: SessionStore | None = None) -> None:
+        super().__init__(payer, store)
+        self._pending: dict[str, Pending] = {}
+        self._committed = False
+
+    @property
+    def has_pending_writes(self) -> bool:
+        """Whether writes wait for the commit."""
+        return bool(self._pending)
+
+    # -- writes: checked now, applied at the commit ------------------------------------
+
+    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
+        if self._committed:
+            return await super().set(key, value, ttl_ms=ttl_ms)
+        v.check_key(key)
+        v.check_value(value, self.store.max_value_bytes)
+        self._pending[key] = (value, v.check_ttl(ttl_ms))
+
+    async def set_many(self, entries: Mapping[str, str], *, ttl_ms: int | None = None) -> None:
+        if self._committed:
+            return await super().set_many(entries, ttl_ms=ttl_ms)
+        store = self.store
+        checked = v.check_entries(entries, store.max_value_bytes, store.max_batch)
+        ttl = v.check_ttl(ttl_ms)
+        for key, value in checked.items():
+            self._pending[key] = (value, ttl)
+
+    async def delete(self, key: str) -> bool:
+        if self._committed:
+            return await super().delete(key)
+        existed = await self.get(key) is not None
+        self._pending[key] = None
+        return existed
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        if self._committed:
+            return await super().delete_many(keys)
+        found = await self.get_many(keys)
+        for key in found:
+            self._pending[key] = None
+        return sum(value is not None for value in found.values())
+
+    # -- reads: the store, then the pending writes on top ------------------------------
+
+    async def get(self, key: str) -> str | None:
+        if self._pending and v.check_key(key) in self._pending:
+            pending = self._pending[key]
+            return None if pending is None else pending[0]
+        return await super().get(key)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        wanted = v.check_keys(keys, self.store.max_batch)
+        stored = [key for key in wanted if key not in self._pending]
+        found = await super().get_many(stored) if stored else {}
+        result: dict[str, str | None] = {}
+        for key in wanted:
+            if key in self._pending:
+                pending = self._pending[key]
+                result[key] = None if pending is None else pending[0]
+            else:
+                result[key] = found.get(key)
+        return result
+
+    async def list(
+        self,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+        keys_only: bool = False,
+    ) -> ListResult:
+        page = await super().list(prefix=prefix, cursor=cursor, limit=limit, keys_only=keys_only)
+        if not self._pending:
+            return page
+        from .stores.base import ListResult
+
+        store = self.store
+        after: object = None
+        if cursor is not None:
+            try:
+                after = store.decode_cursor(self.key, cursor)
+            except ValueError:  # a custom store's own cursor format
+                after = _UNKNOWN
+        last = next(reversed(page.entries)) if page.entries else None
+        upto = last if page.cursor is not None else None  # None: the page runs to the end
+        pending_of = self._pending.get
+        entries = {k: val for k, val in page.entries.items() if pending_of(k, ()) is not None}
+        for key, pending in self._pending.items():
+            if pending is None or (prefix is not None and not key.startswith(prefix)):
+                continue
+            if key not in page.entries:
+                if after is _UNKNOWN or (after is not None and key <= after):  # type: ignore[operator]
+                    continue
+                if upto is not None and key > upto:
+                    continue
+            entries[key] = "" if keys_only else pending[0]
+        ordered = dict(sorted(entries.items()))
+        next_cursor = page.cursor
+        limit = v.check_limit(limit)
+        if limit is not None and len(ordered) > limit:
+            kept = list(ordered)[:limit]
+            ordered = {key: ordered[key] for key in kept}
+            next_cursor = store.encode_cursor(self.key, kept[-1])
+        return ListResult(ordered, next_cursor)
+
+    # -- the outcome of the paid call ---------------------------------------------------
+
+    async def ready(self) -> None:
+        """Check, before the payment settles, that the store answers (if writes wait).
+
+        One read of a pending key: a store that is down raises here, while
+        the call can still end unsettled, instead of at the commit, after
+        the money moved. (It can still fail between this and the commit; the
+        paid-call flow then reports it with the settlement.)
+        """
+        if self._pending and not self._committed:
+            await self.store.get_many(self.key, [next(iter(self._pending))])
+
+    async def commit(self) -> None:
+        """Apply the pending writes (the payment settled); later writes go straight through.
+
+        Sets are written with ``set_many`` per TTL and deletes with
+        ``delete_many``, in batches the store accepts. Raises what the store
+        raises (:class:`~aixyz_sessions.SessionStoreError`); the writes not
+        yet applied stay pending.
+        """
+        store = self.store
+        by_ttl: dict[int | None, dict[str, str]] = {}
+        deletes: list[str] = []
+        for key, pending in self._pending.items():
+            if pending is None:
+                deletes.append(key)
+            else:
+                by_ttl.setdefault(pending[1], {})[key] = pending[0]
+        step = store.max_batch
+        for ttl, entries in by_ttl.items():
+            items = list(entries.items())
+            for start in range(0, len(items), step):
+                chunk = dict(items[start : start + step])
+                await store.set_many(self.key, chunk, ttl_ms=ttl)
+                for key in chunk:
+                    del self._pending[key]
+        for start in range(0, len(deletes), step):
+            gone = deletes[start : start + step]
+            await store.delete_many(self.key, gone)
+            for key in gone:
+                del self._pending[key]
+        self._committed = True
+
+    def discard(self) -> None:
+        """Forget the pending writes (the call failed or was not paid for)."""
+        self._pending.clear()
