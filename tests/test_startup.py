@@ -126,10 +126,23 @@ def test_paid_tools_over_http_without_the_middleware_are_a_check_error() -> None
 
 
 class UnmigratedStore(InMemorySessionStore):
-    """Reads work; writes find their table missing."""
+    """Every operation finds its table missing, as an unmigrated database store does."""
+
+    @staticmethod
+    def _missing() -> SessionStoreMisconfigured:
+        return SessionStoreMisconfigured("table 'x' does not exist; run `manage.py migrate`")
+
+    async def get(self, payer: str, key: str) -> str | None:
+        raise self._missing()
+
+    async def get_many(self, payer: str, keys: Any) -> dict[str, str | None]:
+        raise self._missing()
 
     async def set(self, payer: str, key: str, value: str, *, ttl_ms: int | None = None) -> None:
-        raise SessionStoreMisconfigured("table 'x' does not exist; run `manage.py migrate`")
+        raise self._missing()
+
+    async def set_many(self, payer: str, entries: Any, *, ttl_ms: int | None = None) -> None:
+        raise self._missing()
 
 
 STORE = f"{__name__}.UnmigratedStore"

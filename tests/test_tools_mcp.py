@@ -231,7 +231,9 @@ async def test_unreachable_facilitator_is_an_error_not_a_payment_request(
         result = await session.call_tool(PUT, {"key": "k", "value": "v"})
         free = await session.call_tool(ECHO, {"text": "still up"})
     assert result.isError and payment_required(result) is None
-    assert "cannot take payments" in text(result)
+    assert result.structuredContent is not None
+    assert result.structuredContent["error"] == "facilitator_unavailable"
+    assert "facilitator unavailable" in text(result)
     assert payload(free)["echo"] == "still up"
 
 

@@ -39,7 +39,6 @@ from x402.schemas import AbortResult, PaymentPayload, VerifyResultContext
 from ..bounded_json import check_depth
 
 __all__ = [
-    "NOT_VERIFIED",
     "Authorization",
     "PaymentHeaderError",
     "Verification",
@@ -54,8 +53,6 @@ EIP3009: Branch = "authorization"
 PERMIT2: Branch = "permit2Authorization"
 _HEX_NONCE = re.compile(r"0x[0-9a-fA-F]{64}")
 _UINT = re.compile(r"0|[1-9][0-9]{0,77}")
-#: The refusal when a payment passed verification without the payer check running.
-NOT_VERIFIED = "the facilitator did not verify who signed this payment"
 #: Longest payment header read, in characters (a real one is about 1.5 KB).
 MAX_HEADER_CHARS = 16 * 1024
 
@@ -152,9 +149,9 @@ _current: ContextVar[Verification | None] = ContextVar("aixyz_x402_verification"
 
 
 @contextmanager
-def verification() -> Iterator[Verification]:
+def verification(slot: Verification | None = None) -> Iterator[Verification]:
     """Collect the verified authorization of the payment verified inside this block."""
-    slot = Verification()
+    slot = Verification() if slot is None else slot
     token = _current.set(slot)
     try:
         yield slot

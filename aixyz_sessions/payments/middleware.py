@@ -35,16 +35,17 @@ from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefuncti
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 from x402.http import x402HTTPResourceServer
-from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTransportContext
+from x402.http.types import HTTPRequestContext, HTTPResponseInstructions
 
-from ..context import payer_context
+from ..context import Session, payer_context
 from ..exceptions import SessionStoreError
 from ..startup import NotReady, afirst_request_problem
-from ..store_failures import store_failure
 from .adapter import DjangoHTTPAdapter
-from .authorization import NOT_VERIFIED, PaymentHeaderError, read_payment, verification
+from .authorization import PaymentHeaderError, read_payment
 from .decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, paid_spec_of
 from .facilitators import facilitator_failures
+from .failures import INVALID_PAYMENT, SETTLEMENT_FAILED, PaymentFailure
+from .paid_call import PaidCall
 from .runtime import PaymentRuntime, get_runtime
 
 __all__ = ["X402Middleware"]
@@ -130,15 +131,6 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     return body
 
 
-def _store_failed(exc: SessionStoreError, where: str) -> HttpResponse:
-    """503 (an outage, retry later) or 500 (misconfigured) for a failing session store."""
-    failure = store_failure(exc, where)
-    headers = {"Cache-Control": "no-store"}
-    if failure.retry_after is not None:
-        headers["Retry-After"] = str(failure.retry_after)
-    return _json(failure.status, {"error": failure.code, "message": failure.message}, headers)
-
-
 def _misconfigured(problem: NotReady) -> HttpResponse:
     """500, as JSON without a traceback: the app's configuration cannot take payments.
 
@@ -153,18 +145,18 @@ def _misconfigured(problem: NotReady) -> HttpResponse:
     return _json(500, {"error": "server_misconfigured", "message": message})
 
 
-def _bad_gateway(failures: facilitator_failures, fallback: str = "") -> HttpResponse:
-    """502 for a facilitator that failed, 504 for one that did not answer in time."""
-    message = failures.message or fallback
-    if failures.timed_out:
-        return _json(504, {"error": "facilitator_timeout", "message": message})
-    return _json(502, {"error": "facilitator_unavailable", "message": message})
+def _failure(failure: PaymentFailure) -> HttpResponse:
+    """A :class:`PaymentFailure` as the HTTP answer: its status and ``{"error", ...}``."""
+    body: dict[str, Any] = {"error": failure.code, "message": failure.message}
+    if failure.code in (INVALID_PAYMENT, SETTLEMENT_FAILED):
+        body["reason"] = failure.message  # the key 402 bodies have always carried
+    return _json(failure.status, body, PaidCall.headers(failure))
 
 
-def _bind_sync(iterator: Iterator[bytes], payer: str) -> Iterator[bytes]:
-    """Produce each chunk with ``payer``'s session bound (generators do not carry context)."""
+def _bind_sync(iterator: Iterator[bytes], session: Session) -> Iterator[bytes]:
+    """Produce each chunk with ``session`` bound (generators do not carry context)."""
     while True:
-        with payer_context(payer):
+        with payer_context(session):
             try:
                 chunk = next(iterator)
             except StopIteration:
@@ -172,10 +164,10 @@ def _bind_sync(iterator: Iterator[bytes], payer: str) -> Iterator[bytes]:
         yield chunk
 
 
-async def _bind_async(iterator: AsyncIterator[bytes], payer: str) -> AsyncIterator[bytes]:
+async def _bind_async(iterator: AsyncIterator[bytes], session: Session) -> AsyncIterator[bytes]:
     """The async twin of :func:`_bind_sync`."""
     while True:
-        async with payer_context(payer):
+        async with payer_context(session):
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
@@ -238,8 +230,11 @@ class X402Middleware:
                 await runtime.ensure_initialized()
             except Exception as exc:
                 logger.warning("x402: facilitator /supported failed: %s", exc)
-                return _bad_gateway(failures, f"{type(exc).__name__}: {exc}")
-            return await self._process(request, spec, call_view, runtime, failures)
+                return _failure(PaymentFailure.facilitator(failures, exc))
+        try:
+            return await self._process(request, spec, call_view, runtime)
+        except PaymentFailure as failure:
+            return _failure(failure)
 
     async def _process(
         self,
@@ -247,7 +242,6 @@ class X402Middleware:
         spec: PaidSpec,
         call_view: AsyncGetResponse,
         runtime: PaymentRuntime,
-        failures: facilitator_failures,
     ) -> HttpResponseBase:
         http_server = runtime.http_server(spec)
         if request.method == "HEAD":
@@ -260,87 +254,51 @@ class X402Middleware:
             except PaymentHeaderError as exc:
                 unpaid = DjangoHTTPAdapter(request, hide_payment=True)
                 result = await http_server.process_http_request(self._context(request, unpaid))
-                return _with_error(result.response, "invalid_payment", str(exc))
+                return _with_error(result.response, INVALID_PAYMENT, str(exc))
         context = self._context(request, adapter)
-        with verification() as verified:
-            result = await http_server.process_http_request(context)
-        if failures:
-            return _bad_gateway(failures)
-        if result.type == "no-payment-required":  # pragma: no cover - catch-all route
-            return await call_view(request)
-        if result.type == "payment-error" or header is None:
-            instructions = result.response
-            if instructions is not None and not instructions.is_html and instructions.status == 402:
-                reason = verified.refusal or _reason_of(instructions)
-                if reason and reason != "Payment required":
-                    return _with_error(instructions, "invalid_payment", reason)
-            return _from_instructions(instructions, price=spec.price)
-        # The payer is the address the facilitator verified (after_verify), nothing else.
-        authorization = verified.authorization
-        if authorization is None:
-            return _with_error(None, "invalid_payment", NOT_VERIFIED)
-        payload, requirements = result.payment_payload, result.payment_requirements
-        assert payload is not None and requirements is not None
-        guard = runtime.replay_guard
-        try:
-            claimed = await guard.claim(
-                authorization.payer, authorization.nonce, authorization.valid_before
-            )
-        except SessionStoreError as exc:
-            return _store_failed(exc, f"the replay guard ({request.path})")
-        if not claimed:
-            return _json(
-                402,
-                {"error": "invalid_payment", "reason": "payment authorization already used"},
-                {"Cache-Control": "no-store"},
-            )
-        settled = False
-        try:
+        async with PaidCall(runtime, where=request.path) as call:
+            with facilitator_failures() as failures, call.verifying():
+                result = await http_server.process_http_request(context)
+            if failures:
+                raise PaymentFailure.facilitator(failures)
+            if result.type == "no-payment-required":  # pragma: no cover - catch-all route
+                return await call_view(request)
+            if result.type == "payment-error" or header is None:
+                instructions = result.response
+                is_json_402 = instructions is not None and not instructions.is_html
+                if is_json_402 and instructions is not None and instructions.status == 402:
+                    reason = call.verified.refusal or _reason_of(instructions)
+                    if reason and reason != "Payment required":
+                        return _with_error(instructions, INVALID_PAYMENT, reason)
+                return _from_instructions(instructions, price=spec.price)
+            await call.claim()
             setattr(request, VERIFIED_ATTR, True)
             # A paid request is authorised by its signed payment, not by a cookie:
             # CsrfViewMiddleware (and DRF's session CSRF check) skip a request whose
             # CSRF processing is done. An unpaid one never gets here (402 above).
             request.csrf_processing_done = True  # type: ignore[attr-defined]
-            async with payer_context(authorization.payer):
+            async with call.bound():
                 response = await call_view(request)
             if not 200 <= response.status_code < 300:
-                return response
-            transport = HTTPTransportContext(
-                request=context, response_headers=dict(response.headers.items())
-            )
-            settlement = await http_server.process_settlement(
-                payload,
-                requirements,
-                context=context,
-                declared_extensions=result.declared_extensions,
-                transport_context=transport,
-                before_handler_settlement=result.before_handler_settlement,
-            )
-            if failures:
-                response.close()
-                return _bad_gateway(failures)
-            if not settlement.success:
-                response.close()
-                logger.warning("x402: settlement failed: %s", settlement.error_reason)
-                return _with_error(
-                    settlement.response,
-                    "settlement_failed",
-                    settlement.error_reason or "settlement failed",
+                return response  # not settled; the staged writes are dropped
+            try:
+                settlement = await call.settle(
+                    http_server, result, context, response_headers=dict(response.headers.items())
                 )
-            settled = True
+            except PaymentFailure:
+                response.close()
+                raise
             for name, value in settlement.headers.items():
                 response[name] = value
             response["Cache-Control"] = SUCCESS_CACHE_CONTROL
             if isinstance(response, StreamingHttpResponse):
+                assert call.session is not None  # committed: writes go straight through now
                 content: Any = response.streaming_content
                 if response.is_async:
-                    response.streaming_content = _bind_async(aiter(content), authorization.payer)
+                    response.streaming_content = _bind_async(aiter(content), call.session)
                 else:
-                    response.streaming_content = _bind_sync(iter(content), authorization.payer)
+                    response.streaming_content = _bind_sync(iter(content), call.session)
             return response
-        finally:
-            if not settled:
-                await guard.release_quietly(authorization.payer, authorization.nonce)
 
     async def _head(
         self, request: HttpRequest, http_server: x402HTTPResourceServer
@@ -370,7 +328,7 @@ class X402Middleware:
         Being non-2xx, such a response is never settled.
         """
         if isinstance(exception, SessionStoreError):
-            return _store_failed(exception, request.path)
+            return _failure(PaymentFailure.store(exception, request.path))
         return None
 
     @staticmethod

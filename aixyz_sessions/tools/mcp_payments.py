@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.types import CallToolResult
@@ -32,19 +32,15 @@ from x402.mcp import PaymentWrapperHooks, create_payment_wrapper
 from x402.mcp.types import ServerHookContext, SettlementContext
 from x402.schemas import ResourceConfig, ResourceInfo
 
-from ..context import payer_context
-from ..exceptions import SessionStoreError
-from ..payments.authorization import NOT_VERIFIED, Authorization, Verification, verification
-from ..payments.facilitators import FacilitatorTimeout, facilitator_failures
+from ..conf import SettingError
+from ..payments.facilitators import facilitator_failures
+from ..payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
+from ..payments.paid_call import PaidCall
 from ..payments.runtime import PaymentRuntime, get_runtime
-from ..store_failures import StoreFailure, store_failure
 from .mcp_results import error_result, failure_result, result_text, with_payment_error
 from .registry import Tool
 
 __all__ = ["REPLAYED", "PaidToolRunner", "tool_resource_url"]
-
-#: The reason a payment-required result gives when the replay guard refuses.
-REPLAYED = "payment authorization already used"
 
 WrappedHandler = Callable[..., Awaitable[CallToolResult]]
 
@@ -55,24 +51,19 @@ def tool_resource_url(name: str) -> str:
 
 
 @dataclass
-class _PaidCall:
-    """What the wrapper's hooks learn during one paid call, for the code around it."""
+class _McpCall:
+    """One paid MCP call: the core's :class:`PaidCall`, and what its hooks refused."""
 
     arguments: dict[str, Any]
-    runtime: PaymentRuntime
-    verified: Verification = field(default_factory=Verification)
-    authorization: Authorization | None = None
-    claimed: bool = False
-    settled: bool = False
-    refusal: str | None = None
-    store_failed: StoreFailure | None = None
+    paid: PaidCall
+    failure: PaymentFailure | None = None
 
 
 #: The paid call in progress in this task (the hooks and handler run inside it).
-_current: ContextVar[_PaidCall | None] = ContextVar("aixyz_mcp_paid_call", default=None)
+_current: ContextVar[_McpCall | None] = ContextVar("aixyz_mcp_paid_call", default=None)
 
 
-def _call() -> _PaidCall:
+def _call() -> _McpCall:
     call = _current.get()
     if call is None:  # pragma: no cover - only reachable by calling the wrapper directly
         raise RuntimeError("a paid MCP tool ran outside PaidToolRunner.run()")
@@ -80,32 +71,19 @@ def _call() -> _PaidCall:
 
 
 async def _claim(context: ServerHookContext) -> bool:
-    """``on_before_execution``: read the payer and claim the nonce; ``False`` blocks."""
+    """``on_before_execution``: the core's claim; ``False`` blocks the call."""
     call = _call()
-    # The payer is the address the facilitator verified (after_verify), nothing else.
-    authorization = call.verified.authorization
-    if authorization is None:
-        call.refusal = call.verified.refusal or NOT_VERIFIED
-        return False
-    guard = call.runtime.replay_guard
     try:
-        claimed = await guard.claim(
-            authorization.payer, authorization.nonce, authorization.valid_before
-        )
-    except SessionStoreError as exc:
-        call.store_failed = store_failure(exc, "the replay guard (MCP)")
+        await call.paid.claim()
+    except PaymentFailure as failure:
+        call.failure = failure
         return False
-    if not claimed:
-        call.refusal = REPLAYED
-        return False
-    call.authorization = authorization
-    call.claimed = True
     return True
 
 
 async def _settled(context: SettlementContext) -> None:
-    """``on_after_settlement``: the claim stays (the nonce is spent on chain now)."""
-    _call().settled = True
+    """``on_after_settlement``: the claim stays; the staged writes are committed after."""
+    _call().paid.settled = True
 
 
 class PaidToolRunner:
@@ -121,10 +99,12 @@ class PaidToolRunner:
     async def _handler(self) -> CallToolResult | str:
         """The tool itself, run by the wrapper once the payment verified and was claimed."""
         call = _call()
-        assert call.authorization is not None
         try:
-            async with payer_context(call.authorization.payer):
+            async with call.paid.bound():
                 value = await self.tool.call(call.arguments)
+            await call.paid.ready()  # the wrapper has no hook before it settles
+        except PaymentFailure as failure:  # the store is down: better unsettled than unstored
+            return _failure_result(failure)
         except Exception as exc:
             # An error result makes the wrapper skip settlement; the claim is released.
             return failure_result(self.tool, exc)
@@ -178,37 +158,39 @@ class PaidToolRunner:
         """
         try:
             runtime = get_runtime()
-            await runtime.ensure_initialized()
-            wrapped = self.wrapped(runtime)
-        except Exception as exc:
-            code = "facilitator_timeout" if isinstance(exc, FacilitatorTimeout) else None
-            return error_result(
-                f"tool {self.tool.name!r} cannot take payments right now: "
-                f"{type(exc).__name__}: {exc}",
-                {"error": code or "payments_unavailable"},
-            )
-        call = _PaidCall(arguments=arguments, runtime=runtime)
+        except SettingError as exc:
+            return _failure_result(PaymentFailure(SERVER_MISCONFIGURED, str(exc)))
+        with facilitator_failures() as failures:
+            try:
+                await runtime.ensure_initialized()
+                wrapped = self.wrapped(runtime)
+            except Exception as exc:
+                return _failure_result(PaymentFailure.facilitator(failures, exc))
+        call = _McpCall(arguments, PaidCall(runtime, where=f"MCP tool {self.tool.name!r}"))
         token = _current.set(call)
         try:
-            with facilitator_failures() as failures, verification() as call.verified:
-                # Tool arguments stay out of the wrapper's kwargs: it reserves ``ctx``.
-                result = await wrapped(ctx=context)
+            async with call.paid:
+                with facilitator_failures() as failures, call.paid.verifying():
+                    # Tool arguments stay out of the wrapper's kwargs: it reserves ``ctx``.
+                    result = await wrapped(ctx=context)
+                if call.paid.settled:
+                    await call.paid.commit()
+        except PaymentFailure as failure:  # settled, but the staged writes were not stored
+            return _failure_result(failure)
         finally:
             _current.reset(token)
-            if call.claimed and not call.settled and call.authorization is not None:
-                await runtime.replay_guard.release_quietly(
-                    call.authorization.payer, call.authorization.nonce
-                )
-        if failures and not call.settled:
-            code = "facilitator_timeout" if failures.timed_out else "facilitator_unavailable"
-            return error_result(failures.message, {"error": code})
-        if call.store_failed is not None:
-            failed = call.store_failed
-            return error_result(failed.message, {"error": failed.code, "message": failed.message})
-        refusal = call.refusal or call.verified.refusal
+        if failures and not call.paid.settled:
+            return _failure_result(PaymentFailure.facilitator(failures))
+        if call.failure is not None and call.failure.code != INVALID_PAYMENT:
+            return _failure_result(call.failure)
+        refusal = call.failure.message if call.failure else call.paid.verified.refusal
         if refusal is not None:
             return with_payment_error(result, refusal)
         return result
+
+
+def _failure_result(failure: PaymentFailure) -> CallToolResult:
+    return error_result(failure.message, {"error": failure.code, "message": failure.message})
 
 
 def _renamed(

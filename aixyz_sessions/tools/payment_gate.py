@@ -24,7 +24,6 @@ Order of a paid call, so that a bad call never spends a payment:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,20 +31,20 @@ from typing import Any
 
 from pydantic import ValidationError
 from x402.http import decode_payment_required_header, encode_payment_signature_header
-from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, HTTPTransportContext
+from x402.http.types import HTTPRequestContext, HTTPResponseInstructions
 from x402.schemas import PaymentPayload, PaymentRequired, SettleResponse
 
 from ..context import payer_context
 from ..payments.authorization import (
-    NOT_VERIFIED,
     Authorization,
     PaymentHeaderError,
     authorization_of,
     read_payment,
-    verification,
 )
 from ..payments.decorators import PaidSpec, check_price
 from ..payments.facilitators import facilitator_failures
+from ..payments.failures import INVALID_PAYMENT, PAYMENT_REQUIRED, PaymentFailure
+from ..payments.paid_call import PaidCall
 from ..payments.runtime import PaymentRuntime, get_runtime
 from .registry import Tool
 
@@ -79,39 +78,9 @@ class ToolCallResult:
     payment_response: str | None = None
 
 
-class ToolPaymentError(Exception):
-    """The payment for a tool call is missing, invalid, used, or could not be processed.
-
-    ``code`` is one of ``payment_required``, ``invalid_payment``,
-    ``facilitator_unavailable``, ``facilitator_timeout``, ``settlement_failed``.
-    ``payment_required`` (the SDK's ``PaymentRequired``) tells the client what
-    to pay, when known.
-    """
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        payment_required: PaymentRequired | None = None,
-        payment_response: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.payment_required = payment_required
-        self.payment_response = payment_response
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready error: ``code``, ``message`` and the payment details present."""
-        data: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.payment_required is not None:
-            data["payment_required"] = json.loads(
-                self.payment_required.model_dump_json(by_alias=True, exclude_none=True)
-            )
-        if self.payment_response is not None:
-            data["payment_response"] = self.payment_response
-        return data
+#: A paid tool call that cannot go on; the core's :class:`PaymentFailure` (``code``,
+#: ``message``, ``payment_required``, ``payment_response``, ``to_dict()``).
+ToolPaymentError = PaymentFailure
 
 
 def tool_paid_spec(item: Tool) -> PaidSpec | None:
@@ -214,21 +183,13 @@ def _payment_required_of(instructions: HTTPResponseInstructions | None) -> Payme
     return decoded if isinstance(decoded, PaymentRequired) else None
 
 
-def _unavailable(
-    failures: facilitator_failures, exc: BaseException | None = None
-) -> ToolPaymentError:
-    message = failures.message or (f"{type(exc).__name__}: {exc}" if exc else "facilitator failed")
-    code = "facilitator_timeout" if failures.timed_out else "facilitator_unavailable"
-    return ToolPaymentError(code, message)
-
-
 async def _ready_runtime(failures: facilitator_failures) -> PaymentRuntime:
     """The payment runtime, its facilitator asked what it supports (once per process)."""
     runtime = get_runtime()
     try:
         await runtime.ensure_initialized()
     except Exception as exc:
-        raise _unavailable(failures, exc) from exc
+        raise PaymentFailure.facilitator(failures, exc) from exc
     return runtime
 
 
@@ -249,7 +210,7 @@ async def payment_required_for(item: Tool, *, resource: str | None = None) -> Pa
         )
         required = _payment_required_of(result.response)
         if failures or required is None:
-            raise _unavailable(failures)
+            raise PaymentFailure.facilitator(failures)
         return required
 
 
@@ -276,8 +237,8 @@ async def call_tool(
             return ToolCallResult(await item.call(arguments))
     if payment is None:
         required = await payment_required_for(item, resource=resource)
-        raise ToolPaymentError(
-            "payment_required",
+        raise PaymentFailure(
+            PAYMENT_REQUIRED,
             f"tool {item.name!r} costs {spec.price}: send an x402 payment for these requirements",
             payment_required=required,
         )
@@ -285,61 +246,33 @@ async def call_tool(
         payload, _ = parse_payment(payment)
     except PaymentHeaderError as exc:
         required = await payment_required_for(item, resource=resource)
-        raise ToolPaymentError("invalid_payment", str(exc), payment_required=required) from None
+        raise PaymentFailure(INVALID_PAYMENT, str(exc), payment_required=required) from None
 
     with facilitator_failures() as failures:
         runtime = await _ready_runtime(failures)
-        http_server = runtime.http_server(spec)
-        context = _context(item, resource, encode_payment_signature_header(payload))
-        with verification() as checked:
+    http_server = runtime.http_server(spec)
+    context = _context(item, resource, encode_payment_signature_header(payload))
+    async with PaidCall(runtime, where=f"tool {item.name!r}") as call:
+        with facilitator_failures() as failures, call.verifying():
             verified = await http_server.process_http_request(context)
         if failures:
-            raise _unavailable(failures)
-        accepted, requirements = verified.payment_payload, verified.payment_requirements
-        if verified.type != "payment-verified" or accepted is None or requirements is None:
+            raise PaymentFailure.facilitator(failures)
+        if verified.type != "payment-verified":
             refused = _payment_required_of(verified.response)
-            reason = checked.refusal or (refused.error if refused else None)
-            reason = reason or "payment verification failed"
-            raise ToolPaymentError("invalid_payment", reason, payment_required=refused)
-        # The payer is the address the facilitator verified (after_verify), nothing else.
-        authorization = checked.authorization
-        if authorization is None:
-            raise ToolPaymentError("invalid_payment", NOT_VERIFIED)
-
-        guard = runtime.replay_guard
-        if not await guard.claim(
-            authorization.payer, authorization.nonce, authorization.valid_before
-        ):
-            raise ToolPaymentError("invalid_payment", "payment authorization already used")
-        settled = False
-        try:
-            async with payer_context(authorization.payer):
-                result = await item.call(arguments)
-            settlement = await http_server.process_settlement(
-                accepted,
-                requirements,
-                context=context,
-                declared_extensions=verified.declared_extensions,
-                transport_context=HTTPTransportContext(request=context),
-                before_handler_settlement=verified.before_handler_settlement,
+            reason = call.verified.refusal or (refused.error if refused else None)
+            raise PaymentFailure(
+                INVALID_PAYMENT,
+                reason or "payment verification failed",
+                payment_required=refused,
             )
-            if failures:
-                raise _unavailable(failures)
-            encoded = settlement.headers.get(PAYMENT_RESPONSE_HEADER)
-            if not settlement.success:
-                logger.warning("x402: tool settlement failed: %s", settlement.error_reason)
-                raise ToolPaymentError(
-                    "settlement_failed",
-                    settlement.error_reason or "settlement failed",
-                    payment_response=encoded,
-                )
-            settled = True
-            return ToolCallResult(
-                result,
-                payer=authorization.payer,
-                settlement=settlement.settle_response,
-                payment_response=encoded,
-            )
-        finally:
-            if not settled:
-                await guard.release_quietly(authorization.payer, authorization.nonce)
+        await call.claim()
+        async with call.bound():
+            result = await item.call(arguments)
+        settlement = await call.settle(http_server, verified, context)
+        assert call.authorization is not None
+        return ToolCallResult(
+            result,
+            payer=call.authorization.payer,
+            settlement=settlement.settle_response,
+            payment_response=settlement.headers.get(PAYMENT_RESPONSE_HEADER),
+        )

@@ -1,0 +1,128 @@
+"""Every way a paid call can fail, named once: the code, the HTTP status, the message.
+
+The transports report a :class:`PaymentFailure` each in their own form
+(HTTP: the status and ``{"error": code, ...}``; WebSocket: an ``error``
+reply; MCP: an error result or the x402 payment-required result), but the
+codes and the messages come from here only.
+
+=============================  ======  ===============================================
+code                           status  when
+=============================  ======  ===============================================
+``payment_required``           402     no payment sent
+``invalid_payment``            402     malformed, not verified, or already used
+``settlement_failed``          402     the facilitator refused to settle
+``facilitator_unavailable``    502     the facilitator failed or answered garbage
+``facilitator_timeout``        504     it did not answer within ``FACILITATOR_TIMEOUT``
+``session_store_unavailable``  503     the replay guard's or the session's store is down
+``session_store_misconfigured`` 500    a store that needs the deployment fixed
+``server_misconfigured``       500     the app's settings cannot take payments
+=============================  ======  ===============================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from x402.schemas import PaymentRequired
+
+from ..exceptions import SessionStoreError
+from ..store_failures import store_failure
+from .facilitators import facilitator_failures
+
+__all__ = [
+    "FACILITATOR_TIMEOUT",
+    "FACILITATOR_UNAVAILABLE",
+    "INVALID_PAYMENT",
+    "NOT_VERIFIED",
+    "PAYMENT_REQUIRED",
+    "REPLAYED",
+    "SERVER_MISCONFIGURED",
+    "SETTLEMENT_FAILED",
+    "PaymentFailure",
+]
+
+PAYMENT_REQUIRED = "payment_required"
+INVALID_PAYMENT = "invalid_payment"
+SETTLEMENT_FAILED = "settlement_failed"
+FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
+FACILITATOR_TIMEOUT = "facilitator_timeout"
+SERVER_MISCONFIGURED = "server_misconfigured"
+
+#: The replay guard refused: this authorization already bought a call.
+REPLAYED = "payment authorization already used"
+#: A payment passed verification without the payer check running.
+NOT_VERIFIED = "the facilitator did not verify who signed this payment"
+#: The payment settled, but the call's session writes could not be stored.
+NOT_STORED = "the payment settled but the session could not be updated"
+
+_STATUS = {
+    PAYMENT_REQUIRED: 402,
+    INVALID_PAYMENT: 402,
+    SETTLEMENT_FAILED: 402,
+    FACILITATOR_UNAVAILABLE: 502,
+    FACILITATOR_TIMEOUT: 504,
+    SERVER_MISCONFIGURED: 500,
+}
+
+
+class PaymentFailure(Exception):
+    """A paid call that cannot go on: its ``code``, ``message`` and HTTP ``status``.
+
+    ``payment_required`` (the SDK's ``PaymentRequired``) tells the client
+    what to pay, when known; ``payment_response`` is the settlement as the
+    SDK encodes it for ``PAYMENT-RESPONSE``, when there was one;
+    ``retry_after`` (seconds) when waiting helps.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        payment_required: PaymentRequired | None = None,
+        payment_response: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else _STATUS.get(code, 500)
+        self.payment_required = payment_required
+        self.payment_response = payment_response
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"PaymentFailure({self.code!r}, {self.message!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready error: ``code``, ``message`` and the payment details present."""
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.payment_required is not None:
+            data["payment_required"] = json.loads(
+                self.payment_required.model_dump_json(by_alias=True, exclude_none=True)
+            )
+        if self.payment_response is not None:
+            data["payment_response"] = self.payment_response
+        return data
+
+    @classmethod
+    def facilitator(
+        cls, failures: facilitator_failures, exc: BaseException | None = None
+    ) -> PaymentFailure:
+        """502 for a facilitator that failed, 504 for one that did not answer in time."""
+        message = failures.message or (
+            f"{type(exc).__name__}: {exc}" if exc is not None else "facilitator failed"
+        )
+        code = FACILITATOR_TIMEOUT if failures.timed_out else FACILITATOR_UNAVAILABLE
+        return cls(code, message)
+
+    @classmethod
+    def store(cls, exc: SessionStoreError, where: str, *, prefix: str = "") -> PaymentFailure:
+        """The session store (or the replay guard kept in it) failed."""
+        failure = store_failure(exc, where)
+        message = f"{prefix}: {failure.message}" if prefix else failure.message
+        return cls(
+            failure.code, message, status=failure.status, retry_after=failure.retry_after
+        )

@@ -1,0 +1,195 @@
+"""The paid-call flow, once, for every transport.
+
+decode -> verify (the facilitator, through the SDK) -> claim the
+authorization in the replay guard -> run the view or tool inside the payer's
+:class:`~aixyz_sessions.staging.StagedSession` -> settle -> commit the staged
+session writes -> release the claim unless settled. Each failure becomes a
+:class:`~aixyz_sessions.payments.failures.PaymentFailure` with its code.
+
+The HTTP middleware, the message gate (WebSocket, any transport without
+headers) and the MCP payment wrapper adapt this: they say how a payment
+arrives, how the handler runs and what counts as success, and report the
+outcome in their own protocol. What the rules are lives here:
+
+* the payer is the address the facilitator verified (see
+  :mod:`~aixyz_sessions.payments.authorization`), never one read beside it;
+* one authorization buys one call: the claim, keyed by the payer and the
+  canonical nonce, is taken before the handler runs and kept once settled;
+  a call that ends unsettled gives it back, so the client may retry with
+  the same signature;
+* the handler's session writes take effect only if the payment settles;
+* an outage of the replay guard's store is ``session_store_unavailable``,
+  the facilitator's ``facilitator_unavailable``/``facilitator_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from typing import Any
+
+from x402.http import x402HTTPResourceServer
+from x402.http.types import (
+    HTTPProcessResult,
+    HTTPRequestContext,
+    HTTPTransportContext,
+    ProcessSettleResult,
+)
+from x402.schemas import PaymentPayload, PaymentRequirements
+
+from ..context import payer_context
+from ..exceptions import SessionStoreError
+from ..staging import StagedSession
+from .authorization import Authorization, Verification, verification
+from .facilitators import facilitator_failures
+from .failures import INVALID_PAYMENT, NOT_STORED, NOT_VERIFIED, REPLAYED, PaymentFailure
+from .runtime import PaymentRuntime
+
+__all__ = ["PaidCall"]
+
+logger = logging.getLogger("aixyz_sessions.payments")
+
+
+class PaidCall:
+    """One paid call's state: verification, claim, the staged session, settlement.
+
+    Use as an async context manager; leaving it discards unsettled writes
+    and gives back an unsettled claim, whatever happened inside.
+    """
+
+    def __init__(self, runtime: PaymentRuntime, *, where: str) -> None:
+        self.runtime = runtime
+        self.where = where
+        self.verified = Verification()
+        self.authorization: Authorization | None = None
+        self.session: StagedSession | None = None
+        self.claimed = False
+        self.settled = False
+
+    async def __aenter__(self) -> PaidCall:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def verifying(self) -> AbstractContextManager[Verification]:
+        """Wrap the SDK call that verifies: the verified payer lands in :attr:`verified`."""
+        return verification(self.verified)
+
+    async def claim(self) -> None:
+        """After verification: take the authorization in the replay guard.
+
+        Raises :class:`PaymentFailure`: ``invalid_payment`` when verification
+        did not establish the payer or the authorization is already used,
+        a store failure when the guard's store cannot answer.
+        """
+        authorization = self.verified.authorization
+        if authorization is None:
+            raise PaymentFailure(INVALID_PAYMENT, self.verified.refusal or NOT_VERIFIED)
+        guard = self.runtime.replay_guard
+        try:
+            claimed = await guard.claim(
+                authorization.payer, authorization.nonce, authorization.valid_before
+            )
+        except SessionStoreError as exc:
+            raise PaymentFailure.store(exc, f"the replay guard ({self.where})") from exc
+        if not claimed:
+            raise PaymentFailure(INVALID_PAYMENT, REPLAYED)
+        self.authorization = authorization
+        self.claimed = True
+        self.session = StagedSession(authorization.payer)
+
+    def bound(self) -> payer_context:
+        """Bind the payer's staged session (``with`` or ``async with``) around the handler."""
+        assert self.session is not None, "claim() first"
+        return payer_context(self.session)
+
+    async def settle(
+        self,
+        http_server: x402HTTPResourceServer,
+        verified: HTTPProcessResult,
+        context: HTTPRequestContext,
+        *,
+        response_headers: dict[str, str] | None = None,
+    ) -> ProcessSettleResult:
+        """Settle through the SDK, then commit the staged writes; the SDK's settlement.
+
+        Raises :class:`PaymentFailure` ``settlement_failed`` (with the SDK's
+        encoded response), a facilitator failure, or, when the payment
+        settled but the writes could not be stored, a store failure carrying
+        the settlement (the writes stay staged and are reported, not lost
+        silently).
+        """
+        payload, requirements = verified.payment_payload, verified.payment_requirements
+        assert isinstance(payload, PaymentPayload)
+        assert isinstance(requirements, PaymentRequirements)
+        await self.ready()
+        with facilitator_failures() as failures:
+            settlement = await http_server.process_settlement(
+                payload,
+                requirements,
+                context=context,
+                declared_extensions=verified.declared_extensions,
+                transport_context=HTTPTransportContext(
+                    request=context, response_headers=response_headers or {}
+                ),
+                before_handler_settlement=verified.before_handler_settlement,
+            )
+        if failures:
+            raise PaymentFailure.facilitator(failures)
+        if not settlement.success:
+            logger.warning("x402: settlement failed: %s", settlement.error_reason)
+            raise PaymentFailure(
+                "settlement_failed",
+                settlement.error_reason or "settlement failed",
+                payment_response=settlement.headers.get("PAYMENT-RESPONSE"),
+            )
+        self.settled = True
+        await self.commit(settlement.headers.get("PAYMENT-RESPONSE"))
+        return settlement
+
+    async def ready(self) -> None:
+        """Before settling: the session's store must answer, or the call ends unsettled."""
+        if self.session is None:
+            return
+        try:
+            await self.session.ready()
+        except SessionStoreError as exc:
+            raise PaymentFailure.store(exc, self.where) from exc
+
+    async def commit(self, payment_response: str | None = None) -> None:
+        """The payment settled: store the staged writes (``PaymentFailure`` if the store fails)."""
+        self.settled = True
+        if self.session is None:
+            return
+        try:
+            await self.session.commit()
+        except SessionStoreError as exc:
+            logger.error(
+                "x402: %s for %s in %s: %s", NOT_STORED, self.session.payer, self.where, exc
+            )
+            failure = PaymentFailure.store(exc, self.where, prefix=NOT_STORED)
+            failure.payment_response = payment_response
+            raise failure from exc
+
+    async def close(self) -> None:
+        """Drop unsettled writes; give back an unsettled claim."""
+        if self.settled:
+            return
+        if self.session is not None:
+            self.session.discard()
+        if self.claimed and self.authorization is not None:
+            self.claimed = False
+            await self.runtime.replay_guard.release_quietly(
+                self.authorization.payer, self.authorization.nonce
+            )
+
+    @staticmethod
+    def headers(failure: PaymentFailure) -> dict[str, Any]:
+        """Extra HTTP headers for a failure (``Retry-After``, ``PAYMENT-RESPONSE``)."""
+        headers: dict[str, Any] = {"Cache-Control": "no-store"}
+        if failure.retry_after is not None:
+            headers["Retry-After"] = str(failure.retry_after)
+        if failure.payment_response is not None:
+            headers["PAYMENT-RESPONSE"] = failure.payment_response
+        return headers
