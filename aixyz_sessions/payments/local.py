@@ -19,6 +19,13 @@ stand-in for the SDK's ``FacilitatorEvmSigner``:
   the token, and Permit2 through the x402 Permit2 proxy's ``settle``;
 * ``ledger.fail_settlements = "reason"`` makes settlement fail (for tests).
 
+A paid call verifies and then settles the same payload, and the SDK's settle
+verifies again: the signer's public key would be recovered twice. Each
+facilitator memoizes the one pure step, the SDK's EOA check ``(digest,
+signature, address) -> valid`` (see :class:`RecoveryMemo`), so the second
+check is a lookup; every other check (validity window, nonce state, amount,
+recipient, network, asset) still runs on settle.
+
 Select it with ``AIXYZ_X402 = {..., "FACILITATOR": "local"}``; the system check
 warns when it is used with ``DEBUG = False``.
 """
@@ -26,13 +33,19 @@ warns when it is used with ``DEBUG = False``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import secrets
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from eth_utils.address import to_checksum_address
 from x402 import x402FacilitatorSync
+from x402.mechanisms.evm import verify as sdk_verify
 from x402.mechanisms.evm.constants import PERMIT2_ADDRESS, X402_EXACT_PERMIT2_PROXY_ADDRESS
 from x402.mechanisms.evm.default_assets import DEFAULT_ASSETS
 from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
@@ -49,7 +62,7 @@ from x402.schemas import (
 
 from ..lazy import Lazy
 
-__all__ = ["LocalFacilitator", "LocalLedger", "get_local_facilitator"]
+__all__ = ["LocalFacilitator", "LocalLedger", "RecoveryMemo", "get_local_facilitator"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -58,6 +71,8 @@ _TRANSFER = "transferWithAuthorization"
 _USED = "FiatTokenV2: authorization is used or canceled"
 _PERMIT2_SETTLE = "settle"
 _PERMIT2_USED = "InvalidNonce()"
+#: Default bound of a facilitator's :class:`RecoveryMemo` (entries of ~0.3 KB).
+RECOVERY_CACHE_SIZE = 4096
 _warned = False
 _warn_lock = threading.Lock()
 
@@ -72,6 +87,103 @@ def _warn_once() -> None:
         "aixyz_sessions: LocalFacilitator in use: payments are verified but NO MONEY MOVES. "
         "Use a real facilitator (AIXYZ_X402['FACILITATOR_URL']) in production."
     )
+
+
+EoaCheck = Callable[[bytes, bytes, str], bool]
+
+
+class RecoveryMemo:
+    """A bounded, thread-safe LRU memo of the SDK's EOA signature check.
+
+    The memoized function is ``x402.mechanisms.evm.verify.verify_eoa_signature
+    (hash, signature, expected_address) -> bool``: secp256k1 public-key recovery
+    from ``signature`` over the 32-byte EIP-712 ``hash``, compared with the
+    expected address. It reads no clock, no ledger and no chain, so the same
+    three inputs give the same answer forever, and only that answer is kept:
+    the memo remembers which exact ``(hash, signature, address)`` triples
+    recovered to their address (``True``). Invalid signatures and inputs the
+    check raises on are recomputed every time, never stored, so forged
+    payloads cannot evict the valid entries and nothing but a validity the SDK
+    itself computed is ever replayed. The key is the digest, i.e. the exact
+    signed content (domain: chain, token or Permit2 contract; message:
+    recipient, amount, nonce, validity window...), the signature bytes and the
+    expected address (Permit2's message does not name the owner).
+
+    It caches no verdict: time, nonce state, amount, recipient and network
+    checks are outside the memoized function and run on every call.
+    """
+
+    def __init__(self, maxsize: int = RECOVERY_CACHE_SIZE) -> None:
+        if maxsize < 0:
+            raise ValueError("maxsize must be >= 0")
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._valid: OrderedDict[tuple[bytes, bytes, str], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._valid)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._valid.clear()
+
+    def check(self, compute: EoaCheck, hash: bytes, signature: bytes, address: str) -> bool:
+        """``compute(hash, signature, address)``, answered from the memo when known valid."""
+        if not (type(hash) is bytes and type(signature) is bytes and type(address) is str):
+            return compute(hash, signature, address)  # unusual inputs: no memo
+        key = (hash, signature, address)
+        with self._lock:
+            if key in self._valid:
+                self._valid.move_to_end(key)
+                return True
+        valid = compute(hash, signature, address)  # outside the lock: CPU work
+        if valid is True and self.maxsize:
+            with self._lock:
+                self._valid[key] = None
+                self._valid.move_to_end(key)
+                while len(self._valid) > self.maxsize:
+                    self._valid.popitem(last=False)
+        return valid
+
+
+# The SDK recovers EOA signers in one function, ``verify_eoa_signature`` in
+# ``x402.mechanisms.evm.verify``, which both exact-EVM branches reach through
+# that module's globals (EIP-3009: ``verify_universal_signature``; Permit2:
+# ``verify_typed_data_strict``). Neither the scheme nor the signer protocol
+# offers a hook there: the signer is asked only for ``get_code(payer)``, with
+# no digest or signature. So that one module attribute is replaced, once, by a
+# pass-through that consults a memo only while a LocalFacilitator runs the SDK
+# in the current context (a ContextVar, so per thread / per task): every other
+# caller in the process gets the function it replaced, called with the same
+# arguments, and the result is the SDK's own in both cases. The name the
+# package re-exports (``x402.mechanisms.evm.verify_eoa_signature``) is untouched.
+_active_memo: contextvars.ContextVar[RecoveryMemo | None] = contextvars.ContextVar(
+    "aixyz_local_recovery_memo", default=None
+)
+_hook_lock = threading.Lock()
+_HOOK_MARK = "_aixyz_local_recovery_hook"
+
+
+def _install_recovery_hook() -> None:
+    """Route ``verify.verify_eoa_signature`` through the active memo (idempotent)."""
+    if getattr(sdk_verify.verify_eoa_signature, _HOOK_MARK, False):
+        return
+    with _hook_lock:
+        inner: EoaCheck = sdk_verify.verify_eoa_signature
+        if getattr(inner, _HOOK_MARK, False):
+            return
+
+        @functools.wraps(inner)
+        def verify_eoa_signature(hash: bytes, signature: bytes, expected_address: str) -> bool:
+            memo = _active_memo.get()
+            if memo is None:
+                return inner(hash, signature, expected_address)
+            return memo.check(inner, hash, signature, expected_address)
+
+        setattr(verify_eoa_signature, _HOOK_MARK, True)
+        sdk_verify.verify_eoa_signature = verify_eoa_signature
 
 
 class LocalLedger:
@@ -215,14 +327,35 @@ class LocalFacilitator:
     SDK's checks run in a worker thread (signature recovery is CPU work). A
     payload the SDK cannot even parse comes back as an invalid verification,
     as a hosted facilitator would answer, never as an exception.
+
+    ``recoveries`` memoizes the signature recovery (``recovery_cache_size``
+    entries, ``0`` for none), so settling a payload this facilitator verified
+    recovers no key again; all the other checks still run.
     """
 
-    def __init__(self, *, ledger: LocalLedger | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ledger: LocalLedger | None = None,
+        recovery_cache_size: int = RECOVERY_CACHE_SIZE,
+    ) -> None:
         _warn_once()
         self.ledger = ledger or LocalLedger()
+        self.recoveries = RecoveryMemo(recovery_cache_size)
         self.networks = sorted(n for n in DEFAULT_ASSETS if n.startswith("eip155:"))
         self._facilitator = x402FacilitatorSync()
         self._facilitator.register(self.networks, ExactEvmFacilitatorScheme(signer=self.ledger))
+        _install_recovery_hook()
+
+    @contextmanager
+    def _memoized(self) -> Iterator[None]:
+        """Let the SDK's EOA check consult :attr:`recoveries` in this context."""
+        _install_recovery_hook()
+        token = _active_memo.set(self.recoveries)
+        try:
+            yield
+        finally:
+            _active_memo.reset(token)
 
     def verify_sync(
         self,
@@ -234,7 +367,8 @@ class LocalFacilitator:
             used = self._used_permit2(payload)
             if used is not None:
                 return used
-            return self._facilitator.verify(payload, requirements)
+            with self._memoized():
+                return self._facilitator.verify(payload, requirements)
         except Exception as exc:
             return VerifyResponse(
                 is_valid=False, invalid_reason="invalid_payload", invalid_message=str(exc)
@@ -267,7 +401,8 @@ class LocalFacilitator:
     ) -> SettleResponse:
         """Run the SDK's settlement against the ledger (blocking; CPU only)."""
         try:
-            return self._facilitator.settle(payload, requirements)
+            with self._memoized():
+                return self._facilitator.settle(payload, requirements)
         except Exception as exc:
             return SettleResponse(
                 success=False,
