@@ -37,10 +37,9 @@ from django.conf import settings
 
 from .. import bounded_json
 from ..context import payer_context
-from ..exceptions import SessionArgumentError, SessionStoreError
-from ..store_failures import store_failure
-from .payment_gate import ToolPaymentError, call_tool
-from .registry import ToolArgumentsError, ToolError, registry
+from .failures import tool_failure
+from .payment_gate import call_tool
+from .registry import registry
 
 __all__ = ["ToolConsumer"]
 
@@ -151,38 +150,14 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 reply = await self._call(message)
             except MessageError as exc:
                 await self._reply(message_id, error=exc.to_dict())
-            except ToolArgumentsError as exc:
-                await self._reply(
-                    message_id,
-                    error={"code": "invalid_arguments", "message": str(exc), "errors": exc.errors},
-                )
-            except SessionArgumentError as exc:  # the store refused a value from the arguments
-                detail = str(exc)
-                await self._reply(
-                    message_id,
-                    error={
-                        "code": "invalid_arguments",
-                        "message": detail,
-                        "errors": [{"field": "", "message": detail}],
-                    },
-                )
-            except ToolPaymentError as exc:
-                await self._reply(message_id, error=exc.to_dict())
-            except ToolError as exc:
-                await self._reply(
-                    message_id,
-                    error={"code": "tool_error", "message": str(exc) or type(exc).__name__},
-                )
-            except SessionStoreError as exc:
-                failure = store_failure(exc, "a WebSocket tool call")
-                await self._reply(
-                    message_id, error={"code": failure.code, "message": failure.message}
-                )
-            except Exception:
-                logger.exception("tool call over WebSocket failed")
-                await self._reply(
-                    message_id, error={"code": "internal_error", "message": "internal error"}
-                )
+            except Exception as exc:
+                failure = tool_failure(exc, "a WebSocket tool call")
+                if failure is None:
+                    logger.exception("tool call over WebSocket failed")
+                    error = {"code": "internal_error", "message": "internal error"}
+                else:
+                    error = failure.to_dict()
+                await self._reply(message_id, error=error)
             else:
                 await self._reply(message_id, **reply)
 

@@ -37,7 +37,8 @@ from ..payments.facilitators import facilitator_failures
 from ..payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
 from ..payments.paid_call import PaidCall
 from ..payments.runtime import PaymentRuntime, get_runtime
-from .mcp_results import error_result, failure_result, result_text, with_payment_error
+from .failures import tool_failure
+from .mcp_results import failed_result, failure_result, result_text, with_payment_error
 from .registry import Tool
 
 __all__ = ["REPLAYED", "PaidToolRunner", "tool_resource_url"]
@@ -190,7 +191,9 @@ class PaidToolRunner:
 
 
 def _failure_result(failure: PaymentFailure) -> CallToolResult:
-    return error_result(failure.message, {"error": failure.code, "message": failure.message})
+    reported = tool_failure(failure, "MCP")
+    assert reported is not None
+    return failed_result(reported)
 
 
 def _renamed(

@@ -13,11 +13,16 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
-from ..exceptions import SessionArgumentError, SessionStoreError
-from ..store_failures import store_failure
-from .registry import Tool, ToolArgumentsError, ToolError
+from .failures import ToolFailure, tool_failure
+from .registry import Tool
 
-__all__ = ["error_result", "failure_result", "result_text", "with_payment_error"]
+__all__ = [
+    "error_result",
+    "failed_result",
+    "failure_result",
+    "result_text",
+    "with_payment_error",
+]
 
 logger = logging.getLogger("aixyz_sessions.tools")
 
@@ -38,32 +43,21 @@ def error_result(message: str, structured: dict[str, Any] | None = None) -> Call
     )
 
 
-def failure_result(tool: Tool, exc: Exception) -> CallToolResult:
-    """The result for a tool that raised: its own message for a ``ToolError``.
+def failed_result(failure: ToolFailure) -> CallToolResult:
+    """An ``isError`` result: the message as text, ``{"error": code, ...}`` structured."""
+    structured = {"error": failure.code, "message": failure.message, **failure.extra}
+    return error_result(failure.message, structured)
 
-    A value the session store refused is ``invalid_arguments``, a store
-    outage ``session_store_unavailable``. Any other exception is a bug in the
-    tool: it is logged with its traceback and reported by type and message.
+
+def failure_result(tool: Tool, exc: Exception) -> CallToolResult:
+    """The result for a tool that raised, as :func:`~.failures.tool_failure` reports it.
+
+    Any other exception is a bug in the tool: it is logged with its
+    traceback and reported by type and message as ``tool_failed``.
     """
-    if isinstance(exc, ToolArgumentsError):
-        return error_result(
-            str(exc), {"error": "invalid_arguments", "message": str(exc), "errors": exc.errors}
-        )
-    if isinstance(exc, SessionArgumentError):  # the store refused a value from the arguments
-        detail = str(exc)
-        return error_result(
-            detail,
-            {
-                "error": "invalid_arguments",
-                "message": detail,
-                "errors": [{"field": "", "message": detail}],
-            },
-        )
-    if isinstance(exc, SessionStoreError):  # the store's trouble, not a bug: no traceback
-        failure = store_failure(exc, f"MCP tool {tool.name!r}")
-        return error_result(failure.message, {"error": failure.code, "message": failure.message})
-    if isinstance(exc, ToolError):
-        return error_result(str(exc), {"error": "tool_error", "message": str(exc)})
+    failure = tool_failure(exc, f"MCP tool {tool.name!r}")
+    if failure is not None:
+        return failed_result(failure)
     logger.exception("MCP tool %r failed", tool.name, exc_info=exc)
     message = f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}"
     return error_result(message, {"error": "tool_failed", "message": message})

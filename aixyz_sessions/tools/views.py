@@ -21,16 +21,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import bounded_json
 from ..context import payer_context
-from ..exceptions import SessionArgumentError
-from ..payments.decorators import VERIFIED_ATTR, PaidSpec, priced_per_request
+from ..payments.decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, priced_per_request
+from .failures import ToolFailure, invalid_arguments, tool_failure
 from .payment_gate import tool_paid_spec
-from .registry import ToolArgumentsError, ToolError, registry
+from .registry import registry
 
 __all__ = ["call", "tool_list"]
 
@@ -39,8 +39,12 @@ def _error(status: int, error: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": error, "message": message, **extra}, status=status)
 
 
-def _arguments_error(exc: ToolArgumentsError) -> JsonResponse:
-    return _error(400, "invalid_arguments", str(exc), errors=exc.errors)
+def _failed(failure: ToolFailure) -> JsonResponse:
+    body = {"error": failure.code, "message": failure.message, **failure.extra}
+    response = JsonResponse(body, status=failure.status)
+    if failure.retry_after is not None:
+        response["Retry-After"] = str(failure.retry_after)
+    return response
 
 
 async def tool_list(request: HttpRequest) -> JsonResponse:
@@ -80,7 +84,7 @@ def _read_arguments(request: HttpRequest) -> object:
 
 @priced_per_request(price_of_call)
 @csrf_exempt
-async def call(request: HttpRequest, name: str) -> JsonResponse:
+async def call(request: HttpRequest, name: str) -> HttpResponse:
     """``POST`` a JSON object of arguments; ``{"result": ...}`` back.
 
     404 unknown tool, 400 invalid JSON or arguments (``errors`` names each
@@ -97,10 +101,9 @@ async def call(request: HttpRequest, name: str) -> JsonResponse:
     if item is None:
         return _error(404, "unknown_tool", f"no tool named {name!r}")
     if item.paid and not getattr(request, VERIFIED_ATTR, False):
-        raise ImproperlyConfigured(
-            f"The paid tool {name!r} was called without a verified payment: add "
-            "'aixyz_sessions.payments.middleware.X402Middleware' to MIDDLEWARE."
-        )
+        spec = tool_paid_spec(item)
+        assert spec is not None
+        return PaymentNeeded(spec)  # X402Middleware missing: a JSON 500 that says so
     try:
         arguments = _query_arguments(request) if browsable else _read_arguments(request)
     except RequestDataTooBig:
@@ -111,19 +114,16 @@ async def call(request: HttpRequest, name: str) -> JsonResponse:
             "(DATA_UPLOAD_MAX_MEMORY_SIZE)",
         )
     except (ValueError, UnicodeDecodeError) as exc:
-        detail = f"request body is not valid JSON: {exc}"
-        return _error(400, "invalid_arguments", detail, errors=[{"field": "", "message": detail}])
+        return _failed(invalid_arguments(f"request body is not valid JSON: {exc}"))
     try:
         if item.paid:  # the middleware bound the payer's session
             result = await item.call(arguments)
         else:
             async with payer_context(None):
                 result = await item.call(arguments)
-    except ToolArgumentsError as exc:
-        return _arguments_error(exc)
-    except SessionArgumentError as exc:  # the store refused a value taken from the arguments
-        detail = str(exc)
-        return _error(400, "invalid_arguments", detail, errors=[{"field": "", "message": detail}])
-    except ToolError as exc:
-        return _error(422, "tool_error", str(exc) or type(exc).__name__)
+    except Exception as exc:
+        failure = tool_failure(exc, f"tool {name!r}")
+        if failure is None:
+            raise  # a bug in the tool: Django's 500
+        return _failed(failure)
     return JsonResponse({"result": result})
