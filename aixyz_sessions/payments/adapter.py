@@ -23,6 +23,7 @@ class DjangoHTTPAdapter:
     def __init__(self, request: HttpRequest, *, hide_payment: bool = False) -> None:
         self._request = request
         self._hide_payment = hide_payment
+        self._url: str | None = None
 
     def payment_header(self) -> str | None:
         """The raw payment header, v2 name first."""
@@ -44,8 +45,10 @@ class DjangoHTTPAdapter:
         return self._request.path
 
     def get_url(self) -> str:
-        """The absolute URL of the resource."""
-        return self._request.build_absolute_uri()
+        """The absolute URL of the resource (built once: the SDK asks more than once)."""
+        if self._url is None:
+            self._url = self._request.build_absolute_uri()
+        return self._url
 
     def get_accept_header(self) -> str:
         """The ``Accept`` header or ''."""

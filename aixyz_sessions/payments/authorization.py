@@ -25,6 +25,7 @@ verification means the hook did not run, and the payment is refused.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from eth_utils.address import is_address, to_checksum_address
 from x402.http import safe_base64_decode
 from x402.schemas import AbortResult, PaymentPayload, VerifyResultContext
 
-from ..bounded_json import check_depth
+from ..bounded_json import loads
 
 __all__ = [
     "Authorization",
@@ -44,7 +45,9 @@ __all__ = [
     "Verification",
     "after_verify",
     "authorization_of",
+    "checksummed",
     "read_payment",
+    "screen_payment_header",
     "verification",
 ]
 
@@ -55,6 +58,34 @@ _HEX_NONCE = re.compile(r"0x[0-9a-fA-F]{64}")
 _UINT = re.compile(r"0|[1-9][0-9]{0,77}")
 #: Longest payment header read, in characters (a real one is about 1.5 KB).
 MAX_HEADER_CHARS = 16 * 1024
+
+
+@functools.lru_cache(maxsize=8192)
+def checksummed(address: str) -> str:
+    """The EIP-55 spelling of a valid address (a keccak hash: cached, payers come back)."""
+    return str(to_checksum_address(address))
+
+
+def screen_payment_header(header: str) -> None:
+    """The cheap checks before the SDK decodes a header: its length and JSON depth.
+
+    Raises :class:`PaymentHeaderError`. The full shape check
+    (:func:`read_payment`) runs only to explain a payment the SDK refused;
+    the verified payment's shape is checked again in :func:`after_verify`.
+    """
+    if len(header) > MAX_HEADER_CHARS:
+        raise PaymentHeaderError(f"payment header is longer than {MAX_HEADER_CHARS} characters")
+    try:
+        data = loads(safe_base64_decode(header))
+    except ValueError as exc:  # not base64, UTF-8 or JSON, or nested too deeply
+        raise PaymentHeaderError(
+            f"payment header is not base64-encoded JSON of an x402 payment payload: "
+            f"{type(exc).__name__}"
+        ) from None
+    if not isinstance(data, dict):
+        raise PaymentHeaderError("payment header is not a JSON object (an x402 payment payload)")
+    if data.get("x402Version") != 2:
+        raise PaymentHeaderError("only x402Version 2 payment payloads are accepted")
 
 
 class PaymentHeaderError(ValueError):
@@ -79,10 +110,8 @@ def read_payment(header: str) -> tuple[PaymentPayload, Authorization]:
     """
     from x402.http import decode_payment_signature_header
 
-    if len(header) > MAX_HEADER_CHARS:
-        raise PaymentHeaderError(f"payment header is longer than {MAX_HEADER_CHARS} characters")
+    screen_payment_header(header)
     try:
-        check_depth(safe_base64_decode(header))
         payload = decode_payment_signature_header(header)
     except Exception as exc:
         raise PaymentHeaderError(
@@ -134,7 +163,7 @@ def authorization_of(payload: object) -> Authorization:
         raise PaymentHeaderError(f"{branch}.{deadline_key} must be a decimal integer")
     if not isinstance(inner.get("signature"), str):
         raise PaymentHeaderError("payment payload has no signature")
-    return Authorization(to_checksum_address(payer), nonce, int(str(deadline)), branch)
+    return Authorization(checksummed(payer), nonce, int(str(deadline)), branch)
 
 
 @dataclass
@@ -183,7 +212,7 @@ def after_verify(context: VerifyResultContext) -> AbortResult | None:
         )
     if slot is not None:
         slot.authorization = Authorization(
-            to_checksum_address(verified), claimed.nonce, claimed.valid_before, claimed.branch
+            checksummed(verified), claimed.nonce, claimed.valid_before, claimed.branch
         )
     return None
 

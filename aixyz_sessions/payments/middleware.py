@@ -26,6 +26,7 @@ Works in sync (WSGI) and async (ASGI) middleware chains.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,7 +42,7 @@ from ..context import Session, payer_context
 from ..exceptions import SessionStoreError
 from ..startup import NotReady, afirst_request_problem
 from .adapter import DjangoHTTPAdapter
-from .authorization import PaymentHeaderError, read_payment
+from .authorization import PaymentHeaderError, read_payment, screen_payment_header
 from .decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, paid_spec_of
 from .facilitators import facilitator_failures
 from .failures import INVALID_PAYMENT, SETTLEMENT_FAILED, PaymentFailure
@@ -100,10 +101,16 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     "resource", "accepts"}``; ``accepts`` are the SDK's requirements as the
     header carries them (amounts in the asset's atomic units).
     """
+    return dict(_readable_body(instructions.headers.get("PAYMENT-REQUIRED"), price))
+
+
+@functools.lru_cache(maxsize=1024)
+def _readable_body(header: str | None, price: str | None) -> dict[str, Any]:
+    # Cached by the header itself: one resource's challenge is the same every time,
+    # and decoding it again for each 402 would be a pydantic round trip per request.
     from x402.http import decode_payment_required_header
 
     body: dict[str, Any] = {"error": "payment_required"}
-    header = instructions.headers.get("PAYMENT-REQUIRED")
     try:
         required = decode_payment_required_header(header) if header else None
     except Exception:  # pragma: no cover - the SDK encoded it
@@ -250,7 +257,7 @@ class X402Middleware:
         header = adapter.payment_header()
         if header is not None:
             try:
-                read_payment(header)  # bounded decoding and shape, before the SDK parses it
+                screen_payment_header(header)  # size and depth, before the SDK parses it
             except PaymentHeaderError as exc:
                 unpaid = DjangoHTTPAdapter(request, hide_payment=True)
                 result = await http_server.process_http_request(self._context(request, unpaid))
@@ -266,9 +273,9 @@ class X402Middleware:
             if result.type == "payment-error" or header is None:
                 instructions = result.response
                 is_json_402 = instructions is not None and not instructions.is_html
-                if is_json_402 and instructions is not None and instructions.status == 402:
-                    reason = call.verified.refusal or _reason_of(instructions)
-                    if reason and reason != "Payment required":
+                if header is not None and is_json_402 and instructions is not None:
+                    reason = call.verified.refusal or _refusal(header) or _reason_of(instructions)
+                    if reason and reason != "Payment required" and instructions.status == 402:
                         return _with_error(instructions, INVALID_PAYMENT, reason)
                 return _from_instructions(instructions, price=spec.price)
             await call.claim()
@@ -339,6 +346,21 @@ class X402Middleware:
             method=request.method or "GET",
             payment_header=adapter.get_header("PAYMENT-SIGNATURE"),
         )
+
+
+def _refusal(header: str | None) -> str | None:
+    """Why a payment header the SDK refused is not a payment we accept, if it says.
+
+    Decoding in full costs a pydantic round trip the SDK makes anyway, so it
+    happens only here, to explain a refusal, never on the paid path.
+    """
+    if header is None:
+        return None
+    try:
+        read_payment(header)
+    except PaymentHeaderError as exc:
+        return str(exc)
+    return None
 
 
 def _reason_of(instructions: HTTPResponseInstructions) -> str | None:
