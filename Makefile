@@ -48,6 +48,7 @@ bench: $(STAMP) services
 	$(BIN)/python benchmarks/redis_store.py
 	$(BIN)/python benchmarks/db_store.py
 	$(BIN)/python benchmarks/payments.py
+	$(BIN)/python benchmarks/peer_fastapi.py
 
 # N paying clients against uvicorn workers with sessions in Redis (long form).
 bench-load: $(STAMP) services
