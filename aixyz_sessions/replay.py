@@ -1,15 +1,31 @@
-"""The replay guard contract, shared by the payment middleware and the session stores.
+"""Replay guard: one payment authorization buys one request.
 
-It lives outside :mod:`aixyz_sessions.payments` (which re-exports it from
-``payments.replay``) so that a store can offer a guard kept in its own
-backend without importing the x402 machinery: ``payments`` imports
-``stores``, never the other way round.
+A facilitator only refuses an authorization once it has *settled*; between
+verification and settlement the same signed header would verify again. The
+payment middleware therefore claims ``(payer, nonce)`` right after
+verification and before the view runs: the first claim wins, any other use,
+concurrent or later, gets a 402. A request that fails before settlement
+releases its claim (no money moved, so the client may retry with the same
+authorization).
 
 A guard answers one question atomically: is this the first use of the
 payment authorization ``(payer, nonce)``? Payer and nonce compare
 case-insensitively (an address and a hex nonce may arrive in any case). A
 claim may be forgotten ``grace`` seconds after the authorization's
 ``valid_before``: by then every facilitator refuses it as expired.
+
+Where the claims live follows the session store, so several worker
+processes agree whenever their sessions are shared: the runtime asks
+:meth:`SessionStore.replay_guard() <aixyz_sessions.SessionStore.replay_guard>`,
+which gives a Redis ``SET NX`` guard for ``CacheSessionStore`` and a
+unique-row guard for ``DatabaseSessionStore``; a store without one (the
+in-memory store) gets :class:`InMemoryReplayGuard`, which covers one
+process. ``AIXYZ_X402["REPLAY_GUARD"]`` names any other :class:`ReplayGuard`
+(e.g. ``"aixyz_sessions.replay.InMemoryReplayGuard"``).
+
+This module lives outside :mod:`aixyz_sessions.payments` so that a store can
+offer a guard kept in its own backend without importing the x402 machinery:
+``payments`` imports ``stores``, never the other way round.
 """
 
 from __future__ import annotations

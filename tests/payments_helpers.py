@@ -7,9 +7,12 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+
+from x402.http import decode_payment_required_header
+from x402.schemas import PaymentRequired
 
 PAY_TO = "0x" + "ab" * 20
 NETWORK = "eip155:84532"
@@ -31,6 +34,34 @@ def decode(header: str) -> dict[str, Any]:
 
 def encode(data: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def assert_one_requirement(
+    required: PaymentRequired | Mapping[str, Any] | str,
+    *,
+    amount: str,
+    pay_to: str = PAY_TO,
+    network: str = NETWORK,
+) -> PaymentRequired:
+    """Check that a 402 asks for exactly one ``exact`` payment of ``amount`` atomic units.
+
+    ``required`` is the SDK's ``PaymentRequired``, its JSON object (as a
+    WebSocket error carries it) or the ``PAYMENT-REQUIRED`` header; returns the
+    decoded ``PaymentRequired`` for further checks.
+    """
+    if isinstance(required, str):
+        required = decode_payment_required_header(required)
+    elif not isinstance(required, PaymentRequired):
+        required = PaymentRequired.model_validate(required)
+    assert isinstance(required, PaymentRequired), required
+    (accept,) = required.accepts
+    assert (accept.scheme, accept.network, accept.pay_to, accept.amount) == (
+        "exact",
+        network,
+        pay_to,
+        amount,
+    )
+    return required
 
 
 @contextmanager

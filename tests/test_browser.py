@@ -2,79 +2,27 @@
 
 Logs into the admin, opens the session entries, searches by a payer written
 by a real paid call and saves a screenshot; opens a paid tool's URL and sees
-the x402 paywall page. ``make test`` installs chromium and chromium-driver
-(``scripts/browser.sh``) when it can; without them this test skips with a
-reason, or fails under ``CI=true``. Selenium never downloads anything: the
-driver path is given explicitly.
+the x402 paywall page. The browser is the ``driver`` fixture
+(``tests/browser_helpers.py``): without chromium, chromium-driver or selenium
+these tests skip with a reason, or fail under ``CI=true``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser_helpers import wait_for
 from tests.demo_server import ADMIN_PASSWORD, ADMIN_USER, DemoServer, demo_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1440,900",
-)
-WAIT = 20
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (required under CI=true; `make test` installs it with apt-get)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _unavailable("selenium is not installed (pip install -e '.[dev]')")
-    for program in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(program, os.X_OK):
-            _unavailable(f"{program} is missing (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    browser.set_page_load_timeout(WAIT)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, driver: Any) -> Iterator[DemoServer]:
     with demo_server(tmp_path_factory.mktemp("demo")) as running:
         yield running
-
-
-def wait_for(driver: Any, condition: Any) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT).until(condition)
 
 
 def test_admin_shows_the_entries_of_a_payer(

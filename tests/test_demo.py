@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import runpy
-from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -14,53 +12,15 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient
 
 from aixyz_sessions import payer_context
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing.paying import PayingClient
-from aixyz_sessions.tools import Tool, registry
-from tests.payments_helpers import LOCAL, MIDDLEWARE
+from aixyz_sessions.tools import Tool
+from tests.demo_fixtures import DB_STORE
 
 SETTINGS = Path(__file__).resolve().parent.parent / "demo_project" / "settings.py"
-DB_STORE = "aixyz_sessions.stores.db.DatabaseSessionStore"
-DEMO_TOOLS = ("put-content", "get-content")
-_registered: dict[str, Tool] = {}
-
-
-def demo_tools() -> dict[str, Tool]:
-    """The demo's tools (``demo_project.tools`` registers them when first imported)."""
-    if not _registered:
-        importlib.import_module("demo_project.tools")
-        for name in DEMO_TOOLS:
-            item = registry.get(name)
-            assert item is not None
-            _registered[name] = item
-    return _registered
-
-
-@pytest.fixture
-def tools() -> Iterator[dict[str, Tool]]:
-    """The demo tools in the global registry for one test only."""
-    items = demo_tools()
-    for item in items.values():
-        registry.register(item)
-    try:
-        yield items
-    finally:
-        for name in DEMO_TOOLS:
-            registry.unregister(name)
-
-
-@pytest.fixture
-def demo_urls(tools: dict[str, Tool]) -> Iterator[None]:
-    with override_settings(
-        ROOT_URLCONF="demo_project.urls",
-        MIDDLEWARE=MIDDLEWARE,
-        AIXYZ_X402=LOCAL,
-        AIXYZ_SESSION_STORE=DB_STORE,
-    ):
-        yield
 
 
 async def call(client: AsyncClient, name: str, arguments: dict[str, Any]) -> Any:
@@ -126,10 +86,10 @@ async def test_missing_key_is_an_error_naming_the_key(demo_urls: None) -> None:
     assert "'secret'" in missing["error"]
 
 
-async def test_without_a_session_the_tools_say_so(tools: dict[str, Tool]) -> None:
+async def test_without_a_session_the_tools_say_so(demo_tools: dict[str, Tool]) -> None:
     async with payer_context(None):
         for name, arguments in (("get-content", {}), ("put-content", {"key": "k", "value": "v"})):
-            result = await tools[name].call(arguments)
+            result = await demo_tools[name].call(arguments)
             assert result["success"] is False and set(result) == {"success", "error"}
             assert "session" in result["error"]
 
@@ -194,8 +154,8 @@ async def test_listing_is_paged_by_entries_and_bytes(demo_urls: None) -> None:
 # --- schema, prices, URLs --------------------------------------------------------------
 
 
-def test_prices_and_schemas(tools: dict[str, Tool]) -> None:
-    put, get = tools["put-content"], tools["get-content"]
+def test_prices_and_schemas(demo_tools: dict[str, Tool]) -> None:
+    put, get = demo_tools["put-content"], demo_tools["get-content"]
     assert (put.price, get.price) == ("$0.01", "$0.001")
     assert put.input_schema["required"] == ["key", "value"]  # value: str | null, required
     assert put.input_schema["properties"]["value"]["anyOf"] == [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +22,9 @@ from django.urls import path
 
 from aixyz_sessions.tools import Tool, registry
 from demo_project.urls import urlpatterns as demo_urlpatterns
+from tests.browser_helpers import wait_for
 from tests.demo_server import DemoServer, demo_server
-from tests.payments_helpers import LOCAL, MIDDLEWARE
-from tests.test_browser import CHROMEDRIVER, CHROMIUM, FLAGS, WAIT, wait_for
-from tests.test_demo import demo_tools
 
-ROOT = Path(__file__).resolve().parent.parent
-DB_STORE = "aixyz_sessions.stores.db.DatabaseSessionStore"
 SCREENSHOT = Path("/tmp/demo_index.png")
 SCREENSHOT_NARROW = Path("/tmp/demo_index_narrow.png")
 AGENT_CARD = "/.well-known/agent-card.json"
@@ -40,15 +35,6 @@ CHROME_ACCEPT = (
 )
 FIREFOX_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
-#: The test settings do not install ``demo_project``: find its templates by folder.
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [ROOT / "demo_project" / "templates"],
-        "APP_DIRS": True,
-    }
-]
-
 
 async def _agent_card(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"name": "dummy agent card"})
@@ -56,31 +42,6 @@ async def _agent_card(request: HttpRequest) -> JsonResponse:
 
 #: This module is also a URLconf: the demo's URLs plus an agent card.
 urlpatterns = [*demo_urlpatterns, path(AGENT_CARD.lstrip("/"), _agent_card)]
-
-
-@pytest.fixture
-def tools() -> Iterator[dict[str, Tool]]:
-    """The demo tools in the global registry for one test only."""
-    items = demo_tools()
-    for item in items.values():
-        registry.register(item)
-    try:
-        yield items
-    finally:
-        for name in items:
-            registry.unregister(name)
-
-
-@pytest.fixture
-def demo_urls(tools: dict[str, Tool]) -> Iterator[None]:
-    with override_settings(
-        ROOT_URLCONF="demo_project.urls",
-        MIDDLEWARE=MIDDLEWARE,
-        AIXYZ_X402=LOCAL,
-        AIXYZ_SESSION_STORE=DB_STORE,
-        TEMPLATES=TEMPLATES,
-    ):
-        yield
 
 
 async def get_index(accept: str | None) -> Any:
@@ -107,7 +68,7 @@ def vary(response: Any) -> set[str]:
     ],
 )
 async def test_agents_get_the_json_map(
-    demo_urls: None, tools: dict[str, Tool], accept: str | None
+    demo_urls: None, demo_tools: dict[str, Tool], accept: str | None
 ) -> None:
     response = await get_index(accept)
     assert response.status_code == 200
@@ -116,7 +77,7 @@ async def test_agents_get_the_json_map(
     index = json.loads(response.content)
     assert index["tools"]["get-content"] == {
         "price": "$0.001",
-        "description": tools["get-content"].description,
+        "description": demo_tools["get-content"].description,
     }
     assert index["tools"]["put-content"]["price"] == "$0.01"
     assert index["endpoints"]["mcp"] == "http://testserver/mcp"
@@ -129,7 +90,7 @@ async def test_agents_get_the_json_map(
     "accept", [CHROME_ACCEPT, FIREFOX_ACCEPT, "text/html", "application/json;q=0.5, text/html"]
 )
 async def test_a_browser_gets_the_landing_page(
-    demo_urls: None, tools: dict[str, Tool], accept: str
+    demo_urls: None, demo_tools: dict[str, Tool], accept: str
 ) -> None:
     response = await get_index(accept)
     assert response.status_code == 200
@@ -138,7 +99,7 @@ async def test_a_browser_gets_the_landing_page(
     page = response.content.decode()
     assert "<title>aixyz-sessions demo" in page
     assert "x402" in page and "never see each other" in page
-    for item in tools.values():
+    for item in demo_tools.values():
         assert f"<h3>{html.escape(item.name)}</h3>" in page
         assert f'<span class="price">{item.price} <small>per call</small>' in page
         assert html.escape(item.description) in page
@@ -169,7 +130,7 @@ async def test_the_page_escapes_what_tools_declare(demo_urls: None) -> None:
         name="x<b>&y",
         description='<script>alert("d")</script> & more',
         func=noop,
-        price="$1<i>",
+        price="$1",  # a price is a dollar amount: markup cannot get that far (see the registry)
         input_schema={
             "type": "object",
             "properties": {"<arg>": {"type": "string", "description": "<img src=x>"}},
@@ -181,11 +142,11 @@ async def test_the_page_escapes_what_tools_declare(demo_urls: None) -> None:
         page = (await get_index(CHROME_ACCEPT)).content.decode()
     finally:
         registry.unregister(hostile.name)
-    for raw in ("x<b>&y", "<script>alert", "$1<i>", "<arg>", "<img src=x>"):
+    for raw in ("x<b>&y", "<script>alert", "<arg>", "<img src=x>"):
         assert raw not in page, raw
     assert "<h3>x&lt;b&gt;&amp;y</h3>" in page
     assert "&lt;script&gt;alert(&quot;d&quot;)&lt;/script&gt; &amp; more" in page
-    assert "$1&lt;i&gt;" in page
+    assert '<span class="price">$1 <small>' in page
     assert "<code>&lt;arg&gt;</code>" in page and "&lt;img src=x&gt;" in page
     assert 'href="/tools/x%3Cb%3E%26y"' in page
 
@@ -206,36 +167,6 @@ async def test_agent_card_link_when_its_url_resolves(demo_urls: None) -> None:
 
 
 # --- a real browser on the real demo -----------------------------------------------------
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (required under CI=true; `make test` installs it with apt-get)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _unavailable("selenium is not installed (pip install -e '.[dev]')")
-    for program in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(program, os.X_OK):
-            _unavailable(f"{program} is missing (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    browser.set_page_load_timeout(WAIT)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ from django.test import AsyncClient, override_settings
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from x402 import x402Client
-from x402.http import decode_payment_required_header
 from x402.http.clients.httpx import x402HttpxClient
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from aixyz_sessions import get_store
 from aixyz_sessions.payments.local import get_local_facilitator
-from tests.payments_helpers import LOCAL, serve
+from tests.payments_helpers import LOCAL, assert_one_requirement, serve
 from tests.test_payments_http import CSRF_MIDDLEWARE
 
 pytestmark = pytest.mark.django_db
@@ -73,8 +72,8 @@ async def test_drf_viewset_action_behind_a_router_is_paid(base: str) -> None:
     async with httpx.AsyncClient(base_url=base) as plain:
         unpaid = await plain.get("/drf-notes/k/")
     assert unpaid.status_code == 402, unpaid.text
-    required = decode_payment_required_header(unpaid.headers["PAYMENT-REQUIRED"])
-    assert required.accepts[0].amount == "20000"  # the action's own price, $0.02
+    # The action's own price, $0.02.
+    assert_one_requirement(unpaid.headers["PAYMENT-REQUIRED"], amount="20000")
     assert "from before" not in unpaid.text
     async with paying(base, account) as http:
         paid = await http.get("/drf-notes/k/")
@@ -89,8 +88,7 @@ async def test_ninja_operations_are_paid_at_their_own_price(base: str) -> None:
         unpaid = await plain.post("/ninja/remember", params={"key": "k", "note": "n"})
         free = await plain.get("/ninja/free")
     assert unpaid.status_code == 402, unpaid.text
-    required = decode_payment_required_header(unpaid.headers["PAYMENT-REQUIRED"])
-    assert required.accepts[0].amount == "30000"  # $0.03
+    assert_one_requirement(unpaid.headers["PAYMENT-REQUIRED"], amount="30000")  # $0.03
     assert free.json() == {"session": False}
     async with paying(base, account) as http:
         stored = await http.post("/ninja/remember", params={"key": "k", "note": "ninja"})

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pkgutil
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
-from x402.http import decode_payment_required_header, decode_payment_response_header
+from x402.http import decode_payment_response_header
 
-from aixyz_sessions import get_store
+from aixyz_sessions import get_store, payments
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing.paying import PayingClient, SyncPayingClient
-from tests.payments_helpers import LOCAL, MIDDLEWARE, NETWORK, PAY_TO, decode, encode
+from tests.payments_helpers import LOCAL, MIDDLEWARE, PAY_TO, assert_one_requirement, decode, encode
 from tests.payments_urls import OTHER_PAY_TO
 
 pytestmark = pytest.mark.django_db
@@ -32,14 +35,7 @@ async def test_unpaid_gets_402_with_sdk_header() -> None:
     response = await PayingClient().get("/paid/", pay=False)
     assert response.status_code == 402
     assert response["Content-Type"] == "application/json"
-    required = decode_payment_required_header(response["PAYMENT-REQUIRED"])
-    (accept,) = required.accepts
-    assert (accept.scheme, accept.network, accept.pay_to, accept.amount) == (
-        "exact",
-        NETWORK,
-        PAY_TO,
-        "10000",
-    )
+    required = assert_one_requirement(response["PAYMENT-REQUIRED"], amount="10000")
     body = json.loads(response.content)
     assert body["error"] == "payment_required" and body["price"] == "$0.01"
     assert "$0.01" in body["message"] and "PAYMENT-SIGNATURE" in body["message"]
@@ -96,8 +92,7 @@ async def test_cbv_get_is_paid_post_is_free() -> None:
 async def test_per_view_price_and_recipient() -> None:
     client = PayingClient()
     unpaid = await client.get("/expensive/", pay=False)
-    (accept,) = decode_payment_required_header(unpaid["PAYMENT-REQUIRED"]).accepts
-    assert (accept.amount, accept.pay_to) == ("50000", OTHER_PAY_TO)
+    assert_one_requirement(unpaid["PAYMENT-REQUIRED"], amount="50000", pay_to=OTHER_PAY_TO)
     assert (await client.get("/expensive/")).status_code == 200
 
 
@@ -312,8 +307,7 @@ async def test_head_on_a_paid_url_answers_gets_headers_without_charging(path: st
     head = await client.head(path, pay=False)
     assert head.status_code == 200 and head.content == b""
     assert head["Cross-Origin-Opener-Policy"] == "same-origin-allow-popups"
-    required = decode_payment_required_header(head["PAYMENT-REQUIRED"])
-    assert required.accepts[0].amount == "10000"
+    assert_one_requirement(head["PAYMENT-REQUIRED"], amount="10000")
     # A payment sent with a HEAD is neither spent nor runs the view.
     get = await client.get(path, pay=False)
     headers = await client.payment_headers(get)
@@ -332,3 +326,18 @@ async def test_paywall_page_allows_wallet_popups() -> None:
     assert response["Cross-Origin-Opener-Policy"] == "same-origin-allow-popups"
     head = await AsyncClient().head("/paid/", headers=browser)
     assert head.status_code == 200 and head["Content-Type"].startswith("text/html")
+
+
+def test_each_payments_module_imports_alone_and_conf_stays_out_of_the_runtime() -> None:
+    script = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    for loaded in [m for m in sys.modules if m.startswith('aixyz_sessions')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module('aixyz_sessions.payments.' + name)\n"
+        "    if name == 'conf':\n"
+        "        assert 'aixyz_sessions.payments.runtime' not in sys.modules\n"
+    )
+    modules = [m.name for m in pkgutil.iter_modules(payments.__path__)]
+    assert "conf" in modules and "runtime" in modules
+    subprocess.run([sys.executable, "-c", script, *modules], check=True, timeout=60)

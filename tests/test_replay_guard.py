@@ -33,14 +33,13 @@ from aixyz_sessions.exceptions import SessionStoreUnavailable
 from aixyz_sessions.models import PaymentClaim
 from aixyz_sessions.payments.authorization import read_payment
 from aixyz_sessions.payments.conf import get_config
-from aixyz_sessions.payments.replay import InMemoryReplayGuard, ReplayGuard
 from aixyz_sessions.payments.runtime import (
     PaymentRuntime,
     build_replay_guard,
     get_runtime,
     reset_runtime,
 )
-from aixyz_sessions.replay import MAX_CLAIM_FIELD, MAX_EXPIRY
+from aixyz_sessions.replay import MAX_CLAIM_FIELD, MAX_EXPIRY, InMemoryReplayGuard, ReplayGuard
 from aixyz_sessions.stores.base import SessionStore
 from aixyz_sessions.stores.cache import CacheSessionStore, RedisReplayGuard, payer_tag
 from aixyz_sessions.stores.db import DatabaseReplayGuard, DatabaseSessionStore
@@ -448,6 +447,17 @@ def test_memory_store_gets_an_in_memory_guard() -> None:
     assert type(get_runtime().replay_guard) is InMemoryReplayGuard
 
 
+@pytest.mark.usefixtures("_payments")
+def test_runtime_follows_the_x402_setting() -> None:
+    local_runtime = get_runtime()
+    explicit = {**LOCAL, "REPLAY_GUARD": "aixyz_sessions.replay.InMemoryReplayGuard"}
+    with override_settings(AIXYZ_X402=explicit):
+        runtime = get_runtime()
+        assert runtime is not local_runtime and runtime.config == get_config()
+        assert runtime.config.replay_guard == explicit["REPLAY_GUARD"]
+    assert get_runtime() is not runtime and get_runtime().config.replay_guard is None
+
+
 @pytest.mark.redis
 @pytest.mark.usefixtures("_payments")
 def test_runtime_follows_the_store_setting() -> None:
@@ -461,7 +471,7 @@ def test_runtime_follows_the_store_setting() -> None:
         assert isinstance(guard, RedisReplayGuard) and guard.store is get_store()
         assert get_runtime() is not memory_runtime
         # An explicit REPLAY_GUARD still wins over the store's.
-        explicit = {**LOCAL, "REPLAY_GUARD": "aixyz_sessions.payments.replay.InMemoryReplayGuard"}
+        explicit = {**LOCAL, "REPLAY_GUARD": "aixyz_sessions.replay.InMemoryReplayGuard"}
         with override_settings(AIXYZ_X402=explicit):
             assert type(get_runtime().replay_guard) is InMemoryReplayGuard
     assert type(get_runtime().replay_guard) is InMemoryReplayGuard

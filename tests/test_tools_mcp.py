@@ -12,8 +12,8 @@ from mcp.types import TextContent
 
 from aixyz_sessions import get_store
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.replay import InMemoryReplayGuard
 from aixyz_sessions.payments.runtime import get_runtime, reset_runtime
+from aixyz_sessions.replay import InMemoryReplayGuard
 from aixyz_sessions.tools import registry, tool
 from aixyz_sessions.tools.mcp import (
     REPLAYED,
@@ -36,7 +36,7 @@ from tests.mcp_helpers import (
     text,
     unregister_examples,
 )
-from tests.payments_helpers import LOCAL, NETWORK, PAY_TO, free_port, serve
+from tests.payments_helpers import LOCAL, NETWORK, PAY_TO, assert_one_requirement, free_port, serve
 
 
 @pytest.fixture
@@ -90,13 +90,7 @@ async def test_paid_tool_without_payment_asks_for_it(url: str) -> None:
     assert raw.isError
     required = payment_required(raw)
     assert required is not None and required.x402_version == 2
-    (accept,) = required.accepts
-    assert (accept.scheme, accept.network, accept.pay_to, accept.amount) == (
-        "exact",
-        NETWORK,
-        PAY_TO,
-        "10000",
-    )
+    assert_one_requirement(required, amount="10000")
     assert required.resource is not None and required.resource.url == f"mcp://tool/{PUT}"
     assert unpaid.is_error and not unpaid.payment_made
     assert await get_store().get(payer.address.lower(), "k") is None

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, Field
 
+from aixyz_sessions.payments.decorators import PaidSpec
 from aixyz_sessions.tools import Tool, ToolArgumentsError, ToolError, ToolRegistry, tool
 from aixyz_sessions.tools import checks as tool_checks
 
@@ -197,3 +198,27 @@ def test_price_is_normalised(reg: ToolRegistry) -> None:
         return 1
 
     assert get(reg, "p").price == "$0.5"
+
+
+def test_paid_spec_is_built_with_the_tool(reg: ToolRegistry) -> None:
+    @tool(name="p", price="0.5", description="Half a dollar.", registry=reg)
+    async def p() -> int:
+        return 1
+
+    @tool(name="f", registry=reg)
+    async def f() -> int:
+        return 1
+
+    paid = get(reg, "p")
+    assert paid.paid_spec == PaidSpec(price="$0.5", description="Half a dollar.")
+    assert paid.paid_spec is get(reg, "p").paid_spec  # data on the tool, not rebuilt per call
+    assert get(reg, "f").paid_spec is None and not get(reg, "f").paid
+
+
+@pytest.mark.parametrize("price", ["$1<i>", "$0", True])
+def test_a_tool_made_directly_refuses_a_bad_price(price: object) -> None:
+    async def noop() -> None:
+        return None
+
+    with pytest.raises((TypeError, ValueError), match="tool 'x'"):
+        Tool(name="x", description="", func=noop, price=price)  # type: ignore[arg-type]

@@ -21,7 +21,15 @@ from aixyz_sessions import get_payer, get_store
 from aixyz_sessions.asgi import McpRouter, get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.tools import ToolPaymentError, call_tool, registry
-from tests.payments_helpers import LOCAL, MIDDLEWARE, NETWORK, PAY_TO, free_port, serve
+from tests.payments_helpers import (
+    LOCAL,
+    MIDDLEWARE,
+    NETWORK,
+    PAY_TO,
+    assert_one_requirement,
+    free_port,
+    serve,
+)
 from tests.tools_app import Wallet, example_tools
 
 pytestmark = pytest.mark.django_db
@@ -85,14 +93,7 @@ async def test_paid_call_without_payment_carries_requirements(app: Any) -> None:
     assert reply["id"] == "a" and "result" not in reply
     error = reply["error"]
     assert error["code"] == "payment_required" and "$0.01" in error["message"]
-    required = PaymentRequired.model_validate(error["payment_required"])
-    (accept,) = required.accepts
-    assert (accept.scheme, accept.network, accept.pay_to, accept.amount) == (
-        "exact",
-        NETWORK,
-        PAY_TO,
-        "10000",
-    )
+    required = assert_one_requirement(error["payment_required"], amount="10000")
     assert required.resource is not None and required.resource.url.endswith("/ws/tools/#put")
 
 

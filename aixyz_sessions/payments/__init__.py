@@ -7,7 +7,7 @@ answers 402, verifies and settles through the facilitator configured in
 
 from __future__ import annotations
 
+from ..replay import InMemoryReplayGuard, ReplayGuard
 from .decorators import PaidSpec, paid
-from .replay import InMemoryReplayGuard, ReplayGuard
 
 __all__ = ["InMemoryReplayGuard", "PaidSpec", "ReplayGuard", "paid"]

@@ -213,11 +213,8 @@ def get_config() -> X402Config:
 
 
 def reset_config() -> None:
-    """Forget the parsed setting and everything built from it."""
+    """Forget the parsed setting (the runtime forgets its own on the same signal)."""
     _config.reset()
-    from . import runtime
-
-    runtime.reset_runtime()
 
 
 @receiver(setting_changed)

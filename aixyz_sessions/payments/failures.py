@@ -123,6 +123,4 @@ class PaymentFailure(Exception):
         """The session store (or the replay guard kept in it) failed."""
         failure = store_failure(exc, where)
         message = f"{prefix}: {failure.message}" if prefix else failure.message
-        return cls(
-            failure.code, message, status=failure.status, retry_after=failure.retry_after
-        )
+        return cls(failure.code, message, status=failure.status, retry_after=failure.retry_after)

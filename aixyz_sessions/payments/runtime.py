@@ -23,11 +23,12 @@ from x402.mechanisms.evm.exact import ExactEvmServerScheme
 from ..conf import SETTING as STORE_SETTING
 from ..conf import get_store
 from ..lazy import Lazy
+from ..replay import InMemoryReplayGuard, ReplayGuard
 from .authorization import after_verify
+from .conf import SETTING as X402_SETTING
 from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
-from .replay import InMemoryReplayGuard, ReplayGuard
 
 __all__ = ["PaymentRuntime", "get_runtime", "reset_runtime"]
 
@@ -123,7 +124,7 @@ def reset_runtime() -> None:
 
 
 @receiver(setting_changed)
-def _on_store_changed(*, setting: str, **kwargs: Any) -> None:
-    # The default replay guard lives in the session store's backend.
-    if setting == STORE_SETTING:
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # Built from AIXYZ_X402; the default replay guard lives in the session store's backend.
+    if setting in (X402_SETTING, STORE_SETTING):
         reset_runtime()

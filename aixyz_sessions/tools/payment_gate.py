@@ -41,7 +41,6 @@ from ..payments.authorization import (
     authorization_of,
     read_payment,
 )
-from ..payments.decorators import PaidSpec, check_price
 from ..payments.facilitators import facilitator_failures
 from ..payments.failures import INVALID_PAYMENT, PAYMENT_REQUIRED, PaymentFailure
 from ..payments.paid_call import PaidCall
@@ -54,7 +53,6 @@ __all__ = [
     "call_tool",
     "parse_payment",
     "payment_required_for",
-    "tool_paid_spec",
 ]
 
 logger = logging.getLogger("aixyz_sessions.payments")
@@ -81,17 +79,6 @@ class ToolCallResult:
 #: A paid tool call that cannot go on; the core's :class:`PaymentFailure` (``code``,
 #: ``message``, ``payment_required``, ``payment_response``, ``to_dict()``).
 ToolPaymentError = PaymentFailure
-
-
-def tool_paid_spec(item: Tool) -> PaidSpec | None:
-    """The :class:`PaidSpec` a paid tool costs (``None`` for a free tool).
-
-    HTTP and the gate use the same spec, so a tool's requirements are the
-    same on every transport.
-    """
-    if item.price is None:
-        return None
-    return PaidSpec(price=check_price(item.price), description=item.description or None)
 
 
 def parse_payment(payment: object) -> tuple[PaymentPayload, Authorization]:
@@ -200,7 +187,7 @@ async def payment_required_for(item: Tool, *, resource: str | None = None) -> Pa
     facilitator cannot be asked what it supports, and ``ValueError`` for a
     free tool.
     """
-    spec = tool_paid_spec(item)
+    spec = item.paid_spec
     if spec is None:
         raise ValueError(f"tool {item.name!r} is free")
     with facilitator_failures() as failures:
@@ -231,7 +218,7 @@ async def call_tool(
     settled and the authorization may be used again).
     """
     item.validate(arguments)
-    spec = tool_paid_spec(item)
+    spec = item.paid_spec
     if spec is None:
         async with payer_context(None):
             return ToolCallResult(await item.call(arguments))

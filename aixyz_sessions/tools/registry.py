@@ -4,7 +4,9 @@
 description, an optional x402 price and a JSON input schema derived from the
 function's type hints (through pydantic) or given explicitly. Arguments are
 validated before the function runs, so a transport only has to turn
-:class:`ToolArgumentsError` into its own "bad request" shape.
+:class:`ToolArgumentsError` into its own "bad request" shape. A paid tool's
+:class:`~aixyz_sessions.payments.decorators.PaidSpec` is built once, with the
+tool, and every transport (HTTP, WebSocket, MCP) charges from it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, get_type_hints
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from ..payments.decorators import PaidSpec, check_price
 
 __all__ = ["Tool", "ToolArgumentsError", "ToolError", "ToolRegistry", "registry", "tool"]
 
@@ -46,7 +50,13 @@ class ToolArgumentsError(ToolError):
 
 @dataclass(frozen=True)
 class Tool:
-    """A registered tool. Call it with :meth:`call` (validates, then awaits the function)."""
+    """A registered tool. Call it with :meth:`call` (validates, then awaits the function).
+
+    ``paid_spec`` is what a paid tool costs (``None`` for a free one), built
+    from ``price`` and ``description`` when the tool is made, so a price that
+    is not a dollar amount raises (``ValueError``/``TypeError``) there rather
+    than at every call.
+    """
 
     name: str
     description: str
@@ -54,10 +64,20 @@ class Tool:
     price: str | None = None
     input_schema: dict[str, Any] = field(default_factory=dict)
     _model: type[BaseModel] | None = field(default=None, repr=False, compare=False)
+    paid_spec: PaidSpec | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spec = None
+        if self.price is not None:
+            spec = PaidSpec(
+                price=check_price(self.price, what=f"tool {self.name!r}"),
+                description=self.description or None,
+            )
+        object.__setattr__(self, "paid_spec", spec)  # frozen: set once, here
 
     @property
     def paid(self) -> bool:
-        return self.price is not None
+        return self.paid_spec is not None
 
     def describe(self) -> dict[str, Any]:
         """The public description: name, description, input schema, price."""
@@ -195,12 +215,7 @@ def tool(
             raise ValueError(
                 f"tool name {tool_name!r} must be 1-64 characters of letters, digits, '_', '-', '.'"
             )
-        if price is not None:
-            from ..payments.decorators import check_price
-
-            checked_price: str | None = check_price(price, what=f"@tool {tool_name!r}")
-        else:
-            checked_price = None
+        checked_price = None if price is None else check_price(price, what=f"@tool {tool_name!r}")
         text = description or inspect.getdoc(fn) or ""
         if input_schema is not None:
             jsonschema.Draft202012Validator.check_schema(input_schema)

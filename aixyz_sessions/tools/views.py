@@ -29,7 +29,6 @@ from .. import bounded_json
 from ..context import payer_context
 from ..payments.decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, priced_per_request
 from .failures import ToolFailure, invalid_arguments, tool_failure
-from .payment_gate import tool_paid_spec
 from .registry import registry
 
 __all__ = ["call", "tool_list"]
@@ -61,7 +60,7 @@ def price_of_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | No
     if request.method not in ("POST", "GET", "HEAD"):
         return None
     item = registry.get(str(kwargs.get("name", "")))
-    return None if item is None else tool_paid_spec(item)
+    return None if item is None else item.paid_spec
 
 
 def _query_arguments(request: HttpRequest) -> dict[str, Any]:
@@ -100,10 +99,8 @@ async def call(request: HttpRequest, name: str) -> HttpResponse:
         return response
     if item is None:
         return _error(404, "unknown_tool", f"no tool named {name!r}")
-    if item.paid and not getattr(request, VERIFIED_ATTR, False):
-        spec = tool_paid_spec(item)
-        assert spec is not None
-        return PaymentNeeded(spec)  # X402Middleware missing: a JSON 500 that says so
+    if item.paid_spec is not None and not getattr(request, VERIFIED_ATTR, False):
+        return PaymentNeeded(item.paid_spec)  # X402Middleware missing: a JSON 500 that says so
     try:
         arguments = _query_arguments(request) if browsable else _read_arguments(request)
     except RequestDataTooBig:

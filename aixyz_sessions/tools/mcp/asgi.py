@@ -33,9 +33,9 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
-from .. import bounded_json
-from ..asgi_json import send_json
-from .mcp_server import MCP_PATH, build_mcp_server
+from ... import bounded_json
+from ...asgi_json import send_json
+from .server import MCP_PATH, build_mcp_server
 
 __all__ = ["MCPApp", "bump_generation"]
 
@@ -173,7 +173,7 @@ class MCPApp:
 
     Other paths answer 404, a host outside ``ALLOWED_HOSTS`` 400, a server
     that cannot start 503. ``build`` makes the FastMCP server (default:
-    :func:`~aixyz_sessions.tools.mcp_server.build_mcp_server`); it runs on the
+    :func:`~aixyz_sessions.tools.mcp.server.build_mcp_server`); it runs on the
     event loop, so it must not block.
     """
 

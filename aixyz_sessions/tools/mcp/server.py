@@ -21,11 +21,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from pydantic import PrivateAttr
 
-from ..context import payer_context
-from .mcp_logging import host_logging_untouched, route_module_logging
-from .mcp_payments import PaidToolRunner
-from .mcp_results import failure_result, result_text
-from .registry import Tool, ToolArgumentsError, ToolRegistry, registry
+from ...context import payer_context
+from ..registry import Tool, ToolArgumentsError, ToolRegistry, registry
+from .logging_guard import host_logging_untouched, route_module_logging
+from .payments import PaidToolRunner
+from .results import failure_result, result_text
 
 __all__ = ["MCP_PATH", "SERVER_NAME", "RegistryTool", "build_mcp_server"]
 

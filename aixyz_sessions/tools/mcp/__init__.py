@@ -22,14 +22,19 @@ the result is ``isError`` with the ``PaymentRequired`` object in
 ``structuredContent`` (and as JSON text); with a valid payment the tool runs,
 the payment settles, and ``_meta["x402/payment-response"]`` carries the
 settlement. An authorization is used once (replay guard).
+
+The modules: :mod:`.server` (the FastMCP server, one :class:`RegistryTool`
+per registry tool), :mod:`.payments` (a paid tool behind ``x402.mcp``),
+:mod:`.results` (the result shapes), :mod:`.asgi` (:class:`MCPApp`) and
+:mod:`.logging_guard` (the host's logging left alone).
 """
 
 from __future__ import annotations
 
-from ..lazy import Lazy
-from .mcp_asgi import MCPApp, bump_generation
-from .mcp_payments import REPLAYED, tool_resource_url
-from .mcp_server import MCP_PATH, RegistryTool, build_mcp_server
+from ...lazy import Lazy
+from .asgi import MCPApp, bump_generation
+from .payments import REPLAYED, tool_resource_url
+from .server import MCP_PATH, RegistryTool, build_mcp_server
 
 __all__ = [
     "MCP_PATH",

@@ -13,8 +13,8 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
-from .failures import ToolFailure, tool_failure
-from .registry import Tool
+from ..failures import ToolFailure, tool_failure
+from ..registry import Tool
 
 __all__ = [
     "error_result",

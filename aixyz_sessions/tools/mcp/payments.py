@@ -32,14 +32,14 @@ from x402.mcp import PaymentWrapperHooks, create_payment_wrapper
 from x402.mcp.types import ServerHookContext, SettlementContext
 from x402.schemas import ResourceConfig, ResourceInfo
 
-from ..conf import SettingError
-from ..payments.facilitators import facilitator_failures
-from ..payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
-from ..payments.paid_call import PaidCall
-from ..payments.runtime import PaymentRuntime, get_runtime
-from .failures import tool_failure
-from .mcp_results import failed_result, failure_result, result_text, with_payment_error
-from .registry import Tool
+from ...conf import SettingError
+from ...payments.facilitators import facilitator_failures
+from ...payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
+from ...payments.paid_call import PaidCall
+from ...payments.runtime import PaymentRuntime, get_runtime
+from ..failures import tool_failure
+from ..registry import Tool
+from .results import failed_result, failure_result, result_text, with_payment_error
 
 __all__ = ["REPLAYED", "PaidToolRunner", "tool_resource_url"]
 
@@ -91,9 +91,10 @@ class PaidToolRunner:
     """Runs one paid registry tool through ``x402.mcp.create_payment_wrapper``."""
 
     def __init__(self, tool: Tool) -> None:
-        if tool.price is None:
+        if tool.paid_spec is None:
             raise ValueError(f"tool {tool.name!r} has no price")
         self.tool = tool
+        self.spec = tool.paid_spec
         self._lock = threading.Lock()
         self._built: tuple[PaymentRuntime, WrappedHandler] | None = None
 
@@ -124,14 +125,13 @@ class PaidToolRunner:
             built = self._built
             if built is not None and built[0] is runtime:
                 return built[1]
-            tool = self.tool
-            assert tool.price is not None
+            tool, spec = self.tool, self.spec
             accepts = runtime.server.build_payment_requirements(
                 ResourceConfig(
                     scheme="exact",
-                    pay_to=runtime.config.pay_to,
-                    price=tool.price,
-                    network=runtime.config.network,
+                    pay_to=spec.pay_to or runtime.config.pay_to,
+                    price=spec.price,
+                    network=spec.network or runtime.config.network,
                 )
             )
             resource = ResourceInfo(
