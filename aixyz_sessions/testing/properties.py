@@ -23,7 +23,12 @@ from .clock import ManualClock
 
 PAYERS = ["0xaaa", "0xaaab", "0xbbb"]
 KEYS = st.sampled_from(["a", "ab", "abc", "b", "b:1", "b:2", "é", "z", "😀"])
-VALUES = st.text(max_size=8).filter(lambda s: "\x00" not in s and s.isprintable())
+# Printable text drawn from printable characters: filtering arbitrary text instead
+# rejects most draws, and Hypothesis fails the run's health check now and then.
+_PRINTABLE = st.characters(
+    exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"), include_characters=" "
+)
+VALUES = st.text(_PRINTABLE, max_size=8).filter(str.isprintable)
 TTLS = st.sampled_from([None, 0, 500, 2000])
 DEFAULT_TTL = 1000
 
