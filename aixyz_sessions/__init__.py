@@ -3,7 +3,7 @@
 Public API::
 
     from aixyz_sessions import get_session, get_payer, payer_context, Session
-    from aixyz_sessions import SessionStore, ListResult, get_store
+    from aixyz_sessions import SessionStore, ListResult, PayerPage, get_store
     from aixyz_sessions import SessionArgumentError, SessionStoreError, SessionStoreUnavailable
     from aixyz_sessions import SessionStoreMisconfigured
 """
@@ -19,13 +19,14 @@ from .exceptions import (
     SessionStoreMisconfigured,
     SessionStoreUnavailable,
 )
-from .stores.base import ListResult, SessionStore
+from .stores.base import ListResult, PayerPage, SessionStore
 
 if TYPE_CHECKING:
     from .conf import get_store
 
 __all__ = [
     "ListResult",
+    "PayerPage",
     "Session",
     "SessionArgumentError",
     "SessionStore",

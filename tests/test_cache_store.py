@@ -496,6 +496,10 @@ async def test_one_hash_slot_per_payer(settings: Any) -> None:
         by_tag: dict[str, list[str]] = {}
         for redis_key in await keys_under(prefix):
             by_tag.setdefault(hash_tag(redis_key), []).append(redis_key)
+        # The payers index: a tag of its own, which no payer's tag can be.
+        assert by_tag.pop("~payers") == [store.payers_key] == [f"{prefix}:{{~payers}}:index"]
+        assert "~payers" not in {payer_tag(p) for p in AWKWARD_PAYERS}
+        assert (await store.list_payers()).payers == sorted(AWKWARD_PAYERS)
         assert sorted(by_tag) == sorted(payer_tag(p) for p in AWKWARD_PAYERS)
         for tag, redis_keys in by_tag.items():
             assert len(redis_keys) == len(AWKWARD_KEYS) + 1  # values + the index
@@ -615,6 +619,60 @@ async def test_purge_expired_drops_stale_index_members(settings: Any) -> None:
         await drop_keys(prefix + "x")
         await store.close()
         await other.close()
+
+
+async def test_purge_expired_repairs_a_payers_index_from_an_older_version(
+    settings: Any,
+) -> None:
+    """Data written before the payers index existed gets listed once purge_expired has run."""
+    need_redis()
+    settings.CACHES = redis_caches()
+    prefix = unique_prefix()
+    store = CacheSessionStore(cache_alias=ALIAS, key_prefix=prefix)
+    raw = Redis.from_url(REDIS_URL, decode_responses=True)
+    payers = ["0x" + "ab" * 20, "0x" + "cd" * 20, "we{ird}:payer", "ünï"]
+    try:
+        for payer in payers:
+            await store.set_many(payer, {"a": "1", "b": "2"}, ttl_ms=0)
+        await store.set("0xstale", "k", "v", ttl_ms=100)
+        assert await raw.delete(store.payers_key) == 1  # as an older version left it
+        assert (await store.list_payers()).payers == []
+        await raw.zadd(store.payers_key, {"0xnever": 0})  # a member with no key index
+        await asyncio.sleep(0.25)  # 0xstale's entry and key index expire
+        assert await store.purge_expired() == 0  # the count is entries, unchanged
+        assert (await store.list_payers()).payers == sorted(payers)
+        assert await raw.zrange(store.payers_key, 0, -1) == sorted(payers)
+        # A payer's first write after the repair is listed as usual, a second purge is a no-op.
+        await store.set("0xnew", "k", "v")
+        assert await store.purge_expired() == 0
+        assert (await store.list_payers(limit=2)).payers == ["0x" + "ab" * 20, "0x" + "cd" * 20]
+        assert "0xnew" in (await store.list_payers()).payers
+    finally:
+        await raw.aclose()
+        await drop_keys(prefix)
+        await store.close()
+
+
+async def test_list_payers_drops_members_whose_key_index_is_gone(settings: Any) -> None:
+    """A payer whose key index expired is skipped and taken out of the payers index."""
+    need_redis()
+    settings.CACHES = redis_caches()
+    prefix = unique_prefix()
+    store = CacheSessionStore(cache_alias=ALIAS, key_prefix=prefix)
+    raw = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        for i in range(30):
+            await store.set(f"0x{i:02d}", "k", "v", ttl_ms=0 if i % 10 == 9 else 50)
+        await asyncio.sleep(0.2)  # the key indexes of 27 payers expire with their entries
+        page = await store.list_payers(limit=2)
+        assert page.payers == ["0x09", "0x19"] and page.cursor is not None
+        rest = await store.list_payers(limit=2, cursor=page.cursor)
+        assert rest.payers == ["0x29"] and rest.cursor is None
+        assert await raw.zrange(store.payers_key, 0, -1) == ["0x09", "0x19", "0x29"]
+    finally:
+        await raw.aclose()
+        await drop_keys(prefix)
+        await store.close()
 
 
 # -- event loops -------------------------------------------------------------------------------

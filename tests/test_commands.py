@@ -87,6 +87,57 @@ def test_show_nothing(store: InMemorySessionStore) -> None:
     assert out.strip() == "No live entries for 0xnobody."
 
 
+def test_show_without_a_payer_lists_the_payers(store: InMemorySessionStore) -> None:
+    for payer in ("0xCCC", "0xaaa", "0xBbb"):
+        fill(store, payer.lower(), {"k": "v", "k2": "v"})
+    fill(store, "0xgone", {"k": "v"}, ttl_ms=10)
+    CLOCK.advance(50)
+    out, err = run("aixyz_sessions_show")
+    assert out.splitlines() == ["0xaaa", "0xbbb", "0xccc", "3 payers."]
+    assert "InMemorySessionStore" in err  # the per-process note
+    out, _ = run("aixyz_sessions_show", "--json")
+    assert json.loads(out) == {"payers": ["0xaaa", "0xbbb", "0xccc"], "cursor": None}
+    out, _ = run("aixyz_sessions_show", "--prefix", "0xB")  # payers are filed lower-case
+    assert out.splitlines() == ["0xbbb", "1 payer."]
+    out, _ = run("aixyz_sessions_show", "--prefix", "0xz")
+    assert out.strip() == "No payers starting with '0xz' with live entries."
+
+
+def test_show_pages_through_the_payers(store: InMemorySessionStore) -> None:
+    payers = [f"0x{i:04x}" for i in range(250)]
+    for payer in payers:
+        fill(store, payer, {"k": "v"})
+    out, _ = run("aixyz_sessions_show")  # 100 a page by default
+    lines = out.splitlines()
+    assert lines[:100] == payers[:100]
+    assert lines[100].startswith("100 payers; more remain: pass --cursor ")
+    cursor = lines[100].split("--cursor ")[1].split()[0]
+    seen = lines[:100]
+    while cursor is not None:
+        out, _ = run("aixyz_sessions_show", "--limit", "60", "--cursor", cursor, "--json")
+        page = json.loads(out)
+        seen += page["payers"]
+        cursor = page["cursor"]
+    assert seen == payers
+    out, _ = run("aixyz_sessions_show", "--limit", "0", "--json")
+    assert json.loads(out) == {"payers": payers, "cursor": None}
+    out, _ = run("aixyz_sessions_show", "--limit", "2", "--prefix", "0x00f", "--json")
+    assert json.loads(out)["payers"] == ["0x00f0", "0x00f1"]
+    assert json.loads(out)["cursor"]
+
+
+def test_show_payers_argument_errors(store: InMemorySessionStore) -> None:
+    fill(store, "0xa", {"k": "v"})
+    with pytest.raises(CommandError, match="cursor is not valid"):
+        run("aixyz_sessions_show", "--cursor", "garbage")
+    with pytest.raises(CommandError, match="limit must be >= 0"):
+        run("aixyz_sessions_show", "--limit", "-1")
+    with pytest.raises(CommandError, match="--keys-only shows one payer's keys"):
+        run("aixyz_sessions_show", "--keys-only")
+    with pytest.raises(CommandError, match="--limit and --cursor page the list of payers"):
+        run("aixyz_sessions_show", PAYER, "--limit", "5")
+
+
 def test_erase_one_payer(store: InMemorySessionStore) -> None:
     fill(store, PAYER.lower(), {f"k{i:04d}": "v" for i in range(2500)})
     fill(store, "0xother", {"keep": "me"})
@@ -115,6 +166,8 @@ def test_store_that_cannot_list_or_purge(settings: Any) -> None:
         run("aixyz_sessions_erase", PAYER)
     with pytest.raises(CommandError, match="cannot purge"):
         run("aixyz_sessions_purge")
+    with pytest.raises(CommandError, match=r"ListlessStore cannot list payers .*pass a payer"):
+        run("aixyz_sessions_show")
 
 
 def test_bad_store_setting_is_a_clear_error(settings: Any) -> None:

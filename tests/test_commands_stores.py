@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Iterator
 from io import StringIO
@@ -40,9 +41,17 @@ def exercise(store: SessionStore) -> None:
         "b = 2",
         f"2 entries for {PAYER.lower()}.",
     ]
+    first = json.loads(run("aixyz_sessions_show", "--prefix", "0x", "--limit", "1", "--json"))
+    assert first["payers"] == [PAYER.lower()] and first["cursor"]
+    rest = run("aixyz_sessions_show", "--prefix", "0x", "--cursor", first["cursor"])
+    assert rest.splitlines() == ["0xother", "1 payer."]
     assert f"Erased 2 session entries of {PAYER.lower()}." in run("aixyz_sessions_erase", PAYER)
     assert asyncio.run(store.list(PAYER.lower())).entries == {}
     assert asyncio.run(store.get("0xother", "a")) == "theirs"
+    assert json.loads(run("aixyz_sessions_show", "--prefix", "0x", "--json")) == {
+        "payers": ["0xother"],
+        "cursor": None,
+    }
     assert "Purged" in run("aixyz_sessions_purge")
 
 

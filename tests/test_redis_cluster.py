@@ -275,6 +275,12 @@ async def test_one_slot_per_payer_and_payers_spread_over_the_nodes(cluster: Clus
             await store.set_many(payer, {"a": payer, "b:1": "x", "{c}": "y"})
             await store.replay_guard().claim(payer, "0x01", int(time.time()) + 60)
         by_node = await keys_by_node(cluster, store.key_prefix)
+        # The payers index: one key with a hash tag no payer can have, on one node.
+        assert sum(store.payers_key in keys for keys in by_node.values()) == 1
+        assert (await store.list_payers()).payers == sorted(PAYERS)
+        by_node = {
+            port: [k for k in keys if k != store.payers_key] for port, keys in by_node.items()
+        }
         nodes_of_payer: dict[str, set[int]] = {}
         slots_of_payer: dict[str, set[int]] = {}
         for port, keys in by_node.items():

@@ -1,13 +1,14 @@
-"""The contract every session store keeps: ``SessionStore``, ``ListResult``.
+"""The contract every session store keeps: ``SessionStore``, ``ListResult``, ``PayerPage``.
 
 A backend subclasses ``SessionStore`` and implements ``get``, ``set``,
 ``delete`` and ``list`` (and, when it can do better than one call per key,
-the batch forms). The base class checks every argument *before* the
-subclass's method runs, for built-in and custom stores alike, so all stores
-refuse bad input with the same ``TypeError`` / ``ValueError`` and never write
-anything on a refused call. Methods therefore receive clean arguments:
-``limit`` is ``None`` (no limit) or a positive int, ``prefix`` is ``None`` or
-a non-empty str, ``keys`` is a list and ``entries`` a dict.
+the batch forms; and, optionally, ``list_payers``). The base class checks
+every argument *before* the subclass's method runs, for built-in and custom
+stores alike, so all stores refuse bad input with the same ``TypeError`` /
+``ValueError`` and never write anything on a refused call. Methods therefore
+receive clean arguments: ``limit`` is ``None`` (no limit) or a positive int,
+``prefix`` is ``None`` or a non-empty str, ``keys`` is a list and ``entries``
+a dict.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .cursor import CursorCodec
 if TYPE_CHECKING:
     from ..replay import ReplayGuard
 
-__all__ = ["ListResult", "SessionStore"]
+__all__ = ["ListResult", "PayerPage", "SessionStore"]
 
 
 @dataclass(slots=True)
@@ -40,6 +41,24 @@ class ListResult:
 
     entries: dict[str, str] = field(default_factory=dict)
     cursor: str | None = None
+
+
+@dataclass(slots=True)
+class PayerPage:
+    """One page of the payers a store holds entries for, in ascending code-point order.
+
+    ``cursor`` is present only when more payers remain; pass it back as
+    ``list_payers(cursor=...)`` for the next page.
+    """
+
+    payers: list[str] = field(default_factory=list)
+    cursor: str | None = None
+
+
+#: The cursor context of payer pages. The cursor codec binds a cursor to a
+#: payer id; no payer id contains NUL, so a list cursor (bound to a real
+#: payer) never decodes as a payer cursor, nor the other way round.
+_PAYERS_CURSOR_CONTEXT = "\x00payers"
 
 
 # The fast path of the checks: one expression for the common case (ASCII key,
@@ -166,6 +185,23 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
             )
 
         wrapper = set_many
+    elif name == "list_payers":
+
+        def list_payers(
+            self: SessionStore,
+            *,
+            prefix: str | None = None,
+            cursor: str | None = None,
+            limit: int | None = None,
+        ) -> Awaitable[PayerPage]:
+            return impl(
+                self,
+                prefix=v.check_prefix(prefix),
+                cursor=v.check_cursor(cursor),
+                limit=v.check_limit(limit),
+            )
+
+        wrapper = list_payers
     else:
 
         def delete_many(self: SessionStore, payer: str, keys: Iterable[str]) -> Awaitable[int]:
@@ -180,7 +216,31 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
     return markcoroutinefunction(wrapper)
 
 
-_CHECKED_METHODS = ("get", "set", "delete", "list", "get_many", "set_many", "delete_many")
+_CHECKED_METHODS = (
+    "get",
+    "set",
+    "delete",
+    "list",
+    "get_many",
+    "set_many",
+    "delete_many",
+    "list_payers",
+)
+
+
+class _Overrides:
+    """``True`` on a store class, or instance, whose class overrides ``SessionStore.<name>``.
+
+    A descriptor rather than a property so that both ``store.supports_x``
+    and ``StoreClass.supports_x`` read as a bool (a property read on the
+    class is a property object, which is always true).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type[SessionStore]) -> bool:
+        return getattr(owner, self.name) is not getattr(SessionStore, self.name)
 
 
 class SessionStore(abc.ABC):
@@ -200,6 +260,10 @@ class SessionStore(abc.ABC):
     max_value_bytes: int = v.DEFAULT_MAX_VALUE_BYTES
     #: Most keys (or entries) accepted by one batch call.
     max_batch: int = v.DEFAULT_MAX_BATCH
+
+    #: Whether this store implements the optional :meth:`list_payers` (its
+    #: class overrides it). Callers such as the admin check it first.
+    supports_list_payers = _Overrides("list_payers")
 
     _CURSOR_CODEC: ClassVar[CursorCodec | None] = None
 
@@ -282,6 +346,28 @@ class SessionStore(abc.ABC):
             removed += await self.delete(payer, key)
         return removed
 
+    async def list_payers(
+        self,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> PayerPage:
+        """Return one page of the payers that have entries, in ascending code-point order.
+
+        Optional (``supports_list_payers`` says whether a store has it); every
+        built-in store implements it. Payers are the ids the store files
+        (lower-case, as :class:`~aixyz_sessions.Session` passes them). Paged
+        like :meth:`list`: ``prefix`` is literal text, ``limit`` ``None`` or
+        ``0`` means all, ``cursor`` is opaque and present only when more
+        payers remain, and the next page holds exactly the payers after the
+        last one returned. A payer with a live entry is never left out; one
+        whose entries expired moments ago may still be named. Build cursors
+        with :meth:`encode_payer_cursor` and read them with
+        :meth:`decode_payer_cursor`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list payers")
+
     async def purge_expired(self) -> int:
         """Delete expired entries now and return how many (``aixyz_sessions_purge``).
 
@@ -331,6 +417,14 @@ class SessionStore(abc.ABC):
         """The key a cursor continues after (``None`` for no cursor); ``ValueError`` if bad."""
         return None if cursor is None else self.cursor_codec.decode(payer, cursor)
 
+    def encode_payer_cursor(self, last_payer: str) -> str:
+        """The :meth:`list_payers` cursor for the page that follows ``last_payer``."""
+        return self.cursor_codec.encode(_PAYERS_CURSOR_CONTEXT, last_payer)
+
+    def decode_payer_cursor(self, cursor: str | None) -> str | None:
+        """The payer a :meth:`list_payers` cursor continues after; ``ValueError`` if bad."""
+        return None if cursor is None else self.cursor_codec.decode(_PAYERS_CURSOR_CONTEXT, cursor)
+
     def check(self) -> builtins.list[Any]:
         """System-check messages about this store's configuration (``django.core.checks``)."""
         return []
@@ -351,5 +445,5 @@ def reset_cursor_codec() -> None:
     SessionStore._CURSOR_CODEC = None
 
 
-for _name in ("get_many", "set_many", "delete_many"):
+for _name in ("get_many", "set_many", "delete_many", "list_payers"):
     setattr(SessionStore, _name, _checked(_name, getattr(SessionStore, _name), SessionStore))

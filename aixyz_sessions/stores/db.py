@@ -12,6 +12,9 @@ RETURNING`` that tells live rows from expired ones; a list page is one keyset
 query (``key > last ORDER BY key LIMIT n + 1``) served by the unique index
 on ``(payer, key)``, so page 1,000 costs what page 1 costs. Prefixes become a
 key range, never ``LIKE``, so ``%``, ``_`` and ``\\`` are plain characters.
+A page of payers (``list_payers``) is the same kind of keyset query over the
+index's leading column: ``SELECT DISTINCT payer ... WHERE payer > last ORDER
+BY payer LIMIT n + 1``, live rows only.
 
 The store also keeps the payment replay guard (:class:`DatabaseReplayGuard`,
 from :meth:`DatabaseSessionStore.replay_guard`): a ``PaymentClaim`` row per
@@ -57,7 +60,8 @@ from django.utils import timezone
 
 from ..exceptions import SessionStoreError, SessionStoreMisconfigured, SessionStoreUnavailable
 from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
-from .base import ListResult, SessionStore
+from . import validation as v
+from .base import ListResult, PayerPage, SessionStore
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -386,6 +390,25 @@ class DatabaseSessionStore(SessionStore):
         entries.popitem()  # the look-ahead row: more remain
         return ListResult(entries, self.encode_cursor(payer, next(reversed(entries))))
 
+    def _list_payers_now(
+        self, after: str | None, prefix: str | None, limit: int | None
+    ) -> PayerPage:
+        rows = self._rows().live(self._moment(self._clock()))
+        if after is not None:
+            rows = rows.filter(payer__gt=after)
+        if prefix is not None:
+            # A range on the (payer, key) index, never LIKE: the prefix is literal.
+            rows = rows.filter(payer__gte=prefix)
+            bound = prefix_upper_bound(prefix)
+            if bound is not None:
+                rows = rows.filter(payer__lt=bound)
+        payers = rows.values_list("payer", flat=True).distinct().order_by("payer")
+        page = builtins.list(payers if limit is None else payers[: limit + 1])
+        if limit is None or len(page) <= limit:
+            return PayerPage(page, None)
+        del page[limit:]  # the look-ahead payer: more remain
+        return PayerPage(page, self.encode_payer_cursor(page[-1]))
+
     def _purge_now(self) -> int:
         now = self._moment(self._clock())
         return self._rows().purge_expired(now) + DatabaseReplayGuard(self).purge_now(now)
@@ -430,6 +453,42 @@ class DatabaseSessionStore(SessionStore):
         if not unique:
             return 0
         return await self._db(self._delete, payer, unique)
+
+    async def list_payers(
+        self,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> PayerPage:
+        """Payers with a live row, one keyset query on the ``(payer, key)`` index."""
+        after = self.decode_payer_cursor(cursor)
+        if prefix is not None and "\x00" in prefix:
+            return PayerPage()  # no payer holds NUL, and PostgreSQL text cannot carry it
+        return await self._db(self._list_payers_now, after, prefix, limit)
+
+    def _ttl_left_now(self, payer: str, key: str) -> int | None:
+        now_ms = self._clock()
+        found = builtins.list(
+            self._rows().filter(payer=payer, key=key).values_list("expires_at", flat=True)[:1]
+        )
+        if not found:
+            return 0
+        expires_at: datetime | None = found[0]
+        if expires_at is None:
+            return None
+        left = (expires_at - self._moment(now_ms)).total_seconds() * 1000
+        return max(0, round(left))
+
+    async def entry_ttl_ms(self, payer: str, key: str) -> int | None:
+        """Milliseconds ``key`` has left (``None``: never expires; 0: absent or expired).
+
+        For inspection (the admin): one read that slides nothing.
+        """
+        v.check_payer(payer)
+        v.check_key(key)
+        left: int | None = await self._db(self._ttl_left_now, payer, key)
+        return left
 
     async def purge_expired(self) -> int:
         """Delete every expired row now, entries and replay claims, in batches; return how many."""

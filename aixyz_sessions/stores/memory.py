@@ -10,6 +10,12 @@ bisection and a slice: O(log n + limit), whatever page it is. New keys wait
 in a small unsorted set and join the sorted index at that payer's next
 ``list``, so a ``set`` does not pay for ordering that may never be asked for;
 each key is still inserted once, in O(log n).
+
+A ``SortedList`` of the payers holding at least one entry, kept in step with
+the per-payer indexes (a payer joins it when its index is made and leaves
+when the index empties), serves ``list_payers`` the same way. Payers only
+join and leave it, so a ``set`` of a payer's second and later keys pays
+nothing for it.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
 
 from sortedcontainers import SortedList
 
-from .base import ListResult, SessionStore
+from . import validation as v
+from .base import ListResult, PayerPage, SessionStore
 
 __all__ = ["InMemorySessionStore"]
 
@@ -98,6 +106,8 @@ class InMemorySessionStore(SessionStore):
         self._release = self._lock.release
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._keys: dict[str, _KeyIndex] = {}
+        #: The payers of ``_keys``, sorted: always exactly its keys.
+        self._payers = SortedList()
 
     def __len__(self) -> int:
         """Entries held, expired ones not yet collected included."""
@@ -110,6 +120,32 @@ class InMemorySessionStore(SessionStore):
         index.remove(key)
         if not index:
             del self._keys[payer]
+            self._payers.remove(payer)
+
+    def _new_index(self, payer: str) -> _KeyIndex:
+        index = self._keys[payer] = _KeyIndex()
+        self._payers.add(payer)
+        return index
+
+    def _has_live(self, payer: str, now: float) -> bool:
+        """Whether ``payer`` has a live entry; drops the expired ones met on the way.
+
+        Stops at the first live entry, and each expired entry is met once
+        (it is dropped), so over time this costs O(1) per live payer asked.
+        When it answers False the payer had only expired entries and is gone.
+        """
+        index = self._keys[payer]
+        expired: list[str] = []
+        live = False
+        for key in chain(index.pending, index.sorted):
+            if self._entries[(payer, key)][2] > now:
+                live = True
+                break
+            expired.append(key)
+        for key in expired:
+            del self._entries[(payer, key)]
+            self._unindex(payer, key)
+        return live
 
     def _read(self, payer: str, key: str, now: float) -> str | None:
         slot = (payer, key)
@@ -140,7 +176,7 @@ class InMemorySessionStore(SessionStore):
         entries[slot] = (value, ttl, now + ttl if ttl else _NEVER)
         index = self._keys.get(payer)
         if index is None:
-            index = self._keys[payer] = _KeyIndex()
+            index = self._new_index(payer)
         index.pending.add(key)
 
     def _remove(self, payer: str, key: str, now: float) -> bool:
@@ -179,7 +215,7 @@ class InMemorySessionStore(SessionStore):
                 entries[slot] = entry
             index = self._keys.get(payer)
             if index is None:
-                index = self._keys[payer] = _KeyIndex()
+                index = self._new_index(payer)
             index.pending.add(key)
         finally:
             self._release()
@@ -228,6 +264,42 @@ class InMemorySessionStore(SessionStore):
         next_cursor = self.encode_cursor(payer, next(reversed(entries))) if more else None
         return ListResult(entries, next_cursor)
 
+    async def list_payers(
+        self,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> PayerPage:
+        """Payers with a live entry, from the sorted payer list: O(log n + limit).
+
+        A payer whose entries have all expired is skipped, and its entries are
+        dropped on the way (as ``list`` drops the expired entries it meets).
+        """
+        after = self.decode_payer_cursor(cursor)
+        found: list[str] = []
+        more = False
+        with self._lock:
+            payers = self._payers
+            now = self._clock()
+            if after is not None and (prefix is None or after >= prefix):
+                at = payers.bisect_right(after)
+            else:
+                at = payers.bisect_left(prefix) if prefix is not None else 0
+            # By position, not an iterator: _has_live may remove the payer at ``at``.
+            while at < len(payers):
+                payer = payers[at]
+                if prefix is not None and not payer.startswith(prefix):
+                    break
+                if not self._has_live(payer, now):
+                    continue  # it left the list: the next payer is now at ``at``
+                if limit is not None and len(found) == limit:
+                    more = True
+                    break
+                found.append(payer)
+                at += 1
+        return PayerPage(found, self.encode_payer_cursor(found[-1]) if more else None)
+
     async def get_many(self, payer: str, keys: Iterable[str]) -> dict[str, str | None]:
         with self._lock:
             now = self._clock()
@@ -246,6 +318,26 @@ class InMemorySessionStore(SessionStore):
             now = self._clock()
             return sum(self._remove(payer, key, now) for key in dict.fromkeys(keys))
 
+    async def entry_ttl_ms(self, payer: str, key: str) -> int | None:
+        """Milliseconds ``key`` has left (``None``: never expires; 0: absent or expired).
+
+        For inspection (the admin): it reads without counting as use, so the
+        sliding expiry and the LRU order stay as they are.
+        """
+        v.check_payer(payer)
+        v.check_key(key)
+        self._acquire()
+        try:
+            entry = self._entries.get((payer, key))
+            now = self._clock()
+        finally:
+            self._release()
+        if entry is None or entry[2] <= now:
+            return 0
+        if entry[2] == _NEVER:
+            return None
+        return max(0, round((entry[2] - now) / self._tick))
+
     async def purge_expired(self) -> int:
         """Drop every expired entry now; return how many."""
         with self._lock:
@@ -261,3 +353,4 @@ class InMemorySessionStore(SessionStore):
         with self._lock:
             self._entries.clear()
             self._keys.clear()
+            self._payers.clear()

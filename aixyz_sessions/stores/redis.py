@@ -42,15 +42,30 @@ Why the implementation is built this way:
   otherwise: tags never contain ``{``, ``}`` or ``:`` and two payers never
   share one, so one payer's id can never name another's keys.
 
+* **A payers index for ``list_payers``.** One sorted set per store,
+  ``<prefix>:{~payers}:index`` (:attr:`RedisStoreBase.payers_key`), holds
+  the payers that have a key index, all scores 0, walked with
+  ``ZRANGEBYLEX`` like a key index. Its hash tag ``~payers`` is provably no
+  payer's (see :func:`payer_tag`: a tag starting with ``~`` is followed by
+  hex digits only, and ``p``, ``y``, ``r``, ``s`` are not hex), and its
+  last part is ``index``, not ``idx``, so no payer key and no ``SCAN`` for
+  key indexes (of this version or an older one) ever takes it for a
+  payer's. It sits in a slot of its own, so it is never in a script with a
+  payer's keys: the scripts report when a payer's key index appeared (a
+  write made it) or emptied (a delete or a sweep removed its last member),
+  and the store follows with a plain ``ZADD`` / ``ZREM`` (see
+  :meth:`RedisStoreBase._unlist` for why that never loses a live payer).
+
 The store also keeps the payment replay guard (:class:`RedisReplayGuard`,
 from :meth:`RedisStoreBase.replay_guard`): one ``SET NX PXAT`` key per
 claimed authorization, ``<prefix>:replay:{<payer tag>}:<nonce>``, which
 Redis drops by itself once the authorization's window has passed.
 
 Redis expires entries by itself; ``purge_expired`` only drops index members
-left behind by expired entries (they are also dropped lazily when met); on a
-cluster it scans every primary. Use ``maxmemory-policy noeviction`` for a
-Redis holding sessions: an evicting policy silently loses session data.
+left behind by expired entries (they are also dropped lazily when met) and
+brings the payers index up to date; on a cluster it scans every primary.
+Use ``maxmemory-policy noeviction`` for a Redis holding sessions: an
+evicting policy silently loses session data.
 """
 
 from __future__ import annotations
@@ -63,7 +78,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from django.core import checks
@@ -77,7 +92,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..exceptions import SessionStoreError, SessionStoreUnavailable
 from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
 from . import redis_scripts as lua
-from .base import ListResult, SessionStore
+from . import validation as v
+from .base import ListResult, PayerPage, SessionStore
 from .redis_config import redact, with_client_defaults
 
 __all__ = [
@@ -104,6 +120,12 @@ _REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
 CLUSTER_MAX_CONNECTIONS = 10_000
 _PLAIN_PAYER = re.compile(r"[0-9a-z._-]+")
 _SWEEP_BATCH = 500
+#: Payers read from the payers index per round trip (and checked per pipeline).
+_PAYER_BATCH = 500
+#: The hash tag of the payers index: "~" then letters that are not hex
+#: digits, which no payer tag can be (see ``payer_tag``).
+_PAYERS_TAG = "~payers"
+T = TypeVar("T")
 
 
 def payer_tag(payer: str) -> str:
@@ -115,6 +137,16 @@ def payer_tag(payer: str) -> str:
     if _PLAIN_PAYER.fullmatch(payer):
         return payer
     return "~" + payer.encode("utf-8", "surrogatepass").hex()
+
+
+def _payer_of_tag(tag: str) -> str | None:
+    """The payer whose tag is ``tag`` (the inverse of :func:`payer_tag`), else ``None``."""
+    try:
+        payer = bytes.fromhex(tag[1:]).decode("utf-8") if tag.startswith("~") else tag
+        v.check_payer(payer)
+    except ValueError:  # not hex, not UTF-8, or no payer id at all: not our key
+        return None
+    return payer if payer_tag(payer) == tag else None
 
 
 @lru_cache(maxsize=4096)
@@ -169,6 +201,8 @@ class RedisStoreBase(SessionStore):
         if not key_prefix or "{" in key_prefix or "}" in key_prefix:
             raise ValueError("key_prefix must be a non-empty str without '{' or '}'")
         self.key_prefix = key_prefix
+        #: The sorted set of the payers that have a key index (``list_payers``).
+        self.payers_key = f"{key_prefix}:{{{_PAYERS_TAG}}}:index"
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -279,6 +313,67 @@ class RedisStoreBase(SessionStore):
         except _REDIS_FAILURES as exc:
             raise self._failure(op, exc) from exc
 
+    async def _call(self, op: str, command: Awaitable[T]) -> T:
+        """Await one plain command (made on this loop's client), translating failures."""
+        try:
+            return await command
+        except _REDIS_FAILURES as exc:
+            raise self._failure(op, exc) from exc
+
+    # -- the payers index ------------------------------------------------------------
+
+    async def _enlist(self, op: str, payer: str) -> None:
+        """Add ``payer`` to the payers index: a write has just made its key index.
+
+        Shielded, so a caller cancelled between the write and this command
+        still leaves the payer listed.
+        """
+        add = self._call(op, self._client().zadd(self.payers_key, {payer: 0}))
+        await asyncio.shield(add)
+
+    async def _payers_range(
+        self, op: str, lo: str, hi: str | bytes, count: int
+    ) -> builtins.list[str]:
+        """Up to ``count`` payers from the payers index between ``lo`` and ``hi`` (lex bounds)."""
+        command = self._client().zrangebylex(self.payers_key, lo, hi, start=0, num=count)
+        return [str(member) for member in await self._call(op, command)]
+
+    async def _indexes_exist(self, op: str, payers: builtins.list[str]) -> builtins.list[bool]:
+        """Whether each payer's key index exists: one pipeline (split by node on a cluster)."""
+        client = self._client()
+        keys = [_payer_base(self.key_prefix, payer) + "idx" for payer in payers]
+        if len(keys) == 1:
+            return [bool(await self._call(op, client.exists(keys[0])))]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        found: builtins.list[Any] = await self._call(op, pipe.execute())
+        return [bool(n) for n in found]
+
+    async def _unlist(self, op: str, payers: builtins.list[str]) -> builtins.list[str]:
+        """Take ``payers``, whose key indexes were seen gone, out of the payers index.
+
+        Returns those that turned out to have a key index again (they stay).
+        The payers index and a key index live in different slots, so this
+        cannot be one atomic step; instead it removes first, then looks at
+        the key indexes again and puts back every payer that has one by now.
+        A write that makes a key index after that look lists its payer
+        itself, with a ``ZADD`` that comes after this ``ZREM``. Either way a
+        payer with entries ends up listed, whatever the interleaving.
+        Shielded, so a cancelled caller never stops it between the two steps.
+        """
+
+        async def unlist() -> builtins.list[str]:
+            client = self._client()
+            await self._call(op, client.zrem(self.payers_key, *payers))
+            exist = await self._indexes_exist(op, payers)
+            back = [payer for payer, there in zip(payers, exist, strict=True) if there]
+            if back:
+                await self._call(op, client.zadd(self.payers_key, dict.fromkeys(back, 0)))
+            return back
+
+        return await asyncio.shield(unlist())
+
     # -- the contract -----------------------------------------------------------------
 
     async def get(self, payer: str, key: str) -> str | None:
@@ -289,11 +384,16 @@ class RedisStoreBase(SessionStore):
     async def set(self, payer: str, key: str, value: str, *, ttl_ms: int | None = None) -> None:
         ttl = self.effective_ttl(ttl_ms)
         base = _payer_base(self.key_prefix, payer)
-        await self._run("set", lua.SET, 2, base + "idx", base + "v:" + key, ttl, f"{ttl}:{value}")
+        if await self._run(
+            "set", lua.SET, 2, base + "idx", base + "v:" + key, ttl, f"{ttl}:{value}"
+        ):
+            await self._enlist("set", payer)  # the payer's first key: list the payer
 
     async def delete(self, payer: str, key: str) -> bool:
         base = _payer_base(self.key_prefix, payer)
-        removed = await self._run("delete", lua.DELETE, 2, base + "idx", base + "v:" + key)
+        removed, emptied = await self._run("delete", lua.DELETE, 2, base + "idx", base + "v:" + key)
+        if emptied:
+            await self._unlist("delete", [payer])
         return bool(removed)
 
     async def list(
@@ -360,7 +460,7 @@ class RedisStoreBase(SessionStore):
         ttl = self.effective_ttl(ttl_ms)
         base = _payer_base(self.key_prefix, payer)
         vbase = base + "v:"
-        await self._run(
+        made_index = await self._run(
             "set_many",
             lua.SET_MANY,
             1 + len(entries),
@@ -369,6 +469,8 @@ class RedisStoreBase(SessionStore):
             ttl,
             *[f"{ttl}:{value}" for value in entries.values()],
         )
+        if made_index:
+            await self._enlist("set_many", payer)
 
     async def delete_many(self, payer: str, keys: Iterable[str]) -> int:
         unique = builtins.list(dict.fromkeys(keys))
@@ -376,14 +478,78 @@ class RedisStoreBase(SessionStore):
             return 0
         base = _payer_base(self.key_prefix, payer)
         vbase = base + "v:"
-        removed = await self._run(
+        removed, emptied = await self._run(
             "delete_many",
             lua.DELETE_MANY,
             1 + len(unique),
             base + "idx",
             *[vbase + key for key in unique],
         )
+        if emptied:
+            await self._unlist("delete_many", [payer])
         return int(removed)
+
+    async def list_payers(
+        self,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> PayerPage:
+        """Payers from the payers index, each checked against its key index.
+
+        ``ZRANGEBYLEX`` from the cursor's payer (exclusive) within the prefix
+        bounds, then one pipeline of ``EXISTS`` on the members' key indexes:
+        members whose key index is gone (all their entries expired or were
+        deleted without this store seeing it empty) are left out and taken
+        out of the payers index on the way, and reading goes on until the
+        page holds ``limit`` payers and one more (so a next page is known to
+        exist) or the index ends.
+        """
+        after = self.decode_payer_cursor(cursor)
+        lo: str
+        if after is not None and (prefix is None or after >= prefix):
+            lo = "(" + after
+        elif prefix is not None:
+            lo = "[" + prefix
+        else:
+            lo = "-"
+        hi: str | bytes = "+" if prefix is None else b"[" + prefix.encode() + b"\xff"
+        found: builtins.list[str] = []
+        while True:
+            want = _PAYER_BATCH if limit is None else min(limit + 1 - len(found), _PAYER_BATCH)
+            members = await self._payers_range("list_payers", lo, hi, want)
+            if members:
+                exist = await self._indexes_exist("list_payers", members)
+                gone = [m for m, there in zip(members, exist, strict=True) if not there]
+                back = set(await self._unlist("list_payers", gone)) if gone else set()
+                found.extend(
+                    m for m, there in zip(members, exist, strict=True) if there or m in back
+                )
+            if len(members) < want or (limit is not None and len(found) > limit):
+                break
+            lo = "(" + members[-1]
+        if limit is None or len(found) <= limit:
+            return PayerPage(found, None)
+        del found[limit:]  # the look-ahead payer: more remain
+        return PayerPage(found, self.encode_payer_cursor(found[-1]))
+
+    async def entry_ttl_ms(self, payer: str, key: str) -> int | None:
+        """Milliseconds ``key`` has left (``None``: never expires; 0: absent or expired).
+
+        For inspection (the admin): Redis's own ``PTTL`` of the value, which
+        slides nothing.
+        """
+        v.check_payer(payer)
+        v.check_key(key)
+        base = _payer_base(self.key_prefix, payer)
+        try:
+            left = int(await self._client().pttl(base + "v:" + key))
+        except _REDIS_FAILURES as exc:
+            raise self._failure("entry_ttl_ms", exc) from exc
+        if left == -1:
+            return None
+        return max(0, left)
 
     async def purge_expired(self) -> int:
         """Drop index members whose entry Redis has already expired; return how many.
@@ -394,32 +560,70 @@ class RedisStoreBase(SessionStore):
         index under ``key_prefix`` (``SCAN``, on every primary of a cluster,
         then ``_SWEEP_BATCH`` members per script call, so Redis is never
         blocked for long).
+
+        It also brings the payers index (``list_payers``) up to date, both
+        ways. Every payer whose key index the ``SCAN`` finds is added to it:
+        that is how payers written before the payers index existed (by an
+        older version of this store) get listed, so run it once after
+        upgrading (it also lists a payer whose key index a read re-made
+        after Redis evicted it, which no script reports). ``SCAN`` only as
+        such a repair tool, never on a request path, and never ``KEYS``.
+        Then the payers index is walked and every payer whose key index has
+        gone (all its entries expired) is taken out. Neither changes the
+        count returned.
         """
         client = self._client()
         pattern = _glob_escape(self.key_prefix) + ":{*}:idx"
         head = self.key_prefix + ":{"
         removed = 0
+        found: builtins.list[str] = []
         try:
             async for idx in client.scan_iter(match=pattern, count=500, _type="zset"):
                 tag, _, rest = str(idx)[len(head) :].partition("}")
                 if not str(idx).startswith(head) or rest != ":idx" or not tag:
                     continue
-                removed += await self._sweep(str(idx))
+                swept, emptied = await self._sweep(str(idx))
+                removed += swept
+                payer = _payer_of_tag(tag)
+                if payer is not None and not emptied:
+                    found.append(payer)
+                if len(found) >= _PAYER_BATCH:
+                    await client.zadd(self.payers_key, dict.fromkeys(found, 0))
+                    found.clear()
+            if found:
+                await client.zadd(self.payers_key, dict.fromkeys(found, 0))
         except _REDIS_FAILURES as exc:
             raise self._failure("purge_expired", exc) from exc
+        await self._unlist_gone_payers()
         return removed
 
-    async def _sweep(self, idx: str) -> int:
+    async def _sweep(self, idx: str) -> tuple[int, bool]:
+        """Sweep one key index; return how many members went and whether it emptied."""
         vbase = idx[: -len("idx")] + "v:"
-        lo, removed = "-", 0
+        lo, removed, emptied = "-", 0, False
         while True:
-            count, scanned, last = await self._run(
+            count, scanned, last, now_empty = await self._run(
                 "purge_expired", lua.SWEEP, 1, idx, vbase, lo, _SWEEP_BATCH
             )
             removed += int(count)
+            emptied = emptied or bool(now_empty)
             if int(scanned) < _SWEEP_BATCH:
-                return removed
+                return removed, emptied
             lo = "(" + str(last)
+
+    async def _unlist_gone_payers(self) -> None:
+        """Walk the payers index and take out the payers whose key index is gone."""
+        lo = "-"
+        while True:
+            members = await self._payers_range("purge_expired", lo, "+", _PAYER_BATCH)
+            if members:
+                exist = await self._indexes_exist("purge_expired", members)
+                gone = [m for m, there in zip(members, exist, strict=True) if not there]
+                if gone:
+                    await self._unlist("purge_expired", gone)
+            if len(members) < _PAYER_BATCH:
+                return
+            lo = "(" + members[-1]
 
     def replay_guard(self) -> RedisReplayGuard:
         """Claims of payment authorizations in this store's Redis, shared by every process."""

@@ -19,6 +19,15 @@ Data layout, for one payer (``base`` is ``<prefix>:{<payer tag>}:``):
   Members whose value key has expired are dropped when a ``get``, ``list``
   or ``purge_expired`` meets them.
 
+Beside them, one key for the whole store: the payers index (see
+``RedisStoreBase.payers_key``), a sorted set of the payers that have a key
+index. It lives in a slot of its own, so no script ever touches it (a script
+may only touch one slot on a cluster); instead the scripts *report* when the
+payer's key index appeared or went away and the client updates the payers
+index with a separate command: ``set`` and ``set_many`` return 1 when they
+made the index (it did not exist), ``delete``, ``delete_many`` and ``sweep``
+return whether their ``ZREM`` emptied it (Redis then deletes the key).
+
 Every key a script touches is passed in ``KEYS``, except the value keys that
 ``list`` and ``sweep`` discover through the index: those are derived from the
 ``base`` argument and share the payer's hash tag, so they live in the same
@@ -100,7 +109,7 @@ end
 
 _READ = _KEEP_INDEX + _SPLIT + _MEMBER + _TOUCH
 
-# KEYS: idx, vkey. ARGV: ttl, "<ttl>:<value>".
+# KEYS: idx, vkey. ARGV: ttl, "<ttl>:<value>". Returns 1 if it made the index, else 0.
 SET = LuaScript(
     "set",
     _KEEP_INDEX
@@ -115,11 +124,12 @@ else
 end
 redis.call('ZADD', idx, 0, member(idx, vkey))
 keep_index(idx, left, ttl)
-return 1
+if left == -2 then return 1 end
+return 0
 """,
 )
 
-# KEYS: idx, vkey1..n. ARGV: ttl, blob1..n.
+# KEYS: idx, vkey1..n. ARGV: ttl, blob1..n. Returns 1 if it made the index, else 0.
 SET_MANY = LuaScript(
     "set_many",
     _KEEP_INDEX
@@ -136,7 +146,8 @@ for i = 2, #KEYS do
   redis.call('ZADD', idx, 0, member(idx, KEYS[i]))
 end
 keep_index(idx, left, ttl)
-return #KEYS - 1
+if left == -2 then return 1 end
+return 0
 """,
 )
 
@@ -179,28 +190,38 @@ return out
 """,
 )
 
-# KEYS: idx, vkey. Returns 1 if a live entry was removed.
+# 1 if ``dropped`` members were removed from ``idx`` and that emptied it.
+_EMPTIED = """
+local function emptied(idx, dropped)
+  if dropped > 0 and redis.call('EXISTS', idx) == 0 then return 1 end
+  return 0
+end
+"""
+
+# KEYS: idx, vkey. Returns {1 if a live entry was removed, 1 if the index emptied}.
 DELETE = LuaScript(
     "delete",
     _MEMBER
+    + _EMPTIED
     + """
 local n = redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], member(KEYS[1], KEYS[2]))
-return n
+local dropped = redis.call('ZREM', KEYS[1], member(KEYS[1], KEYS[2]))
+return {n, emptied(KEYS[1], dropped)}
 """,
 )
 
-# KEYS: idx, vkey1..n (distinct). Returns how many were live.
+# KEYS: idx, vkey1..n (distinct). Returns {how many were live, 1 if the index emptied}.
 DELETE_MANY = LuaScript(
     "delete_many",
     _MEMBER
+    + _EMPTIED
     + """
-local n = 0
+local n, dropped = 0, 0
 for i = 2, #KEYS do
   n = n + redis.call('DEL', KEYS[i])
-  redis.call('ZREM', KEYS[1], member(KEYS[1], KEYS[i]))
+  dropped = dropped + redis.call('ZREM', KEYS[1], member(KEYS[1], KEYS[i]))
 end
-return n
+return {n, emptied(KEYS[1], dropped)}
 """,
 )
 
@@ -249,10 +270,12 @@ end
 )
 
 # KEYS: idx. ARGV: vbase, lo, count. Drops up to ``count`` scanned members
-# whose value key is gone. Returns {removed, scanned, last member scanned}.
+# whose value key is gone. Returns {removed, scanned, last member scanned,
+# 1 if that emptied the index}.
 SWEEP = LuaScript(
     "sweep",
-    """
+    _EMPTIED
+    + """
 local idx, vbase = KEYS[1], ARGV[1]
 local members = redis.call('ZRANGEBYLEX', idx, ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))
 local removed = 0
@@ -261,6 +284,6 @@ for i = 1, #members do
     removed = removed + redis.call('ZREM', idx, members[i])
   end
 end
-return {removed, #members, members[#members] or ''}
+return {removed, #members, members[#members] or '', emptied(idx, removed)}
 """,
 )

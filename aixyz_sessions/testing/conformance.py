@@ -15,6 +15,10 @@ The batch methods ``get_many``, ``set_many`` and ``delete_many`` are optional
 (the base class falls back to one call per key), and so is ``close()``
 (release connections). Build cursors with ``self.encode_cursor(payer,
 last_key)`` and read them back with ``self.decode_cursor(payer, cursor)``.
+``list_payers`` is optional too (there is no fallback): implement it and its
+tests run, with cursors from ``self.encode_payer_cursor(last_payer)`` and
+``self.decode_payer_cursor(cursor)``; leave it out and they are skipped,
+saying so.
 Then subclass ``StoreConformance`` in a test module and say how to build your
 store::
 
@@ -88,6 +92,20 @@ Isolation
     done for payer B changes A's entries, whatever key, prefix or cursor is
     passed, even when one payer id is a prefix of the other.
 
+Listing payers (optional)
+    ``list_payers(*, prefix=None, cursor=None, limit=None)`` returns
+    ``PayerPage(payers: list[str], cursor: str | None)``: the payer ids the
+    store holds entries for, each once, in ascending code-point order, paged
+    like ``list``: ``prefix`` is literal, ``limit`` ``None``/``0`` means all
+    and any positive int is served, a negative one raises ``ValueError``;
+    the cursor is opaque, present only when more payers remain, and the
+    next page holds exactly the payers after the last one returned; a
+    cursor the store cannot decode (a ``list`` cursor included) raises
+    ``ValueError`` naming ``cursor``. A payer with a live entry is never
+    left out; a payer whose last entry was deleted is not named; one whose
+    entries expired may be named for a while, but not after
+    ``purge_expired()``.
+
 Batches
     ``get_many(payer, keys) -> dict[str, str | None]`` answers every key asked
     (``None`` when absent); ``set_many(payer, entries, *, ttl_ms=None)``
@@ -110,7 +128,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ..stores.base import ListResult, SessionStore
+from ..stores.base import ListResult, PayerPage, SessionStore
 from ..stores.validation import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES
 from .clock import ManualClock
 
@@ -231,6 +249,9 @@ _ISOLATED = (
 )
 _EXPIRED_INVISIBLE = "TTL: an entry must be invisible to get() once its ttl_ms has passed"
 _TTL_ZERO = "TTL: an entry set with ttl_ms=0 must never expire"
+_PAYER_ORDER = "list_payers(): payers must come once each, in ascending code-point order"
+_PAYER_CURSOR_WHEN_MORE = "list_payers(): a page with more payers after it must carry a cursor"
+_PAYER_LIVE = "list_payers(): a payer with a live entry must always be listed"
 
 
 class StoreConformance:
@@ -296,6 +317,41 @@ class StoreConformance:
                 "list(): paging must end with a page that carries no cursor",
                 f"still getting cursors after {len(pages)} pages of list({kw})",
             )
+
+    async def payer_listing_store(self, **options: Any) -> SessionStore:
+        """A new store, or skip the test if it does not implement ``list_payers``."""
+        store = await self.new_store(**options)
+        if not store.supports_list_payers:
+            pytest.skip(
+                f"{type(store).__name__} does not implement list_payers(), which is optional"
+            )
+        return store
+
+    @staticmethod
+    async def payer_pages(store: SessionStore, **kw: Any) -> list[PayerPage]:
+        pages: list[PayerPage] = []
+        cursor = None
+        while True:
+            page = await store.list_payers(cursor=cursor, **kw)
+            pages.append(page)
+            if page.cursor is None:
+                return pages
+            cursor = page.cursor
+            _expect(
+                len(pages) < 10_000,
+                "list_payers(): paging must end with a page that carries no cursor",
+                f"still getting cursors after {len(pages)} pages of list_payers({kw})",
+            )
+
+    async def listed(self, store: SessionStore, prefix: str) -> list[str]:
+        """Every payer ``list_payers(prefix=prefix)`` names, in one page (no cursor)."""
+        page = await store.list_payers(prefix=prefix)
+        _expect(
+            page.cursor is None,
+            "list_payers(): without a limit, every payer must come in one page, no cursor",
+            f"list_payers(prefix={prefix!r}) gave the cursor {page.cursor!r}",
+        )
+        return page.payers
 
     # -- CRUD -------------------------------------------------------------------
 
@@ -1210,4 +1266,290 @@ class StoreConformance:
             {"c": "3"},
             "TTL: set_many() must give every entry its ttl_ms",
             f"list(payer).entries {3 * u} ms after set_many(..., ttl_ms={u})",
+        )
+
+    # -- listing payers (optional) ----------------------------------------------------
+    # Every payer id below starts with a fresh random prefix and every listing
+    # filters on it, so a persistent backend holding other data passes too.
+
+    @_case
+    async def test_list_payers_once_in_code_point_order(self) -> None:
+        """list_payers() names each payer with entries once, in ascending code-point order."""
+        store, base = await self.payer_listing_store(), new_payer()
+        suffixes = ["b", "a", "aa", "a b", "0", "10", "9", "~", "é", "\uff5a", "😀"]
+        payers = [base + suffix for suffix in suffixes]
+        for payer in payers:
+            await store.set_many(payer, {"k1": "v", "k2": "v", "k3": "v"})
+        _expect_equal(
+            await self.listed(store, base),
+            sorted(payers),
+            f"{_PAYER_ORDER} (Python's sorted(), whatever number of keys each holds)",
+            f"list_payers(prefix=<base>) over {len(payers)} payers of 3 keys each",
+        )
+        _expect_equal(
+            await store.list_payers(prefix=base + "zzz"),
+            PayerPage([], None),
+            "list_payers(): a prefix that no payer starts with must give PayerPage([], None)",
+            "list_payers(prefix=<base> + 'zzz')",
+        )
+
+    @_case
+    async def test_list_payers_pages_cover_everyone_once(self) -> None:
+        """Paging with limit 1, 2 or 3 names every payer exactly once, in order, limit a page."""
+        store, base = await self.payer_listing_store(), new_payer()
+        payers = [f"{base}{i:02d}" for i in range(6)]
+        for number, payer in enumerate(payers):
+            await store.set_many(payer, {f"k{j}": "v" for j in range(1 + number % 3)})
+        for limit in (1, 2, 3):
+            pages = await self.payer_pages(store, prefix=base, limit=limit)
+            _expect_equal(
+                [len(page.payers) for page in pages],
+                [limit] * (len(payers) // limit),
+                "list_payers(): every page must hold exactly `limit` payers, and the last"
+                " (full) page must carry no cursor",
+                f"the page sizes of list_payers(prefix=<base>, limit={limit}) over 6 payers",
+            )
+            _expect_equal(
+                [payer for page in pages for payer in page.payers],
+                payers,
+                "list_payers(): paging must name every payer exactly once, in order",
+                f"the pages of list_payers(prefix=<base>, limit={limit}), joined",
+            )
+
+    @_case
+    async def test_list_payers_prefix_is_literal(self) -> None:
+        """A payer prefix is literal text: '%', '_', '*', '[' and '\\' match only themselves."""
+        store, base = await self.payer_listing_store(), new_payer()
+        suffixes = ["a", "a_b", "a%c", "ab", "a\\b", "a*", "a[1]", "b_a"]
+        for suffix in suffixes:
+            await store.set(base + suffix, "k", "v")
+        rule = (
+            "list_payers(): prefix must be matched as literal text, never as a pattern"
+            " ('%', '_', '*', '[' and '\\' match only themselves), payers in order"
+        )
+        for tail, expected in (
+            ("a_", ["a_b"]),
+            ("a%", ["a%c"]),
+            ("a\\", ["a\\b"]),
+            ("a*", ["a*"]),
+            ("a[", ["a[1]"]),
+            ("a", ["a", "a%c", "a*", "a[1]", "a\\b", "a_b", "ab"]),
+            ("a\x00", []),
+        ):
+            _expect_equal(
+                await self.listed(store, base + tail),
+                [base + suffix for suffix in expected],
+                rule,
+                f"list_payers(prefix=<base> + {tail!r})",
+            )
+
+    @_case
+    async def test_list_payers_drops_a_payer_whose_entries_were_deleted(self) -> None:
+        """A payer whose last entry was deleted is no longer named; one with entries left is."""
+        store, base = await self.payer_listing_store(), new_payer()
+        one, two, many = base + "1", base + "2", base + "3"
+        await store.set(one, "only", "v")
+        await store.set_many(two, {"a": "1", "b": "2"})
+        await store.set_many(many, {"x": "1", "y": "2"})
+        await store.delete(one, "only")
+        await store.delete(two, "a")
+        await store.delete_many(many, ["x", "y", "never"])
+        _expect_equal(
+            await self.listed(store, base),
+            [two],
+            "list_payers(): a payer whose last entry was deleted (delete() or delete_many())"
+            " must not be named; a payer with entries left must be",
+            "list_payers(prefix=<base>) after emptying payers 1 and 3, and one key of payer 2",
+        )
+        await store.set(one, "again", "v")
+        _expect_equal(
+            await self.listed(store, base),
+            [one, two],
+            _PAYER_LIVE,
+            "list_payers(prefix=<base>) after set(<payer 1>, 'again', 'v')",
+        )
+
+    @_case
+    async def test_list_payers_forgets_expired_payers_after_a_purge(self) -> None:
+        """A payer whose entries all expired is not named after purge_expired()."""
+        u = self.unit
+        store, base = await self.payer_listing_store(), new_payer()
+        gone, kept = base + "gone", base + "kept"
+        await store.set_many(gone, {"a": "1", "b": "2"}, ttl_ms=u)
+        await store.set(kept, "k", "v", ttl_ms=0)
+        _expect_equal(
+            await self.listed(store, base),
+            [gone, kept],
+            _PAYER_LIVE,
+            "list_payers(prefix=<base>) right after writing both payers",
+        )
+        await self.elapse(3 * u)
+        before = await self.listed(store, base)
+        _expect(
+            kept in before and set(before) <= {gone, kept},
+            _PAYER_LIVE,
+            f"list_payers(prefix=<base>) {3 * u} ms after <gone>'s entries expired gave"
+            f" {_show(before)} (<kept> never expires)",
+        )
+        try:
+            await store.purge_expired()
+        except NotImplementedError:
+            return  # without a purge, an expired payer may be named for a while
+        _expect_equal(
+            await self.listed(store, base),
+            [kept],
+            "list_payers(): a payer whose entries all expired must not be named after"
+            " purge_expired()",
+            f"list_payers(prefix=<base>) after purge_expired(), {3 * u} ms after <gone>'s"
+            f" entries (ttl_ms={u}) were set",
+        )
+        _expect_equal(
+            await store.list_payers(prefix=base, limit=1),
+            PayerPage([kept], None),
+            "list_payers(): the last page must carry no cursor, expired payers not counted",
+            "list_payers(prefix=<base>, limit=1) after purge_expired()",
+        )
+
+    @_case
+    async def test_list_payers_cursor_continues_after_changes(self) -> None:
+        """The next page holds exactly the payers after the last one returned, whatever changed."""
+        store, base = await self.payer_listing_store(), new_payer()
+        for name in ("b", "d", "f", "h"):
+            await store.set(base + name, "k", "v")
+        first = await store.list_payers(prefix=base, limit=2)
+        _expect_equal(
+            first.payers,
+            [base + "b", base + "d"],
+            _PAYER_ORDER,
+            "list_payers(prefix=<base>, limit=2) over payers b, d, f, h",
+        )
+        _expect(first.cursor is not None, _PAYER_CURSOR_WHEN_MORE, f"the first page was {first}")
+        await store.delete(base + "d", "k")  # the cursor's payer goes away
+        for name in ("a", "c", "e", "i"):
+            await store.set(base + name, "k", "v")
+        rest: list[str] = []
+        cursor = first.cursor
+        while cursor is not None:
+            page = await store.list_payers(prefix=base, limit=2, cursor=cursor)
+            rest.extend(page.payers)
+            cursor = page.cursor
+        _expect_equal(
+            rest,
+            [base + name for name in ("e", "f", "h", "i")],
+            "list_payers(): the next pages must hold exactly the payers after the last one"
+            " returned, even when that payer was emptied and others were added in between",
+            "the later pages after emptying d and adding a, c, e, i past page [b, d]",
+        )
+
+    @_case
+    async def test_list_payers_cursor_is_opaque_and_checked(self) -> None:
+        """A payer cursor hides the payer; a cursor the store did not make raises ValueError."""
+        store, base = await self.payer_listing_store(), new_payer()
+        first, second = base + "a", base + "b"
+        await store.set_many(first, {"k1": "v", "k2": "v"})
+        await store.set(second, "k", "v")
+        cursor = (await store.list_payers(prefix=base, limit=1)).cursor
+        if cursor is None:
+            raise _broken(_PAYER_CURSOR_WHEN_MORE, "list_payers(limit=1) of 2 payers gave none")
+        with _accepts(
+            "list_payers(): the cursor must be opaque; to look inside it this check"
+            " base64-decodes it, so it must be URL-safe base64 text",
+            f"decoding the cursor {_show(cursor)}",
+        ):
+            views = [
+                cursor,
+                base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("latin-1"),
+            ]
+        for view in views:
+            _expect(
+                base[2:] not in view,
+                "list_payers(): the cursor must be opaque: no payer id may appear in clear",
+                f"the cursor after {first!r} shows it: {_show(view)}",
+            )
+        rule = "list_payers(): a cursor the store cannot decode must raise ValueError naming cursor"
+        list_cursor = (await store.list(first, limit=1)).cursor
+        if list_cursor is None:
+            raise _broken(_CURSOR_WHEN_MORE, "list(payer, limit=1) of 2 entries gave no cursor")
+        tampered = cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1]
+        for what, bad in (
+            ("'garbage'", "garbage"),
+            ("''", ""),
+            ("'AAAA'", "AAAA"),
+            ("<base64 of 40 bytes>", base64.urlsafe_b64encode(b"\x01" * 40).decode()),
+            ("<a payer id>", first),
+            ("<5000 characters>", "a" * 5000),
+            ("<a list() cursor>", list_cursor),
+            ("<a payer cursor with one character changed>", tampered),
+        ):
+            with _raises(ValueError, rule, f"list_payers(cursor={what})", match="cursor"):
+                await store.list_payers(prefix=base, cursor=bad)
+        with _raises(
+            ValueError,
+            "list(): a list_payers() cursor is no list() cursor: it must raise ValueError",
+            "list(payer, cursor=<a list_payers() cursor>)",
+            match="cursor",
+        ):
+            await store.list(first, cursor=cursor)
+
+    @_case
+    async def test_list_payers_limits_and_argument_types(self) -> None:
+        """Any positive limit is served, None/0 mean all, negative is ValueError; types checked."""
+        store, base = await self.payer_listing_store(), new_payer()
+        payers = [base + "a", base + "b"]
+        for payer in payers:
+            await store.set(payer, "k", "v")
+        rule = (
+            "list_payers(): any positive limit must be accepted (a huge one clamped, never an"
+            " error), and None or 0 must mean all"
+        )
+        for limit in (None, 0, 2, 2**31, 2**63, 2**64 + 1, 10**100):
+            with _accepts(rule, f"list_payers(prefix=<base>, limit={limit})"):
+                page = await store.list_payers(prefix=base, limit=limit)
+            _expect_equal(page, PayerPage(payers, None), rule, f"limit={limit}")
+        with _raises(
+            ValueError,
+            "list_payers(): a negative limit must raise ValueError naming limit",
+            "list_payers(limit=-1)",
+            match="limit",
+        ):
+            await store.list_payers(limit=-1)
+        for call, bad in (
+            ("list_payers(limit='3')", {"limit": "3"}),
+            ("list_payers(limit=1.5)", {"limit": 1.5}),
+            ("list_payers(prefix=3)", {"prefix": 3}),
+            ("list_payers(cursor=3)", {"cursor": 3}),
+        ):
+            with _raises(
+                TypeError, "types: an argument of the wrong type must raise TypeError", call
+            ):
+                await store.list_payers(**bad)
+
+    @_case
+    async def test_list_payers_keeps_payers_sharing_a_prefix_apart(self) -> None:
+        """Payers whose ids share a prefix (0xab, 0xabc) are listed and dropped independently."""
+        store = await self.payer_listing_store()
+        short = new_payer()
+        long = short + "c"  # the shorter id is a prefix of the longer one
+        await store.set(short, "k", "v")
+        await store.set(long, "k", "v")
+        rule = (
+            f"{_ISOLATED}: a payer id that is a prefix of another must be listed and dropped"
+            " on its own"
+        )
+        _expect_equal(await self.listed(store, short), [short, long], rule, "prefix=<A>")
+        _expect_equal(await self.listed(store, long), [long], rule, "prefix=<A>c")
+        await store.delete(short, "k")
+        _expect_equal(
+            await self.listed(store, short),
+            [long],
+            rule,
+            "list_payers(prefix=<A>) after deleting A's only entry",
+        )
+        await store.set(short, "k", "v")
+        await store.delete(long, "k")
+        _expect_equal(
+            await self.listed(store, short),
+            [short],
+            rule,
+            "list_payers(prefix=<A>) after deleting <A>c's only entry",
         )
