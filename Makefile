@@ -49,6 +49,7 @@ bench: $(STAMP) services
 	$(BIN)/python benchmarks/db_store.py
 	$(BIN)/python benchmarks/payments.py
 	$(BIN)/python benchmarks/peer_fastapi.py
+	$(BIN)/python benchmarks/admin_pages.py
 
 # N paying clients against uvicorn workers with sessions in Redis (long form).
 bench-load: $(STAMP) services

@@ -1,4 +1,9 @@
-"""Admin for ``SessionEntry``: look at sessions, find a payer's keys, purge what expired.
+"""The admin: "Sessions" for every store, and ``SessionEntry`` for the database store.
+
+"Sessions" (``StoredSession``, see :mod:`.admin_sessions`) browses whatever
+store is configured: payers, their keys and entries, with delete and erase.
+``SessionEntry`` is the database store's table: look at sessions, find a
+payer's keys, purge what expired.
 
 Session values belong to the payers who wrote them, so the admin shows them
 read-only unless ``AIXYZ_SESSIONS_ADMIN_EDITABLE = True``; adding entries by
@@ -17,7 +22,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from .models import SessionEntry, SessionEntryQuerySet, expired_q, live_q
+from .admin_sessions import StoredSessionAdmin
+from .models import SessionEntry, SessionEntryQuerySet, StoredSession, expired_q, live_q
 
 if TYPE_CHECKING:
     _EntryAdmin = admin.ModelAdmin[SessionEntry]
@@ -47,6 +53,9 @@ class ExpiryFilter(admin.SimpleListFilter):
         if self.value() == "expired":
             return queryset.filter(expired_q(timezone.now()))
         return queryset
+
+
+admin.site.register(StoredSession, StoredSessionAdmin)
 
 
 @admin.register(SessionEntry)

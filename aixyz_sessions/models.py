@@ -3,6 +3,10 @@
 ``PaymentClaim`` is that store's payment replay guard: one row per claimed
 ``(payer, nonce)``, kept until the authorization's window has passed.
 
+``StoredSession`` has no table: it gives the admin's "Sessions" section
+(``admin_sessions``), which reads whatever store is configured, its place in
+the admin index, its view and delete permissions and its ``LogEntry`` rows.
+
 A row per ``(payer, key)``; ``expires_at`` is ``NULL`` for entries that never
 expire. Keys compare by Unicode code point on every supported database, so
 the unique index on ``(payer, key)`` both finds a key and serves keyset list
@@ -24,6 +28,7 @@ __all__ = [
     "SessionEntry",
     "SessionEntryManager",
     "SessionEntryQuerySet",
+    "StoredSession",
     "expired_q",
     "live_q",
 ]
@@ -180,3 +185,28 @@ class PaymentClaim(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payer} / {self.nonce}"
+
+
+class StoredSession(models.Model):
+    """A payer's session in the configured store, or one entry of it; no table (unmanaged).
+
+    The admin's "Sessions" pages read the store through its public API, so
+    this model is never queried: it exists for the admin index, for the
+    ``view_storedsession`` / ``delete_storedsession`` permissions and as the
+    object of the ``LogEntry`` rows that record deletions (``key`` empty:
+    the whole session was erased).
+    """
+
+    payer: models.CharField[str, str] = models.CharField("payer", max_length=256, primary_key=True)
+    key: models.CharField[str, str] = models.CharField("key", max_length=512, blank=True)
+
+    objects: ClassVar[models.Manager[StoredSession]] = models.Manager()
+
+    class Meta:
+        managed = False
+        verbose_name = "session"
+        verbose_name_plural = "sessions"
+        default_permissions = ("view", "delete")
+
+    def __str__(self) -> str:
+        return f"{self.payer} / {self.key}" if self.key else self.payer

@@ -42,7 +42,7 @@ def _try_lines(base: str) -> list[str]:
         "python manage.py demo_call --transport ws   # or mcp",
         f"curl -i -X POST {base}/tools/get-content   # 402 Payment Required",
         f"open {base}/tools/get-content in a browser  # the x402 paywall page",
-        f"open {base}/admin/aixyz_sessions/sessionentry/  # the entries written",
+        f"open {base}/admin/aixyz_sessions/storedsession/  # the sessions written",
     ]
 
 

@@ -56,30 +56,48 @@ class DemoServer:
             timeout=timeout,
         )
 
-    def paid_put(self, key: str, value: str) -> str:
-        """Store ``key`` through a real paid HTTP call as a fresh payer; its address."""
+    def paid_put(self, key: str, value: str, *, account: Any = None) -> str:
+        """Store ``key`` through a real paid call as a fresh payer (or ``account``); its address."""
+        return self.paid_puts({key: value}, account=account)
+
+    def paid_puts(self, entries: dict[str, str], *, account: Any = None, parallel: int = 8) -> str:
+        """Store each entry through its own real paid HTTP call, all as one payer; its address.
+
+        The payer is a fresh account unless ``account`` (an ``eth_account``
+        local account) is given; up to ``parallel`` calls run at once.
+        """
         from eth_account import Account
         from x402 import x402Client
         from x402.http.clients.httpx import x402HttpxClient
         from x402.mechanisms.evm.exact import register_exact_evm_client
 
-        account: Any = Account.create()
+        if account is None:
+            account = Account.create()
         client = x402Client()
         register_exact_evm_client(client, account)
 
-        async def call() -> Any:
+        async def call() -> None:
+            slots = asyncio.Semaphore(parallel)
             async with x402HttpxClient(client, base_url=self.url, timeout=30) as http:
-                response = await http.post("/tools/put-content", json={"key": key, "value": value})
-                assert response.status_code == 200, response.text
-                return response.json()["result"]
 
-        result = asyncio.run(call())
-        assert result == {"success": True, "key": key, "value": value}
+                async def put(key: str, value: str) -> None:
+                    async with slots:
+                        response = await http.post(
+                            "/tools/put-content", json={"key": key, "value": value}
+                        )
+                    assert response.status_code == 200, response.text
+                    result = response.json()["result"]
+                    assert result == {"success": True, "key": key, "value": value}
+
+                await asyncio.gather(*(put(key, value) for key, value in entries.items()))
+
+        asyncio.run(call())
         return str(account.address)
 
 
-def demo_env(folder: Path) -> dict[str, str]:
+def demo_env(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    env.update(extra or {})
     env.update(
         DJANGO_SETTINGS_MODULE="demo_project.settings",
         AIXYZ_DEMO_SQLITE=str(folder / "demo.sqlite3"),
@@ -91,9 +109,13 @@ def demo_env(folder: Path) -> dict[str, str]:
 
 
 @contextmanager
-def demo_server(folder: Path) -> Iterator[DemoServer]:
-    """Migrate, create the admin, serve the demo; stop it afterwards."""
-    env = demo_env(folder)
+def demo_server(folder: Path, env: dict[str, str] | None = None) -> Iterator[DemoServer]:
+    """Migrate, create the admin, serve the demo; stop it afterwards.
+
+    ``env`` adds variables for the demo (``AIXYZ_DEMO_STORE``, say) on top of
+    the embedded defaults.
+    """
+    env = demo_env(folder, env)
     log = folder / "uvicorn.log"
     server = DemoServer("", env, log)
     for args in (("migrate", "--noinput"), ("demo_setup",)):

@@ -48,6 +48,7 @@ def test_demo_call_over_http_shows_isolation_and_the_admin_shows_the_entries(
     assert "no content under key 'greeting'" in out  # B reading A's key
     assert '{"success": true, "key": "note", "deleted": true}' in out
     assert "[paid $0.01, tx 0x" in out and "[paid $0.001, tx 0x" in out
+    assert f"/admin/aixyz_sessions/storedsession/{a.lower()}/" in out
 
     admin = admin_client(server.url)
     try:
