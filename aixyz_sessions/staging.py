@@ -178,6 +178,9 @@ class StagedSession(Session):
         raises (:class:`~aixyz_sessions.SessionStoreError`); the writes not
         yet applied stay pending.
         """
+        if not self._pending:  # a call that only read: nothing to store
+            self._committed = True
+            return
         store = self.store
         by_ttl: dict[int | None, dict[str, str]] = {}
         deletes: list[str] = []

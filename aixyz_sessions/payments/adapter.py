@@ -25,16 +25,24 @@ class DjangoHTTPAdapter:
         self._hide_payment = hide_payment
         self._url: str | None = None
 
+    def _meta(self, name: str) -> str | None:
+        # What ``request.headers`` reads, without building that mapping of every
+        # header on each paid request (the SDK asks for a few by name).
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        value = self._request.META.get(key)
+        return value if isinstance(value, str) else None
+
     def payment_header(self) -> str | None:
         """The raw payment header, v2 name first."""
-        headers = self._request.headers
-        return headers.get(PAYMENT_SIGNATURE) or headers.get(X_PAYMENT)
+        return self._meta(PAYMENT_SIGNATURE) or self._meta(X_PAYMENT)
 
     def get_header(self, name: str) -> str | None:
         """A request header, case-insensitive."""
         if name.upper() == PAYMENT_SIGNATURE:
             return None if self._hide_payment else self.payment_header()
-        return self._request.headers.get(name)
+        return self._meta(name)
 
     def get_method(self) -> str:
         """The HTTP method."""
@@ -52,11 +60,11 @@ class DjangoHTTPAdapter:
 
     def get_accept_header(self) -> str:
         """The ``Accept`` header or ''."""
-        return self._request.headers.get("Accept", "")
+        return self._meta("Accept") or ""
 
     def get_user_agent(self) -> str:
         """The ``User-Agent`` header or ''."""
-        return self._request.headers.get("User-Agent", "")
+        return self._meta("User-Agent") or ""
 
     def get_query_params(self) -> dict[str, str | list[str]]:
         """Query parameters (lists where repeated)."""
