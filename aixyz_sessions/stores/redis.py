@@ -154,6 +154,21 @@ def _payer_base(key_prefix: str, payer: str) -> str:
     return f"{key_prefix}:{{{payer_tag(payer)}}}:"
 
 
+def _lex_range(after: str | None, prefix: str | None) -> tuple[str, str | bytes]:
+    """``ZRANGEBYLEX`` bounds: the members after ``after`` that start with ``prefix``."""
+    lo: str
+    if after is not None and (prefix is None or after >= prefix):
+        lo = "(" + after
+    elif prefix is not None:
+        lo = "[" + prefix
+    else:
+        lo = "-"
+    # No valid UTF-8 string holds the byte 0xFF, so "<prefix>\xff" bounds every
+    # member that starts with the prefix from above.
+    hi: str | bytes = "+" if prefix is None else b"[" + prefix.encode() + b"\xff"
+    return lo, hi
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -405,17 +420,7 @@ class RedisStoreBase(SessionStore):
         limit: int | None = None,
         keys_only: bool = False,
     ) -> ListResult:
-        after = self.decode_cursor(payer, cursor)
-        lo: str
-        if after is not None and (prefix is None or after >= prefix):
-            lo = "(" + after
-        elif prefix is not None:
-            lo = "[" + prefix
-        else:
-            lo = "-"
-        # No valid UTF-8 string holds the byte 0xFF, so "<prefix>\xff" bounds
-        # every key that starts with the prefix from above.
-        hi: str | bytes = "+" if prefix is None else b"[" + prefix.encode() + b"\xff"
+        lo, hi = _lex_range(self.decode_cursor(payer, cursor), prefix)
         base = _payer_base(self.key_prefix, payer)
         reply: builtins.list[Any] = await self._run(
             "list",
@@ -506,15 +511,7 @@ class RedisStoreBase(SessionStore):
         page holds ``limit`` payers and one more (so a next page is known to
         exist) or the index ends.
         """
-        after = self.decode_payer_cursor(cursor)
-        lo: str
-        if after is not None and (prefix is None or after >= prefix):
-            lo = "(" + after
-        elif prefix is not None:
-            lo = "[" + prefix
-        else:
-            lo = "-"
-        hi: str | bytes = "+" if prefix is None else b"[" + prefix.encode() + b"\xff"
+        lo, hi = _lex_range(self.decode_payer_cursor(cursor), prefix)
         found: builtins.list[str] = []
         while True:
             want = _PAYER_BATCH if limit is None else min(limit + 1 - len(found), _PAYER_BATCH)
