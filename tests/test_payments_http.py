@@ -98,6 +98,14 @@ async def test_facilitator_answering_garbage_is_502() -> None:
         assert await get_store().get(client.address.lower(), "count") is None
 
 
+def sdk_payer() -> tuple[Any, x402HTTPClient]:
+    """A fresh key and the SDK's HTTP client that pays with it."""
+    account = Account.create()
+    sdk = x402Client()
+    register_exact_evm_client(sdk, account)
+    return account, x402HTTPClient(sdk)
+
+
 async def test_django_under_uvicorn_with_sdk_client() -> None:
     with (
         override_settings(
@@ -105,10 +113,7 @@ async def test_django_under_uvicorn_with_sdk_client() -> None:
         ),
         serve(get_asgi_application()) as base,
     ):
-        account = Account.create()
-        sdk = x402Client()
-        register_exact_evm_client(sdk, account)
-        payer = x402HTTPClient(sdk)
+        account, payer = sdk_payer()
         async with httpx.AsyncClient(base_url=base) as http:
             unpaid = await http.get("/paid/")
             assert unpaid.status_code == 402
@@ -146,10 +151,7 @@ async def test_paid_post_passes_csrf_under_a_real_server(path: str) -> None:
         ),
         serve(get_asgi_application()) as base,
     ):
-        account = Account.create()
-        sdk = x402Client()
-        register_exact_evm_client(sdk, account)
-        payer = x402HTTPClient(sdk)
+        account, payer = sdk_payer()
         async with httpx.AsyncClient(base_url=base) as http:
             unpaid = await http.post(path, json={"echo": "hi"})
             assert unpaid.status_code == 402, unpaid.text
