@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
-from x402.http import decode_payment_response_header
+from x402.http import decode_payment_required_header, decode_payment_response_header
 
 from aixyz_sessions import get_store, payments
 from aixyz_sessions.payments.local import get_local_facilitator
@@ -341,3 +341,22 @@ def test_each_payments_module_imports_alone_and_conf_stays_out_of_the_runtime() 
     modules = [m.name for m in pkgutil.iter_modules(payments.__path__)]
     assert "conf" in modules and "runtime" in modules
     subprocess.run([sys.executable, "-c", script, *modules], check=True, timeout=60)
+
+
+async def test_unpaid_challenges_are_built_once_per_resource_and_client_kind() -> None:
+    from aixyz_sessions.payments.runtime import get_runtime
+
+    browser = {"Accept": "text/html,application/xhtml+xml", "User-Agent": "Mozilla/5.0 (X11)"}
+    first = await AsyncClient().get("/paid/")
+    page = await AsyncClient().get("/paid/", headers=browser)
+    again = await AsyncClient().get("/paid/")
+    other = await AsyncClient().get("/paid/?q=1")
+    assert first.status_code == again.status_code == page.status_code == 402
+    assert first["PAYMENT-REQUIRED"] == again["PAYMENT-REQUIRED"]
+    assert first.content == again.content and first["Content-Type"] == "application/json"
+    assert page["Content-Type"].startswith("text/html")  # the browser's own entry
+    resource = decode_payment_required_header(other["PAYMENT-REQUIRED"]).resource
+    assert resource is not None and resource.url.endswith("/paid/?q=1")
+    assert len(get_runtime().challenges) == 3
+    # A paid request still goes the whole way (the cache holds unpaid answers only).
+    assert (await PayingClient().get("/paid/")).status_code == 200

@@ -262,6 +262,10 @@ class X402Middleware:
                 unpaid = DjangoHTTPAdapter(request, hide_payment=True)
                 result = await http_server.process_http_request(self._context(request, unpaid))
                 return _with_error(result.response, INVALID_PAYMENT, str(exc))
+        if header is None:
+            return _from_instructions(
+                await self._challenge(request, spec, adapter, runtime), price=spec.price
+            )
         context = self._context(request, adapter)
         async with PaidCall(runtime, where=request.path) as call:
             with facilitator_failures() as failures, call.verifying():
@@ -306,6 +310,43 @@ class X402Middleware:
                 else:
                     response.streaming_content = _bind_sync(iter(content), call.session)
             return response
+
+    async def _challenge(
+        self,
+        request: HttpRequest,
+        spec: PaidSpec,
+        adapter: DjangoHTTPAdapter,
+        runtime: PaymentRuntime,
+    ) -> HTTPResponseInstructions | None:
+        """The SDK's 402 for an unpaid request, built once per resource and client kind.
+
+        With no payment the SDK's answer depends only on the price, the URL and
+        whether the client is a browser (``Accept``, ``User-Agent``): the
+        routes this middleware gives the SDK declare no extensions and no
+        hooks, which could make it vary. Building it costs a requirements
+        pass and a pydantic encode per request otherwise.
+        """
+        key = (
+            spec,
+            request.method or "GET",
+            request.path,
+            adapter.get_url(),
+            adapter.get_accept_header(),
+            adapter.get_user_agent(),
+        )
+        cached = runtime.challenges.get(key)
+        if cached is not None:
+            return cached
+        with facilitator_failures() as failures:
+            result = await runtime.http_server(spec).process_http_request(
+                self._context(request, adapter)
+            )
+        if failures:
+            raise PaymentFailure.facilitator(failures)
+        instructions = result.response
+        if instructions is not None and instructions.status == 402:
+            runtime.remember_challenge(key, instructions)
+        return instructions
 
     async def _head(
         self, request: HttpRequest, http_server: x402HTTPResourceServer

@@ -18,6 +18,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from x402 import x402ResourceServer
 from x402.http import PaymentOption, RouteConfig, x402HTTPResourceServer
+from x402.http.types import HTTPResponseInstructions
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
 
 from ..conf import SETTING as STORE_SETTING
@@ -30,7 +31,10 @@ from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
 
-__all__ = ["PaymentRuntime", "get_runtime", "reset_runtime"]
+__all__ = ["MAX_CHALLENGES", "PaymentRuntime", "get_runtime", "reset_runtime"]
+
+#: Most unpaid 402 answers a runtime keeps (one per resource and client kind).
+MAX_CHALLENGES = 1024
 
 
 def build_replay_guard(path: str | None) -> ReplayGuard:
@@ -78,6 +82,15 @@ class PaymentRuntime:
         self._lock = threading.Lock()
         self._initialized = False
         self._http_servers: dict[PaidSpec, x402HTTPResourceServer] = {}
+        #: Unpaid 402 answers by (spec, method, path, URL, Accept, User-Agent); see
+        #: ``X402Middleware._challenge``. Bounded: emptied when it reaches the cap.
+        self.challenges: dict[tuple[object, ...], HTTPResponseInstructions] = {}
+
+    def remember_challenge(self, key: tuple[object, ...], value: HTTPResponseInstructions) -> None:
+        """Keep one unpaid answer (at most :data:`MAX_CHALLENGES`; then start afresh)."""
+        if len(self.challenges) >= MAX_CHALLENGES:
+            self.challenges.clear()
+        self.challenges[key] = value
 
     def _initialize_sync(self) -> None:
         with self._lock:
