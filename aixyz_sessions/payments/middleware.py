@@ -324,7 +324,9 @@ class X402Middleware:
         whether the client is a browser (``Accept``, ``User-Agent``): the
         routes this middleware gives the SDK declare no extensions and no
         hooks, which could make it vary. Building it costs a requirements
-        pass and a pydantic encode per request otherwise.
+        pass and a pydantic encode per request otherwise. A route that
+        declares an extension with per-challenge data (a sign-in nonce) must
+        not be answered from this cache.
         """
         key = (
             spec,
