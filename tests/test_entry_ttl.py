@@ -61,3 +61,12 @@ async def test_ttl_left_never_and_absent(store: tuple[SessionStore, Any]) -> Non
         await asyncio.sleep(0.05)
         again = await backend.entry_ttl_ms(PAYER, "timed")  # type: ignore[attr-defined]
         assert again is not None and again < left
+
+
+async def test_arguments_are_checked_by_the_base_class(store: tuple[SessionStore, Any]) -> None:
+    backend, _ = store
+    with pytest.raises(TypeError):
+        await backend.entry_ttl_ms(PAYER, 5)  # type: ignore[attr-defined]
+    for payer, key in ((PAYER, ""), ("", "k"), (PAYER, "k" * 513), (PAYER, "a\x00b")):
+        with pytest.raises(ValueError):
+            await backend.entry_ttl_ms(payer, key)  # type: ignore[attr-defined]

@@ -76,9 +76,9 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
     raises as soon as it is made.
     """
 
-    if name == "get":
+    if name in ("get", "delete", "entry_ttl_ms"):  # (payer, key)
 
-        def get(self: SessionStore, payer: str, key: str) -> Awaitable[str | None]:
+        def payer_key(self: SessionStore, payer: str, key: str) -> Awaitable[Any]:
             if not (
                 type(payer) is str
                 and 0 < len(payer) <= _MAX_PAYER
@@ -93,7 +93,7 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
                 v.check_key(key)
             return impl(self, payer, key)
 
-        wrapper: Callable[..., Any] = get
+        wrapper: Callable[..., Any] = payer_key
     elif name == "set":
 
         def set(
@@ -121,24 +121,6 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
             return impl(self, payer, key, value, ttl_ms=ttl_ms)
 
         wrapper = set
-    elif name == "delete":
-
-        def delete(self: SessionStore, payer: str, key: str) -> Awaitable[bool]:
-            if not (
-                type(payer) is str
-                and 0 < len(payer) <= _MAX_PAYER
-                and payer.isascii()
-                and type(key) is str
-                and 0 < len(key) <= _MAX_KEY
-                and key.isascii()
-                and "\x00" not in key
-                and "\x00" not in payer
-            ):
-                v.check_payer(payer)
-                v.check_key(key)
-            return impl(self, payer, key)
-
-        wrapper = delete
     elif name == "list":
 
         def list(
@@ -225,6 +207,7 @@ _CHECKED_METHODS = (
     "set_many",
     "delete_many",
     "list_payers",
+    "entry_ttl_ms",  # optional, for inspection: built-in stores have it
 )
 
 

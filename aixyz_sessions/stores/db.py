@@ -60,7 +60,6 @@ from django.utils import timezone
 
 from ..exceptions import SessionStoreError, SessionStoreMisconfigured, SessionStoreUnavailable
 from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
-from . import validation as v
 from .base import ListResult, PayerPage, SessionStore
 
 if TYPE_CHECKING:
@@ -485,8 +484,6 @@ class DatabaseSessionStore(SessionStore):
 
         For inspection (the admin): one read that slides nothing.
         """
-        v.check_payer(payer)
-        v.check_key(key)
         left: int | None = await self._db(self._ttl_left_now, payer, key)
         return left
 

@@ -28,7 +28,6 @@ from itertools import chain
 
 from sortedcontainers import SortedList
 
-from . import validation as v
 from .base import ListResult, PayerPage, SessionStore
 
 __all__ = ["InMemorySessionStore"]
@@ -324,8 +323,6 @@ class InMemorySessionStore(SessionStore):
         For inspection (the admin): it reads without counting as use, so the
         sliding expiry and the LRU order stay as they are.
         """
-        v.check_payer(payer)
-        v.check_key(key)
         self._acquire()
         try:
             entry = self._entries.get((payer, key))

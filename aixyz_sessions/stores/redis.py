@@ -537,8 +537,6 @@ class RedisStoreBase(SessionStore):
         For inspection (the admin): Redis's own ``PTTL`` of the value, which
         slides nothing.
         """
-        v.check_payer(payer)
-        v.check_key(key)
         base = _payer_base(self.key_prefix, payer)
         try:
             left = int(await self._client().pttl(base + "v:" + key))
