@@ -22,12 +22,12 @@ code                           status  when
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from x402.schemas import PaymentRequired
 
-from ..exceptions import SessionStoreError
-from ..store_failures import store_failure
+from ..exceptions import SessionStoreError, SessionStoreMisconfigured
 from .facilitators import facilitator_failures
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "REPLAYED",
     "SERVER_MISCONFIGURED",
     "SETTLEMENT_FAILED",
+    "STORE_MISCONFIGURED",
+    "STORE_UNAVAILABLE",
     "PaymentFailure",
 ]
 
@@ -48,6 +50,12 @@ SETTLEMENT_FAILED = "settlement_failed"
 FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
 FACILITATOR_TIMEOUT = "facilitator_timeout"
 SERVER_MISCONFIGURED = "server_misconfigured"
+STORE_UNAVAILABLE = "session_store_unavailable"
+STORE_MISCONFIGURED = "session_store_misconfigured"
+#: What a 503 tells the client to wait before retrying.
+RETRY_AFTER_SECONDS = 5
+
+logger = logging.getLogger("aixyz_sessions")
 
 #: The replay guard refused: this authorization already bought a call.
 REPLAYED = "payment authorization already used"
@@ -120,7 +128,17 @@ class PaymentFailure(Exception):
 
     @classmethod
     def store(cls, exc: SessionStoreError, where: str, *, prefix: str = "") -> PaymentFailure:
-        """The session store (or the replay guard kept in it) failed."""
-        failure = store_failure(exc, where)
-        message = f"{prefix}: {failure.message}" if prefix else failure.message
-        return cls(failure.code, message, status=failure.status, retry_after=failure.retry_after)
+        """The session store (or the replay guard kept in it) failed; logged once here.
+
+        An outage (:class:`~aixyz_sessions.SessionStoreUnavailable`, and any
+        other store error) passes by itself: 503 with ``Retry-After``.
+        :class:`~aixyz_sessions.SessionStoreMisconfigured` lasts until someone
+        fixes the deployment: 500, logged as an error, its message naming the fix.
+        """
+        place = f" in {where}" if where else ""
+        message = f"{prefix}: {exc}" if prefix else str(exc)
+        if isinstance(exc, SessionStoreMisconfigured):
+            logger.error("session store misconfigured%s: %s", place, exc)
+            return cls(STORE_MISCONFIGURED, message, status=500)
+        logger.warning("session store failed%s: %s", place, exc)
+        return cls(STORE_UNAVAILABLE, message, status=503, retry_after=RETRY_AFTER_SECONDS)

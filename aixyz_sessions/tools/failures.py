@@ -26,7 +26,6 @@ from typing import Any
 
 from ..exceptions import SessionArgumentError, SessionStoreError
 from ..payments.failures import PaymentFailure
-from ..store_failures import store_failure
 from .registry import ToolArgumentsError, ToolError
 
 __all__ = ["INVALID_ARGUMENTS", "TOOL_ERROR", "ToolFailure", "tool_failure"]
@@ -64,12 +63,11 @@ def tool_failure(exc: BaseException, where: str) -> ToolFailure | None:
         return invalid_arguments(str(exc), exc.errors)
     if isinstance(exc, SessionArgumentError):  # the store refused a value from the arguments
         return invalid_arguments(str(exc))
+    if isinstance(exc, SessionStoreError):
+        exc = PaymentFailure.store(exc, where)
     if isinstance(exc, PaymentFailure):
         extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
         return ToolFailure(exc.code, exc.status, exc.message, extra, exc.retry_after)
     if isinstance(exc, ToolError):
         return ToolFailure(TOOL_ERROR, 422, str(exc) or type(exc).__name__)
-    if isinstance(exc, SessionStoreError):
-        failure = store_failure(exc, where)
-        return ToolFailure(failure.code, failure.status, failure.message, {}, failure.retry_after)
     return None
