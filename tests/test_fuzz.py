@@ -34,7 +34,7 @@ from aixyz_sessions.stores.db import DatabaseSessionStore
 from aixyz_sessions.stores.memory import InMemorySessionStore
 from aixyz_sessions.testing import PayingClient
 from aixyz_sessions.tools.mcp import mcp_asgi_app, reset_mcp_server
-from aixyz_sessions.tools.payment_gate import parse_payment
+from aixyz_sessions.tools.payment_gate import payment_header_of
 from tests import mcp_helpers
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
 from tests.services import REDIS_HOST, REDIS_PORT, need_redis
@@ -109,7 +109,7 @@ def test_payment_header_decoding_raises_only_payment_header_error(header: str) -
 )
 def test_message_payment_decoding_raises_only_payment_header_error(payment: Any) -> None:
     try:
-        parse_payment(payment)
+        read_payment(payment_header_of(payment))  # what call_tool screens, then explains
     except PaymentHeaderError as exc:
         assert str(exc)
 

@@ -354,9 +354,25 @@ async def test_unpaid_challenges_are_built_once_per_resource_and_client_kind() -
     assert first.status_code == again.status_code == page.status_code == 402
     assert first["PAYMENT-REQUIRED"] == again["PAYMENT-REQUIRED"]
     assert first.content == again.content and first["Content-Type"] == "application/json"
-    assert page["Content-Type"].startswith("text/html")  # the browser's own entry
+    assert page["Content-Type"].startswith("text/html")  # never served from the cache
     resource = decode_payment_required_header(other["PAYMENT-REQUIRED"]).resource
     assert resource is not None and resource.url.endswith("/paid/?q=1")
-    assert len(get_runtime().challenges) == 3
+    # JSON 402s only: the 2+ MB paywall page is not kept for client-chosen keys.
+    assert len(get_runtime().challenges) == 2
+    assert not any(c.is_html for c in get_runtime().challenges.values())
     # A paid request still goes the whole way (the cache holds unpaid answers only).
     assert (await PayingClient().get("/paid/")).status_code == 200
+
+
+async def test_client_chosen_urls_cannot_grow_the_challenge_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aixyz_sessions.payments import runtime
+
+    monkeypatch.setattr(runtime, "MAX_CHALLENGES", 5)
+    browser = {"Accept": "text/html", "User-Agent": "Mozilla/5.0"}
+    for i in range(40):
+        assert (await AsyncClient().get(f"/paid/?n={i}")).status_code == 402
+        page = await AsyncClient().get(f"/paid/?n={i}", headers=browser)
+        assert page.status_code == 402 and page["Content-Type"].startswith("text/html")
+        assert len(runtime.get_runtime().challenges) <= 5

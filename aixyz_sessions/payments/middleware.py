@@ -26,7 +26,7 @@ Works in sync (WSGI) and async (ASGI) middleware chains.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -35,14 +35,13 @@ from typing import Any
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, resolve
-from x402.http import x402HTTPResourceServer
 from x402.http.types import HTTPRequestContext, HTTPResponseInstructions
 
 from ..context import Session, payer_context
 from ..exceptions import SessionStoreError
 from ..startup import NotReady, afirst_request_problem
 from .adapter import DjangoHTTPAdapter
-from .authorization import PaymentHeaderError, read_payment, screen_payment_header
+from .authorization import PaymentHeaderError, screen_payment_header
 from .decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, paid_spec_of
 from .facilitators import facilitator_failures
 from .failures import INVALID_PAYMENT, SETTLEMENT_FAILED, PaymentFailure
@@ -101,16 +100,10 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     "resource", "accepts"}``; ``accepts`` are the SDK's requirements as the
     header carries them (amounts in the asset's atomic units).
     """
-    return dict(_readable_body(instructions.headers.get("PAYMENT-REQUIRED"), price))
-
-
-@functools.lru_cache(maxsize=1024)
-def _readable_body(header: str | None, price: str | None) -> dict[str, Any]:
-    # Cached by the header itself: one resource's challenge is the same every time,
-    # and decoding it again for each 402 would be a pydantic round trip per request.
     from x402.http import decode_payment_required_header
 
     body: dict[str, Any] = {"error": "payment_required"}
+    header = instructions.headers.get("PAYMENT-REQUIRED")
     try:
         required = decode_payment_required_header(header) if header else None
     except Exception:  # pragma: no cover - the SDK encoded it
@@ -152,12 +145,20 @@ def _misconfigured(problem: NotReady) -> HttpResponse:
     return _json(500, {"error": "server_misconfigured", "message": message})
 
 
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    """``{"error": code, "message"}``; a refused payment also has ``reason`` (same text),
+    the key its 402 bodies have always carried."""
+    body: dict[str, Any] = {"error": code, "message": message}
+    if code in (INVALID_PAYMENT, SETTLEMENT_FAILED):
+        body["reason"] = message
+    return body
+
+
 def _failure(failure: PaymentFailure) -> HttpResponse:
-    """A :class:`PaymentFailure` as the HTTP answer: its status and ``{"error", ...}``."""
-    body: dict[str, Any] = {"error": failure.code, "message": failure.message}
-    if failure.code in (INVALID_PAYMENT, SETTLEMENT_FAILED):
-        body["reason"] = failure.message  # the key 402 bodies have always carried
-    return _json(failure.status, body, PaidCall.headers(failure))
+    """A :class:`PaymentFailure` as the HTTP answer: its status and :func:`_error_body`."""
+    return _json(
+        failure.status, _error_body(failure.code, failure.message), PaidCall.headers(failure)
+    )
 
 
 def _bind_sync(iterator: Iterator[bytes], session: Session) -> Iterator[bytes]:
@@ -250,22 +251,18 @@ class X402Middleware:
         call_view: AsyncGetResponse,
         runtime: PaymentRuntime,
     ) -> HttpResponseBase:
-        http_server = runtime.http_server(spec)
         if request.method == "HEAD":
-            return await self._head(request, http_server)
+            return self._head(await self._challenge(request, spec, runtime))
         adapter = DjangoHTTPAdapter(request)
         header = adapter.payment_header()
-        if header is not None:
-            try:
-                screen_payment_header(header)  # size and depth, before the SDK parses it
-            except PaymentHeaderError as exc:
-                unpaid = DjangoHTTPAdapter(request, hide_payment=True)
-                result = await http_server.process_http_request(self._context(request, unpaid))
-                return _with_error(result.response, INVALID_PAYMENT, str(exc))
         if header is None:
-            return _from_instructions(
-                await self._challenge(request, spec, adapter, runtime), price=spec.price
-            )
+            return _from_instructions(await self._challenge(request, spec, runtime))
+        try:
+            screen_payment_header(header)  # size and depth, before the SDK parses it
+        except PaymentHeaderError as exc:
+            challenge = await self._challenge(request, spec, runtime)
+            return _with_error(challenge, INVALID_PAYMENT, str(exc))
+        http_server = runtime.http_server(spec)
         context = self._context(request, adapter)
         async with PaidCall(runtime, where=request.path) as call:
             with facilitator_failures() as failures, call.verifying():
@@ -274,12 +271,11 @@ class X402Middleware:
                 raise PaymentFailure.facilitator(failures)
             if result.type == "no-payment-required":  # pragma: no cover - catch-all route
                 return await call_view(request)
-            if result.type == "payment-error" or header is None:
+            if result.type == "payment-error":
                 instructions = result.response
-                is_json_402 = instructions is not None and not instructions.is_html
-                if header is not None and is_json_402 and instructions is not None:
-                    reason = call.verified.refusal or _refusal(header) or _reason_of(instructions)
-                    if reason and reason != "Payment required" and instructions.status == 402:
+                if instructions is not None and instructions.status == 402:
+                    reason = call.refusal(header, _reason_of(instructions))
+                    if reason is not None:
                         return _with_error(instructions, INVALID_PAYMENT, reason)
                 return _from_instructions(instructions, price=spec.price)
             await call.claim()
@@ -312,22 +308,20 @@ class X402Middleware:
             return response
 
     async def _challenge(
-        self,
-        request: HttpRequest,
-        spec: PaidSpec,
-        adapter: DjangoHTTPAdapter,
-        runtime: PaymentRuntime,
+        self, request: HttpRequest, spec: PaidSpec, runtime: PaymentRuntime
     ) -> HTTPResponseInstructions | None:
-        """The SDK's 402 for an unpaid request, built once per resource and client kind.
+        """The SDK's unpaid answer (402, or the paywall); a JSON 402 is built once per resource.
 
-        With no payment the SDK's answer depends only on the price, the URL and
-        whether the client is a browser (``Accept``, ``User-Agent``): the
-        routes this middleware gives the SDK declare no extensions and no
-        hooks, which could make it vary. Building it costs a requirements
-        pass and a pydantic encode per request otherwise. A route that
-        declares an extension with per-challenge data (a sign-in nonce) must
-        not be answered from this cache.
+        With no payment the SDK's answer depends only on the price, the method,
+        the URL and whether the client is a browser (``Accept``,
+        ``User-Agent``): the routes this middleware gives the SDK declare no
+        extensions and no hooks, which could make it vary. Building it costs a
+        requirements pass and a pydantic encode per request otherwise. A route
+        that declares an extension with per-challenge data (a sign-in nonce)
+        must not be answered from this cache. Any payment header the request
+        carries is left out: this is the answer to a request without one.
         """
+        adapter = DjangoHTTPAdapter(request, hide_payment=True)
         key = (
             spec,
             request.method or "GET",
@@ -346,13 +340,18 @@ class X402Middleware:
         if failures:
             raise PaymentFailure.facilitator(failures)
         instructions = result.response
-        if instructions is not None and instructions.status == 402:
-            runtime.remember_challenge(key, instructions)
+        if instructions is None or instructions.status != 402 or instructions.is_html:
+            # The paywall page is 2+ MB: keyed by client-chosen URL and headers it
+            # would let anyone fill memory, and only people (not agents) ask for it.
+            return instructions
+        if not instructions.body:
+            body = _readable_402(instructions, spec.price)
+            instructions = dataclasses.replace(instructions, body=body)
+        runtime.remember_challenge(key, instructions)
         return instructions
 
-    async def _head(
-        self, request: HttpRequest, http_server: x402HTTPResourceServer
-    ) -> HttpResponseBase:
+    @staticmethod
+    def _head(challenge: HTTPResponseInstructions | None) -> HttpResponseBase:
         """``HEAD``: GET's headers (``PAYMENT-REQUIRED`` included), 200, no body, nothing run.
 
         A HEAD carries no resource, so it is neither charged nor served by the
@@ -360,13 +359,11 @@ class X402Middleware:
         page checks its own URL's ``Cross-Origin-Opener-Policy`` with a HEAD
         and needs a 2xx answer for that.
         """
-        unpaid = DjangoHTTPAdapter(request, hide_payment=True)
-        result = await http_server.process_http_request(self._context(request, unpaid))
         response = HttpResponse(status=200)
-        if result.response is not None:
-            for name, value in result.response.headers.items():
+        if challenge is not None:
+            for name, value in challenge.headers.items():
                 response[name] = value
-            if result.response.is_html:
+            if challenge.is_html:
                 response["Content-Type"] = "text/html; charset=utf-8"
         response["Cross-Origin-Opener-Policy"] = PAYWALL_OPENER_POLICY
         response["Cache-Control"] = "no-store"
@@ -391,21 +388,6 @@ class X402Middleware:
         )
 
 
-def _refusal(header: str | None) -> str | None:
-    """Why a payment header the SDK refused is not a payment we accept, if it says.
-
-    Decoding in full costs a pydantic round trip the SDK makes anyway, so it
-    happens only here, to explain a refusal, never on the paid path.
-    """
-    if header is None:
-        return None
-    try:
-        read_payment(header)
-    except PaymentHeaderError as exc:
-        return str(exc)
-    return None
-
-
 def _reason_of(instructions: HTTPResponseInstructions) -> str | None:
     """The ``error`` the SDK put in the PAYMENT-REQUIRED header."""
     from x402.http import decode_payment_required_header
@@ -422,7 +404,7 @@ def _reason_of(instructions: HTTPResponseInstructions) -> str | None:
 def _with_error(
     instructions: HTTPResponseInstructions | None, error: str, reason: str
 ) -> HttpResponse:
-    """The SDK's 402 (headers included) with ``{"error", "reason"}`` as the JSON body."""
+    """The SDK's 402 (headers included, so the client can pay anew) with :func:`_error_body`."""
     if instructions is None:
-        return _json(402, {"error": error, "reason": reason}, {"Cache-Control": "no-store"})
-    return _json(instructions.status, {"error": error, "reason": reason}, instructions.headers)
+        return _json(402, _error_body(error, reason), {"Cache-Control": "no-store"})
+    return _json(instructions.status, _error_body(error, reason), instructions.headers)

@@ -40,7 +40,13 @@ from x402.schemas import PaymentPayload, PaymentRequirements
 from ..context import payer_context
 from ..exceptions import SessionStoreError
 from ..staging import StagedSession
-from .authorization import Authorization, Verification, verification
+from .authorization import (
+    Authorization,
+    PaymentHeaderError,
+    Verification,
+    read_payment,
+    verification,
+)
 from .facilitators import facilitator_failures
 from .failures import INVALID_PAYMENT, NOT_STORED, NOT_VERIFIED, REPLAYED, PaymentFailure
 from .runtime import PaymentRuntime
@@ -75,6 +81,24 @@ class PaidCall:
     def verifying(self) -> AbstractContextManager[Verification]:
         """Wrap the SDK call that verifies: the verified payer lands in :attr:`verified`."""
         return verification(self.verified)
+
+    def refusal(self, payment_header: str, sdk_reason: str | None) -> str | None:
+        """Why a payment the SDK refused was refused, in the most telling words known.
+
+        The payer check's refusal first, then what decoding the payment in full
+        says is wrong with it (that pydantic round trip the SDK makes anyway,
+        so it happens only here, to explain a refusal, never on the paid path),
+        then the SDK's own reason unless it is only "Payment required".
+        """
+        if self.verified.refusal is not None:
+            return self.verified.refusal
+        try:
+            read_payment(payment_header)
+        except PaymentHeaderError as exc:
+            return str(exc)
+        if sdk_reason and sdk_reason != "Payment required":
+            return sdk_reason
+        return None
 
     async def claim(self) -> None:
         """After verification: take the authorization in the replay guard.

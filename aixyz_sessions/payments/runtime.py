@@ -82,8 +82,8 @@ class PaymentRuntime:
         self._lock = threading.Lock()
         self._initialized = False
         self._http_servers: dict[PaidSpec, x402HTTPResourceServer] = {}
-        #: Unpaid 402 answers by (spec, method, path, URL, Accept, User-Agent); see
-        #: ``X402Middleware._challenge``. Bounded: emptied when it reaches the cap.
+        #: Unpaid JSON 402 answers (a few KB each) by (spec, method, path, URL, Accept,
+        #: User-Agent); see ``X402Middleware._challenge``. Bounded: emptied at the cap.
         self.challenges: dict[tuple[object, ...], HTTPResponseInstructions] = {}
 
     def remember_challenge(self, key: tuple[object, ...], value: HTTPResponseInstructions) -> None:

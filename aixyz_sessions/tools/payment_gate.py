@@ -13,33 +13,34 @@ Order of a paid call, so that a bad call never spends a payment:
 1. validate the arguments (:class:`ToolArgumentsError`);
 2. no payment -> :class:`ToolPaymentError` ``payment_required`` carrying the
    SDK's ``PaymentRequired`` (what the HTTP 402 carries in ``PAYMENT-REQUIRED``);
-3. decode the payload with the SDK's schema and verify it through the
-   facilitator (``invalid_payment`` with the reason; ``facilitator_unavailable``,
-   or ``facilitator_timeout`` past ``FACILITATOR_TIMEOUT``);
-4. claim the authorization in the replay guard (``invalid_payment`` if used);
-5. run the tool inside ``payer_context(payer)``;
-6. settle; the result comes back with the SDK-encoded settlement response.
-   A tool that raises is not settled and its claim is released.
+3. screen the payment (size, JSON depth, version), then the paid-call core
+   (:class:`~aixyz_sessions.payments.paid_call.PaidCall`) takes over: the
+   SDK verifies it through the facilitator (``invalid_payment`` with the
+   reason; ``facilitator_unavailable``, or ``facilitator_timeout`` past
+   ``FACILITATOR_TIMEOUT``), the replay guard claims it (``invalid_payment``
+   if used), the tool runs in the payer's staged session, and the payment
+   settles; the result comes back with the SDK-encoded settlement response.
+   A tool that raises is not settled, its writes are dropped and its claim
+   is released.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-from x402.http import decode_payment_required_header, encode_payment_signature_header
+from x402.http import decode_payment_required_header
 from x402.http.types import HTTPRequestContext, HTTPResponseInstructions
-from x402.schemas import PaymentPayload, PaymentRequired, SettleResponse
+from x402.schemas import PaymentRequired, SettleResponse
 
 from ..context import payer_context
 from ..payments.authorization import (
-    Authorization,
     PaymentHeaderError,
-    authorization_of,
-    read_payment,
+    screen_payment_header,
 )
 from ..payments.facilitators import facilitator_failures
 from ..payments.failures import INVALID_PAYMENT, PAYMENT_REQUIRED, PaymentFailure
@@ -51,7 +52,7 @@ __all__ = [
     "ToolCallResult",
     "ToolPaymentError",
     "call_tool",
-    "parse_payment",
+    "payment_header_of",
     "payment_required_for",
 ]
 
@@ -81,28 +82,29 @@ class ToolCallResult:
 ToolPaymentError = PaymentFailure
 
 
-def parse_payment(payment: object) -> tuple[PaymentPayload, Authorization]:
-    """Decode a payment carried in a message: the payload object, or its header string.
+def payment_header_of(payment: object) -> str:
+    """The payment a message carries, as the header the SDK reads: screened, not decoded.
 
-    Validated with the SDK's ``PaymentPayload`` schema (x402 v2 only).
-    Raises :class:`PaymentHeaderError` with a reason fit for the client.
+    A string is taken as the header itself; an object is the payload, encoded
+    as the header is. Either way only its size, JSON depth and version are
+    checked here (:func:`~aixyz_sessions.payments.authorization.screen_payment_header`):
+    the SDK decodes and validates it once, and a refusal is explained after.
+    Raises :class:`PaymentHeaderError`.
     """
     if isinstance(payment, str):
-        return read_payment(payment)
-    if not isinstance(payment, Mapping):
+        header = payment
+    elif isinstance(payment, Mapping):
+        try:
+            text = json.dumps(payment)
+        except (TypeError, ValueError):  # not JSON: a Python caller's mistake
+            raise PaymentHeaderError("payment must be a JSON object") from None
+        header = base64.b64encode(text.encode()).decode("ascii")
+    else:
         raise PaymentHeaderError(
             f"payment must be an x402 payment payload object, not {type(payment).__name__}"
         )
-    if payment.get("x402Version") == 1:
-        raise PaymentHeaderError("x402 v1 payment payloads are not accepted; send x402Version 2")
-    try:
-        payload = PaymentPayload.model_validate(dict(payment))
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        raise PaymentHeaderError(
-            f"payment is not an x402 payment payload (check: {', '.join(fields)})"
-        ) from None
-    return payload, authorization_of(payload)
+    screen_payment_header(header)
+    return header
 
 
 class _MessageAdapter:
@@ -230,7 +232,7 @@ async def call_tool(
             payment_required=required,
         )
     try:
-        payload, _ = parse_payment(payment)
+        header = payment_header_of(payment)
     except PaymentHeaderError as exc:
         required = await payment_required_for(item, resource=resource)
         raise PaymentFailure(INVALID_PAYMENT, str(exc), payment_required=required) from None
@@ -238,7 +240,7 @@ async def call_tool(
     with facilitator_failures() as failures:
         runtime = await _ready_runtime(failures)
     http_server = runtime.http_server(spec)
-    context = _context(item, resource, encode_payment_signature_header(payload))
+    context = _context(item, resource, header)
     async with PaidCall(runtime, where=f"tool {item.name!r}") as call:
         with facilitator_failures() as failures, call.verifying():
             verified = await http_server.process_http_request(context)
@@ -246,7 +248,7 @@ async def call_tool(
             raise PaymentFailure.facilitator(failures)
         if verified.type != "payment-verified":
             refused = _payment_required_of(verified.response)
-            reason = call.verified.refusal or (refused.error if refused else None)
+            reason = call.refusal(header, refused.error if refused else None)
             raise PaymentFailure(
                 INVALID_PAYMENT,
                 reason or "payment verification failed",
