@@ -42,22 +42,14 @@ def in_memory_parts() -> list[str]:
     """Which of the session store and the replay guard live in this process's memory."""
     from .conf import get_store
     from .replay import InMemoryReplayGuard
+    from .startup import configured_replay_guard
     from .stores.memory import InMemorySessionStore
 
     parts = []
-    store = get_store()
-    if isinstance(store, InMemorySessionStore):
+    if isinstance(get_store(), InMemorySessionStore):
         parts.append("session store")
-    x402 = getattr(settings, "AIXYZ_X402", None)
-    if isinstance(x402, dict):
-        guard = x402.get("REPLAY_GUARD")
-        in_memory_guard = (
-            store.replay_guard() is None
-            if guard is None
-            else (guard.rsplit(".", 1)[-1] == InMemoryReplayGuard.__name__)
-        )
-        if in_memory_guard:
-            parts.append("replay guard")
+    if isinstance(configured_replay_guard(), InMemoryReplayGuard):
+        parts.append("replay guard")
     return parts
 
 

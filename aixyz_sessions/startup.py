@@ -33,9 +33,12 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError, connections
 from django.dispatch import receiver
 
+from .replay import ReplayGuard
+
 __all__ = [
     "NotReady",
     "afirst_request_problem",
+    "configured_replay_guard",
     "ensure_ready",
     "first_request_problem",
     "startup_problems",
@@ -67,7 +70,7 @@ def _missing_tables() -> list[checks.CheckMessage]:
     needed: dict[str, set[str]] = {}
     if isinstance(store, DatabaseSessionStore):
         needed.setdefault(store.using, set()).add(SessionEntry._meta.db_table)
-    guard = _replay_guard()
+    guard = configured_replay_guard()
     if isinstance(guard, DatabaseReplayGuard):
         needed.setdefault(guard.store.using, set()).add(PaymentClaim._meta.db_table)
     problems: list[checks.CheckMessage] = []
@@ -95,14 +98,17 @@ def _missing_tables() -> list[checks.CheckMessage]:
     return problems
 
 
-def _replay_guard() -> Any:
+def configured_replay_guard() -> ReplayGuard | None:
+    """The replay guard ``AIXYZ_X402`` gives (``None`` without payments), the way the
+    payment runtime builds it, without building the rest of the runtime."""
     from django.conf import settings
 
     if getattr(settings, "AIXYZ_X402", None) is None:
         return None
-    from .payments.runtime import get_runtime
+    from .payments.conf import get_config
+    from .payments.runtime import build_replay_guard
 
-    return get_runtime().replay_guard
+    return build_replay_guard(get_config().replay_guard)
 
 
 def _in_a_thread_if_a_loop_runs(function: Any) -> Any:
