@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
 from django.conf import settings as django_settings
 from django.db import connections
 from django.test import override_settings
 
 from aixyz_sessions import get_store
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.exceptions import SessionStoreUnavailable
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import reset_runtime
@@ -33,7 +31,7 @@ from tests.fault_facilitator import FaultyFacilitator
 from tests.fault_redis import private_redis
 from tests.payments_helpers import LOCAL, MIDDLEWARE, NETWORK, PAY_TO, free_port, serve
 from tests.services import PG_HOST, PG_PORT, need_postgres, need_redis
-from tests.tools_app import Wallet, example_tools
+from tests.tools_app import Wallet, example_tools, paid_ws_call, websocket
 
 TIMEOUT_S = 1.0
 MARGIN_S = 1.5
@@ -64,27 +62,6 @@ def assert_json_error(response: Any, status: int, error: str) -> dict[str, Any]:
     assert "Traceback" not in body.get("message", "")
     assert "PAYMENT-RESPONSE" not in response
     return body
-
-
-@asynccontextmanager
-async def websocket() -> AsyncIterator[WebsocketCommunicator]:
-    ws = WebsocketCommunicator(get_asgi_application(), "/ws/tools/")
-    accepted, _ = await ws.connect(timeout=5)
-    assert accepted
-    try:
-        yield ws
-    finally:
-        await ws.disconnect()
-
-
-async def paid_ws_call(ws: WebsocketCommunicator, wallet: Wallet, key: str) -> dict[str, Any]:
-    arguments = {"key": key, "value": "v"}
-    await ws.send_json_to({"id": "probe", "tool": "put", "arguments": arguments})
-    probe = await ws.receive_json_from(timeout=10)
-    payment = await wallet.pay(probe["error"]["payment_required"])
-    await ws.send_json_to({"id": "paid", "tool": "put", "arguments": arguments, "payment": payment})
-    reply: dict[str, Any] = await ws.receive_json_from(timeout=10)
-    return reply
 
 
 # -- Redis killed and restarted under a running Django ---------------------------------------
@@ -135,7 +112,7 @@ async def test_redis_restart_gives_503_then_service_resumes() -> None:
                 assert_json_error(response, 503, "session_store_unavailable")
                 assert response["Retry-After"]
                 async with websocket() as ws:
-                    reply = await paid_ws_call(ws, Wallet(), "k")
+                    reply = await paid_ws_call(ws, Wallet(), "put", {"key": "k", "value": "v"})
                 assert reply["error"]["code"] == "session_store_unavailable", reply
             assert ledger().settled_count == before + 1, "a failed request was settled"
             with pytest.raises(SessionStoreUnavailable):
@@ -335,14 +312,14 @@ async def test_slow_facilitator_over_websocket_is_facilitator_timeout(
         await ws.receive_json_from(timeout=10)
         faulty.faults["/verify"] = ("delay", TIMEOUT_S + 2)
         started = time.monotonic()
-        reply = await paid_ws_call(ws, wallet, "k")
+        reply = await paid_ws_call(ws, wallet, "put", {"key": "k", "value": "v"})
         assert time.monotonic() - started < TIMEOUT_S + MARGIN_S
         assert reply["error"]["code"] == "facilitator_timeout", reply
         faulty.faults["/verify"] = ("status", 500)
-        reply = await paid_ws_call(ws, wallet, "k")
+        reply = await paid_ws_call(ws, wallet, "put", {"key": "k", "value": "v"})
         assert reply["error"]["code"] == "facilitator_unavailable", reply
         faulty.faults.clear()
-        reply = await paid_ws_call(ws, wallet, "k")
+        reply = await paid_ws_call(ws, wallet, "put", {"key": "k", "value": "v"})
         assert reply["result"]["key"] == "k", reply
     assert ledger().settled_count == before + 1
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
 from django.test import override_settings
 
 from aixyz_sessions import get_session, get_store
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.testing import PayingClient
@@ -36,7 +33,7 @@ from tests.test_replay_guard import (
     redis_caches,
     unique_prefix,
 )
-from tests.tools_app import Wallet
+from tests.tools_app import Wallet, paid_ws_call, websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,26 +123,10 @@ async def over_http(name: str) -> tuple[str, Any, str | None]:
     return client.address, None, body["error"]
 
 
-@asynccontextmanager
-async def _socket() -> AsyncIterator[WebsocketCommunicator]:
-    ws = WebsocketCommunicator(get_asgi_application(), "/ws/tools/")
-    accepted, _ = await ws.connect(timeout=10)
-    assert accepted
-    try:
-        yield ws
-    finally:
-        await ws.disconnect()
-
-
 async def over_websocket(name: str) -> tuple[str, Any, str | None]:
     wallet = Wallet()
-    async with _socket() as ws:
-        await ws.send_json_to({"id": 1, "tool": name, "arguments": ARGUMENTS})
-        probe = await ws.receive_json_from(timeout=10)
-        payment = await wallet.pay(probe["error"]["payment_required"])
-        message = {"id": 2, "tool": name, "arguments": ARGUMENTS, "payment": payment}
-        await ws.send_json_to(message)
-        reply = await ws.receive_json_from(timeout=10)
+    async with websocket() as ws:
+        reply = await paid_ws_call(ws, wallet, name, ARGUMENTS)
     if "result" in reply:
         return wallet.address, reply["result"], None
     return wallet.address, None, reply["error"]["code"]

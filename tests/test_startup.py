@@ -14,20 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import Client, override_settings
 
 from aixyz_sessions import SessionStoreMisconfigured
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.startup import NotReady, ensure_ready
 from aixyz_sessions.stores.memory import InMemorySessionStore
 from aixyz_sessions.testing import PayingClient
 from tests.demo_server import ROOT, demo_env
 from tests.payments_helpers import LOCAL, MIDDLEWARE, free_port
-from tests.tools_app import Wallet, example_tools
+from tests.tools_app import Wallet, example_tools, paid_ws_call, websocket
 
 pytestmark = pytest.mark.django_db
 
@@ -195,20 +193,8 @@ async def test_misconfigured_store_is_its_own_error_code_over_websocket() -> Non
             AIXYZ_X402=GUARDED,
         ),
     ):
-        ws = WebsocketCommunicator(get_asgi_application(), "/ws/tools/")
-        accepted, _ = await ws.connect(timeout=5)
-        assert accepted
-        try:
-            arguments = {"key": "k", "value": "v"}
-            await ws.send_json_to({"id": 1, "tool": "put", "arguments": arguments})
-            probe = await ws.receive_json_from(timeout=5)
-            payment = await Wallet().pay(probe["error"]["payment_required"])
-            await ws.send_json_to(
-                {"id": 2, "tool": "put", "arguments": arguments, "payment": payment}
-            )
-            reply = await ws.receive_json_from(timeout=5)
-        finally:
-            await ws.disconnect()
+        async with websocket() as ws:
+            reply = await paid_ws_call(ws, Wallet(), "put", {"key": "k", "value": "v"})
     assert reply["error"] == {
         "code": "session_store_misconfigured",
         "message": "table 'x' does not exist; run `manage.py migrate`",

@@ -7,14 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
 from django.test import override_settings
 
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing import PayingClient
 from tests.payments_helpers import LOCAL, MIDDLEWARE
-from tests.tools_app import Wallet, example_tools
+from tests.tools_app import Wallet, example_tools, paid_ws_call, websocket
 
 pytestmark = pytest.mark.django_db
 
@@ -93,25 +91,12 @@ async def test_paid_tool_over_websocket_with_store_down(dead_store: None, ledger
         example_tools(),
         override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.tools_app", AIXYZ_X402=LOCAL),
     ):
-        app = get_asgi_application()
-        ws = WebsocketCommunicator(app, "/ws/tools/")
-        accepted, _ = await ws.connect(timeout=5)
-        assert accepted
-        try:
-            arguments = {"key": "k", "value": "v"}
-            await ws.send_json_to({"id": 1, "tool": "put", "arguments": arguments})
-            probe = await ws.receive_json_from(timeout=5)
-            payment = await Wallet().pay(probe["error"]["payment_required"])
-            await ws.send_json_to(
-                {"id": 2, "tool": "put", "arguments": arguments, "payment": payment}
-            )
-            reply = await ws.receive_json_from(timeout=5)
-            assert reply["id"] == 2
+        async with websocket() as ws:
+            reply = await paid_ws_call(ws, Wallet(), "put", {"key": "k", "value": "v"})
+            assert reply["id"] == "paid"
             assert reply["error"]["code"] == "session_store_unavailable"
             assert "'dead'" in reply["error"]["message"]
             # the connection stays usable
             await ws.send_json_to({"id": 3, "tool": "echo", "arguments": {"text": "x"}})
             assert (await ws.receive_json_from(timeout=5))["result"]["text"] == "x"
-        finally:
-            await ws.disconnect()
     assert ledger.settled_count == before

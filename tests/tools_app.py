@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from django.urls import include, path
@@ -103,6 +103,34 @@ class Wallet:
         payload = await self.client.create_payment_payload(required)
         data: dict[str, Any] = json.loads(payload.model_dump_json(by_alias=True, exclude_none=True))
         return data
+
+
+@asynccontextmanager
+async def websocket() -> AsyncIterator[Any]:
+    """A channels test communicator connected to the app's ``/ws/tools/``."""
+    from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
+
+    from aixyz_sessions.asgi import get_asgi_application
+
+    ws = WebsocketCommunicator(get_asgi_application(), "/ws/tools/")
+    accepted, _ = await ws.connect(timeout=10)
+    assert accepted
+    try:
+        yield ws
+    finally:
+        await ws.disconnect()
+
+
+async def paid_ws_call(
+    ws: Any, wallet: Wallet, tool: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """Call ``tool`` unpaid, pay the requirements the error names, call again; the reply."""
+    await ws.send_json_to({"id": "probe", "tool": tool, "arguments": arguments})
+    probe = await ws.receive_json_from(timeout=10)
+    payment = await wallet.pay(probe["error"]["payment_required"])
+    await ws.send_json_to({"id": "paid", "tool": tool, "arguments": arguments, "payment": payment})
+    reply: dict[str, Any] = await ws.receive_json_from(timeout=10)
+    return reply
 
 
 urlpatterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
