@@ -2,33 +2,39 @@
 
     .venv/bin/python benchmarks/peer_fastapi.py [--rounds 3] [--requests 300] [--profile ours]
 
-Two apps, set up identically (``benchmarks/peer_fastapi_app.py``): network
+Three sides, set up identically (``benchmarks/peer_fastapi_app.py``): network
 eip155:84532, price $0.01, pay_to 0xabab..ab, each verifying and settling with
 its OWN ``LocalFacilitator`` (the SDK's exact-EVM facilitator over an in-memory
-ledger, so verification costs the same on both sides), each answering
+ledger, so verification costs the same everywhere), each answering
 ``{"ok": true}`` on a free and on a paid endpoint:
 
 * ours: plain Django ASGI (``get_asgi_application``), ``X402Middleware`` and an
   async ``@paid("$0.01")`` view; in-memory session store and replay guard;
-* theirs: FastAPI with the SDK's ``PaymentMiddlewareASGI`` on ``GET /paid``.
+* theirs: FastAPI with the SDK's ``PaymentMiddlewareASGI`` on ``GET /paid``;
+* SDK flow on Django: the SDK's own middleware sequence ported to Django
+  middleware on ``/sdk-paid`` in the same Django app (see the app module): the
+  baseline that tells our flow's cost from Django's.
 
 Cases, per side: (a) free requests, (b) the 402 challenge (paid endpoint, no
 payment, ``Accept: application/json``), (c) paid requests, each with its own
 fresh payment signed BEFORE the clock starts (``x402HTTPClient`` on the side's
 own 402). Requests are sequential, in process, through
 ``httpx.AsyncClient(transport=httpx.ASGITransport(app))``. After a warm-up the
-cases run interleaved over ``--rounds`` rounds: within a case the two sides
-alternate in blocks of 25 requests, so both see the same background load.
+cases run interleaved over ``--rounds`` rounds: within a case the sides
+alternate in blocks of 25 requests, so all see the same background load.
 
 Printed per round and side: req/s of each case; the paid overhead (mean paid
-latency - mean free latency, ms); the 402's cost over a free request (ms); and
-the ratio ours/theirs of the paid overhead. Then the medians over rounds, and
-the signature work per paid call on each side: the scheme's EOA signature
-checks (calls of the SDK's ``verify_eoa_signature``) and the secp256k1 key
-recoveries actually computed (coincurve's ``from_signature_and_message``).
+latency - mean free latency, ms); the 402's cost over a free request (ms); the
+ratios of our paid overhead to FastAPI's and to the SDK flow on Django; and
+Django's 402 floor (a plain Django view answering 402, over a free request:
+Django logs every response >= 400 through a thread hop). Then the medians over
+rounds, and the signature work per paid call on each side: the scheme's EOA
+signature checks (calls of the SDK's ``verify_eoa_signature``) and the
+secp256k1 key recoveries actually computed (coincurve's
+``from_signature_and_message``).
 
 Every paid response must be a 200 with a ``PAYMENT-RESPONSE`` header and every
-challenge a 402, else the run aborts. ``--profile ours|theirs`` runs only the
+challenge a 402, else the run aborts. ``--profile ours|sdk-django|theirs`` runs only the
 paid case of that side under cProfile (the facilitator's worker threads
 included) and prints the top 25 functions by cumulative time (and the top 15
 by own time: under asyncio the cumulative view is mostly the event loop).
@@ -140,6 +146,7 @@ class Side:
     label: str
     client: httpx.AsyncClient
     facilitator: LocalFacilitator
+    path: str = "/paid"
     payments: list[dict[str, str]] = field(default_factory=list)
     paid_calls: int = 0
     signature_work: list[int] = field(default_factory=lambda: [0, 0])  # checks, recoveries
@@ -151,7 +158,7 @@ class Side:
         return taken
 
     async def challenge(self) -> httpx.Response:
-        response = await self.client.get("/paid")
+        response = await self.client.get(self.path)
         if response.status_code != 402 or "payment-required" not in response.headers:
             raise Abort(self.name, "the paid endpoint without payment is not a 402", response)
         if not response.headers.get("content-type", "").startswith("application/json"):
@@ -167,7 +174,7 @@ class Side:
         headers = dict(challenge.headers)
         for _ in range(n):
             payment, _payload = await http_client.handle_402_response(
-                headers, challenge.content, f"{BASE_URL}/paid"
+                headers, challenge.content, f"{BASE_URL}{self.path}"
             )
             self.payments.append(payment)
 
@@ -178,7 +185,7 @@ class Side:
             raise Abort(self.name, "the free endpoint", free)
         await self.challenge()
         (payment,) = self.take_payments(1)
-        response = await self.client.get("/paid", headers=payment)
+        response = await self.client.get(self.path, headers=payment)
         if response.status_code != 200 or response.json() != {"ok": True}:
             raise Abort(self.name, "a paid request did not succeed", response)
         if "payment-response" not in response.headers:
@@ -186,13 +193,13 @@ class Side:
         settled = decode_payment_response_header(response.headers["payment-response"])
         if not settled.success:
             raise Abort(self.name, "PAYMENT-RESPONSE says the settlement failed", response)
-        replay = await self.client.get("/paid", headers=payment)
+        replay = await self.client.get(self.path, headers=payment)
         if replay.status_code != 402:
             raise Abort(self.name, "a replayed payment was not refused", replay)
 
     async def run(self, case: str, n: int) -> float:
         """Run ``n`` sequential requests of one case; the elapsed seconds."""
-        client, name = self.client, self.name
+        client, name, path = self.client, self.name, self.path
         if case == "free":
             start = time.perf_counter()
             for _ in range(n):
@@ -203,7 +210,7 @@ class Side:
         if case == "402":
             start = time.perf_counter()
             for _ in range(n):
-                response = await client.get("/paid")
+                response = await client.get(path)
                 if response.status_code != 402:
                     raise Abort(name, "402 challenge", response)
             return time.perf_counter() - start
@@ -211,7 +218,7 @@ class Side:
         before = RECOVERIES.snapshot()
         start = time.perf_counter()
         for payment in payments:
-            response = await client.get("/paid", headers=payment)
+            response = await client.get(path, headers=payment)
             if response.status_code != 200 or "payment-response" not in response.headers:
                 raise Abort(name, "paid request", response)
         elapsed = time.perf_counter() - start
@@ -222,10 +229,11 @@ class Side:
         return elapsed
 
 
-def make_sides() -> tuple[Side, Side]:
+def make_sides() -> tuple[Side, Side, Side]:
+    """Ours, the SDK's flow ported to the same Django process, and FastAPI with the SDK."""
     settings.configure(**apps.DJANGO_SETTINGS)
     django.setup()
-    ours_app = apps.build_django_app()
+    django_app = apps.build_django_app()
     theirs_facilitator = LocalFacilitator()
     theirs_app = apps.build_fastapi_app(theirs_facilitator)
 
@@ -236,10 +244,17 @@ def make_sides() -> tuple[Side, Side]:
             headers={"Accept": "application/json"},
         )
 
-    ours = Side("ours", "ours (Django)", client(ours_app), apps.django_facilitator())
+    ours = Side("ours", "ours (Django)", client(django_app), apps.django_facilitator())
+    sdk_on_django = Side(
+        "sdk-django",
+        "SDK flow on Django",
+        client(django_app),
+        apps.sdk_flow_facilitator(),
+        path="/sdk-paid",
+    )
     theirs = Side("theirs", "theirs (FastAPI)", client(theirs_app), theirs_facilitator)
-    assert ours.facilitator is not theirs.facilitator
-    return ours, theirs
+    assert len({id(s.facilitator) for s in (ours, sdk_on_django, theirs)}) == 3
+    return ours, sdk_on_django, theirs
 
 
 # Reporting -----------------------------------------------------------------------------
@@ -290,13 +305,16 @@ def chunks(n: int) -> list[int]:
     return [min(CHUNK, n - start) for start in range(0, n, CHUNK)]
 
 
-async def compare(ours: Side, theirs: Side, rounds: int, counts: dict[str, int]) -> None:
-    results: dict[str, list[Figures]] = {"ours": [], "theirs": []}
-    ratios: list[float] = []
+async def compare(sides: list[Side], rounds: int, counts: dict[str, int]) -> None:
+    """Interleaved rounds; per round and in medians, each side's figures and the ratios."""
+    ours, baseline, theirs = sides
+    results: dict[str, list[Figures]] = {side.name: [] for side in sides}
+    ratios: dict[str, list[float]] = {"theirs": [], "baseline": []}
+    floors: list[float] = []
     for number in range(1, rounds + 1):
-        order = (ours, theirs) if number % 2 else (theirs, ours)
-        first = order[0].name
-        elapsed: dict[str, dict[str, float]] = {"ours": {}, "theirs": {}}
+        order = sides[number % len(sides) :] + sides[: number % len(sides)]  # rotate who leads
+        leader = order[0].name
+        elapsed: dict[str, dict[str, float]] = {side.name: {} for side in sides}
         for case in CASES:
             for side in order:
                 elapsed[side.name][case] = 0.0
@@ -304,38 +322,72 @@ async def compare(ours: Side, theirs: Side, rounds: int, counts: dict[str, int])
                 for side in order:
                     elapsed[side.name][case] += await side.run(case, chunk)
                 order = order[::-1]
-        mine, peer = figures(elapsed["ours"], counts), figures(elapsed["theirs"], counts)
-        results["ours"].append(mine)
-        results["theirs"].append(peer)
-        ratio = mine.paid_overhead_ms / peer.paid_overhead_ms
-        ratios.append(ratio)
-        print(f"round {number} ({first} first)")
-        print(HEADER)
-        print(row(ours.label, mine))
-        print(row(theirs.label, peer))
-        print(f"  paid overhead ratio ours/theirs: {ratio:.3f}")
-        print()
+        round_figures = {side.name: figures(elapsed[side.name], counts) for side in sides}
+        for name, f in round_figures.items():
+            results[name].append(f)
+        mine = round_figures[ours.name].paid_overhead_ms
+        ratios["theirs"].append(mine / round_figures[theirs.name].paid_overhead_ms)
+        ratios["baseline"].append(mine / round_figures[baseline.name].paid_overhead_ms)
+        floors.append(await django_402_floor(ours, counts["402"]))
+        print(f"round {number} ({leader} first)")
+        report(sides, round_figures, ratios["theirs"][-1], ratios["baseline"][-1], floors[-1])
 
-    mine, peer = median_figures(results["ours"]), median_figures(results["theirs"])
-    print(f"medians over {rounds} rounds")
-    print(HEADER)
-    print(row(ours.label, mine))
-    print(row(theirs.label, peer))
-    print(
-        f"  paid overhead ratio ours/theirs: {statistics.median(ratios):.3f} "
-        f"(median of per-round ratios; ratio of medians "
-        f"{mine.paid_overhead_ms / peer.paid_overhead_ms:.3f}; target <= 1.0, aim 0.8)"
+    medians = {side.name: median_figures(results[side.name]) for side in sides}
+    print(f"medians over {rounds} rounds (ratios: median of per-round ratios)")
+    report(
+        sides,
+        medians,
+        statistics.median(ratios["theirs"]),
+        statistics.median(ratios["baseline"]),
+        statistics.median(floors),
     )
+    print("  target: ours/theirs <= 1.0 (aim 0.8); 402-free <= 0.2 ms")
     print()
     print(
         "signature work per paid call: EOA checks (x402 verify_eoa_signature calls) / "
         "key recoveries computed (coincurve)"
     )
-    for side in (ours, theirs):
+    for side in sides:
         checks, recoveries = (count / side.paid_calls for count in side.signature_work)
         print(
             f"  {side.label:18}{checks:6.2f} / {recoveries:.2f}   over {side.paid_calls} paid calls"
         )
+
+
+async def django_402_floor(side: Side, n: int) -> float:
+    """What any 402 costs on Django over a free request (plain view; ms, interleaved).
+
+    Django's handler logs every response >= 400 through ``sync_to_async``
+    (a thread hop), whoever built it: no middleware can answer a 402 for less.
+    """
+    free = plain = 0.0
+    for chunk in chunks(n):
+        for path in ("/free", "/plain-402"):
+            start = time.perf_counter()
+            for _ in range(chunk):
+                await side.client.get(path)
+            spent = time.perf_counter() - start
+            if path == "/free":
+                free += spent
+            else:
+                plain += spent
+    return (plain - free) / n * 1000
+
+
+def report(
+    sides: list[Side],
+    table: dict[str, Figures],
+    vs_theirs: float,
+    vs_sdk: float,
+    floor_402: float,
+) -> None:
+    print(HEADER)
+    for side in sides:
+        print(row(side.label, table[side.name]))
+    print(f"  paid overhead ratio ours/theirs (FastAPI + SDK): {vs_theirs:.3f}")
+    print(f"  paid overhead ratio ours/SDK flow on Django:     {vs_sdk:.3f}")
+    print(f"  Django's 402 floor (a plain view answering 402) - free: {floor_402:.3f} ms")
+    print()
 
 
 def profile_worker_threads(facilitator: LocalFacilitator, profiler: cProfile.Profile) -> None:
@@ -374,9 +426,9 @@ async def main(args: argparse.Namespace) -> None:
     logging.getLogger("aixyz_sessions.payments").setLevel(logging.ERROR)  # LocalFacilitator note
     logging.getLogger("x402.mechanisms.evm.exact").setLevel(logging.ERROR)  # preflight's replay
     counts = {"free": args.requests, "402": args.requests, "paid": args.paid_requests}
-    ours, theirs = make_sides()
+    all_sides = list(make_sides())
     RECOVERIES.install()  # after the apps (and their LocalFacilitators) exist: outermost
-    sides = [s for s in (ours, theirs) if args.profile in (None, s.name)]
+    sides = [s for s in all_sides if args.profile in (None, s.name)]
 
     print("peer benchmark: aixyz_sessions (Django ASGI, @paid) vs x402 SDK FastAPI middleware")
     print(
@@ -405,8 +457,8 @@ async def main(args: argparse.Namespace) -> None:
             f"paid {counts['paid']}; rounds: {args.rounds}; warm-up {WARMUP}"
         )
         print()
-        await compare(ours, theirs, args.rounds, counts)
-    for side in (ours, theirs):
+        await compare(sides, args.rounds, counts)
+    for side in all_sides:
         await side.client.aclose()
 
 
@@ -419,7 +471,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--paid-requests", type=int, help="paid requests per round (default: 2/3 of --requests)"
     )
-    parser.add_argument("--profile", choices=("ours", "theirs"))
+    parser.add_argument("--profile", choices=("ours", "sdk-django", "theirs"))
     args = parser.parse_args()
     if args.paid_requests is None:
         args.paid_requests = max(1, args.requests * 2 // 3)

@@ -376,3 +376,29 @@ async def test_client_chosen_urls_cannot_grow_the_challenge_cache(
         page = await AsyncClient().get(f"/paid/?n={i}", headers=browser)
         assert page.status_code == 402 and page["Content-Type"].startswith("text/html")
         assert len(runtime.get_runtime().challenges) <= 5
+
+
+async def test_payment_requirements_are_built_once_per_price_and_recipient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from x402 import x402ResourceServer
+
+    builds: list[str] = []
+    build = x402ResourceServer.build_payment_requirements
+
+    def counted(self: x402ResourceServer, config: object) -> object:
+        builds.append(str(getattr(config, "price", "")))
+        return build(self, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(x402ResourceServer, "build_payment_requirements", counted)
+    client = PayingClient()
+    for _ in range(3):
+        assert (await client.get("/paid/")).status_code == 200
+        assert (await client.get("/expensive/")).status_code == 200
+    # One build per spec (the first 402 of each), none per paid request after it.
+    assert sorted(builds) == ["$0.01", "$0.05"], builds
+    # Each spec keeps its own price and recipient.
+    unpaid = await client.get("/expensive/?fresh=1", pay=False)
+    assert_one_requirement(unpaid["PAYMENT-REQUIRED"], amount="50000", pay_to=OTHER_PAY_TO)
+    unpaid = await client.get("/paid/?fresh=1", pay=False)
+    assert_one_requirement(unpaid["PAYMENT-REQUIRED"], amount="10000")
