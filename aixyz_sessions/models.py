@@ -152,7 +152,10 @@ class SessionEntry(models.Model):
 
 
 class PaymentClaim(models.Model):
-    """A payment authorization ``(payer, nonce)`` that one request has claimed.
+    """A payment authorization ``(payer, nonce)`` that one request has claimed, or a record.
+
+    Records (:meth:`~aixyz_sessions.replay.ReplayGuard.remember`) share the
+    table: ``nonce`` is then the record's name and ``value`` its content.
 
     The unique constraint makes the claim atomic across processes: of any
     number of concurrent inserts, one succeeds. ``expires_at`` is the
@@ -169,6 +172,13 @@ class PaymentClaim(models.Model):
     )
     expires_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(
         "expires at", help_text="When the authorization can no longer be used anywhere."
+    )
+    value: models.TextField[str, str] = models.TextField(
+        "value",
+        blank=True,
+        default="",
+        help_text="A record's content (sign-in payment record, kept paid answer); "
+        "empty for a claim.",
     )
 
     objects: ClassVar[models.Manager[PaymentClaim]] = models.Manager()

@@ -23,6 +23,12 @@ in-memory store) gets :class:`InMemoryReplayGuard`, which covers one
 process. ``AIXYZ_X402["REPLAY_GUARD"]`` names any other :class:`ReplayGuard`
 (e.g. ``"aixyz_sessions.replay.InMemoryReplayGuard"``).
 
+A guard also keeps short-lived *records* beside its claims
+(:meth:`ReplayGuard.remember` / :meth:`ReplayGuard.recall`): "this payer
+paid for this resource" for sign-in, the kept answer of a paid call for
+payment identifiers. They live in the same backend, so every worker process
+sees them; the last write wins and each record expires on its own.
+
 This module lives outside :mod:`aixyz_sessions.payments` so that a store can
 offer a guard kept in its own backend without importing the x402 machinery:
 ``payments`` imports ``stores``, never the other way round.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -46,6 +53,7 @@ __all__ = [
     "check_grace",
     "claim_expiry",
     "claim_key",
+    "record_expiry",
 ]
 
 #: Seconds a claim outlives its authorization's ``valid_before`` (clock skew).
@@ -99,6 +107,29 @@ class ReplayGuard(ABC):
     async def release(self, payer: str, nonce: str) -> None:
         """Give back a claim whose request failed before settlement."""
 
+    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
+        """Keep ``value`` under ``(payer, key)`` until ``expires_at`` (unix seconds).
+
+        Replaces what was kept there, claim or record. Guards that keep no
+        records (a custom guard written before records existed) raise
+        ``NotImplementedError``; sign-in and payment identifiers need them.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no records; implement remember() and recall() "
+            "to use sign-in and payment identifiers"
+        )
+
+    async def recall(self, payer: str, key: str) -> str | None:
+        """What :meth:`remember` kept under ``(payer, key)`` and has not expired, else ``None``.
+
+        A live claim made by :meth:`claim` reads as a string too (its token,
+        possibly empty): "taken, nothing kept yet".
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no records; implement remember() and recall() "
+            "to use sign-in and payment identifiers"
+        )
+
     async def release_quietly(self, payer: str, nonce: str) -> None:
         """:meth:`release`, logging instead of raising when the backend fails.
 
@@ -127,6 +158,7 @@ class InMemoryReplayGuard(ReplayGuard):
         self._clock = clock
         self._lock = threading.Lock()
         self._claims: dict[tuple[str, str], float] = {}
+        self._values: dict[tuple[str, str], str] = {}
         self._expiry: list[tuple[float, tuple[str, str]]] = []
 
     def __len__(self) -> int:
@@ -138,6 +170,7 @@ class InMemoryReplayGuard(ReplayGuard):
             expires, key = heapq.heappop(self._expiry)
             if self._claims.get(key) == expires:
                 del self._claims[key]
+                self._values.pop(key, None)
 
     async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
         """Claim atomically (a lock, no awaits inside it)."""
@@ -159,3 +192,39 @@ class InMemoryReplayGuard(ReplayGuard):
         key = claim_key(payer, nonce)
         with self._lock:
             self._claims.pop(key, None)
+            self._values.pop(key, None)
+
+    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
+        """Keep ``value`` (replacing a claim or record) until ``expires_at``."""
+        pair = claim_key(payer, key)
+        expires = record_expiry(expires_at)
+        if not isinstance(value, str):
+            raise TypeError(f"value must be a str, not {type(value).__name__}")
+        with self._lock:
+            now = self._clock()
+            self._purge(now)
+            if expires <= now:
+                self._claims.pop(pair, None)
+                self._values.pop(pair, None)
+                return
+            self._claims[pair] = expires
+            self._values[pair] = value
+            heapq.heappush(self._expiry, (expires, pair))
+
+    async def recall(self, payer: str, key: str) -> str | None:
+        """The live value under ``(payer, key)``; ``""`` for a claim without one."""
+        pair = claim_key(payer, key)
+        with self._lock:
+            self._purge(self._clock())
+            if pair not in self._claims:
+                return None
+            return self._values.get(pair, "")
+
+
+def record_expiry(expires_at: float) -> float:
+    """``expires_at`` (unix seconds) within what every backend stores."""
+    if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+        raise TypeError(f"expires_at must be unix seconds, not {type(expires_at).__name__}")
+    if not math.isfinite(expires_at):
+        raise ValueError("expires_at must be finite")
+    return min(max(float(expires_at), 0.0), float(MAX_EXPIRY))

@@ -290,6 +290,73 @@ async def test_guards_of_one_shared_backend_agree(backend: Backend) -> None:
     assert not await winner.claim(PAYER, NONCE, valid_before)
 
 
+# -- records: remember / recall, on every backend ------------------------------------------
+
+
+async def test_a_record_is_kept_until_it_expires_and_the_last_write_wins(
+    backend: Backend,
+) -> None:
+    guard = backend.guard()
+    now = backend.now()
+    assert await guard.recall(PAYER, "paid:x") is None
+    await guard.remember(PAYER, "paid:x", '{"at": 1}', now + 600)
+    assert await guard.recall(PAYER, "paid:x") == '{"at": 1}'
+    assert await guard.recall(PAYER.lower(), "PAID:X") == '{"at": 1}'  # like claims: any case
+    assert await guard.recall("0x" + "ef" * 20, "paid:x") is None  # another payer's: none
+    await guard.remember(PAYER, "paid:x", "second", now + 0.4)
+    assert await guard.recall(PAYER, "paid:x") == "second"
+    await backend.advance(0.6)
+    assert await guard.recall(PAYER, "paid:x") is None
+    await guard.remember(PAYER, "paid:x", "gone", backend.now() - 5)  # already past: nothing
+    assert await guard.recall(PAYER, "paid:x") is None
+
+
+async def test_records_and_claims_share_names_claims_read_as_taken(backend: Backend) -> None:
+    guard = backend.guard()
+    valid_before = _valid_before(backend)
+    assert await guard.claim(PAYER, "pid:abc", valid_before)
+    assert await guard.recall(PAYER, "pid:abc") is not None  # taken, nothing kept yet
+    await guard.remember(PAYER, "pid:abc", "kept answer", backend.now() + 600)
+    assert await guard.recall(PAYER, "pid:abc") == "kept answer"
+    assert not await guard.claim(PAYER, "pid:abc", valid_before)  # still taken
+    await guard.release(PAYER, "pid:abc")
+    assert await guard.recall(PAYER, "pid:abc") is None
+
+
+async def test_record_arguments_are_checked(backend: Backend) -> None:
+    guard = backend.guard()
+    later = backend.now() + 60
+    with pytest.raises(TypeError, match="value"):
+        await guard.remember(PAYER, "k", 7, later)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expires_at"):
+        await guard.remember(PAYER, "k", "v", "later")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        await guard.remember(PAYER, "k", "v", float("nan"))
+    with pytest.raises(ValueError, match=f"1..{MAX_CLAIM_FIELD}"):
+        await guard.recall(PAYER, "k" * (MAX_CLAIM_FIELD + 1))
+    await guard.remember(PAYER, "k", "v", 1e300)  # clamped, kept
+    assert await guard.recall(PAYER, "k") == "v"
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+async def test_records_are_shared_by_every_guard_of_a_backend(backend: Backend) -> None:
+    first, second = backend.guard(), backend.guard()
+    await first.remember(PAYER, "paid:*", "1", backend.now() + 600)
+    assert await second.recall(PAYER, "paid:*") == "1"
+
+
+async def test_a_custom_guard_without_records_says_what_is_missing() -> None:
+    class OnlyClaims(ReplayGuard):
+        async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+            return True
+
+        async def release(self, payer: str, nonce: str) -> None:
+            return None
+
+    with pytest.raises(NotImplementedError, match="remember.*recall"):
+        await OnlyClaims().recall(PAYER, "paid:*")
+
+
 # -- Redis specifics -------------------------------------------------------------------------
 
 

@@ -59,7 +59,14 @@ from django.db.models.sql.compiler import SQLInsertCompiler
 from django.utils import timezone
 
 from ..exceptions import SessionStoreError, SessionStoreMisconfigured, SessionStoreUnavailable
-from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
+from ..replay import (
+    DEFAULT_GRACE,
+    ReplayGuard,
+    check_grace,
+    claim_expiry,
+    claim_key,
+    record_expiry,
+)
 from .base import ListResult, PayerPage, SessionStore
 
 if TYPE_CHECKING:
@@ -611,6 +618,50 @@ class DatabaseReplayGuard(ReplayGuard):
 
     def _release_now(self, payer: str, nonce: str) -> None:
         self._claims().filter(payer=payer, nonce=nonce)._raw_delete(self.store.using)
+
+    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
+        """Upsert the record's row (one statement where the database can)."""
+        payer, key = claim_key(payer, key)
+        if not isinstance(value, str):
+            raise TypeError(f"value must be a str, not {type(value).__name__}")
+        expires = record_expiry(expires_at)
+        await self.store._db(self._guarded, self._remember_now, payer, key, value, expires)
+
+    async def recall(self, payer: str, key: str) -> str | None:
+        """The live row's value, or ``None``."""
+        payer, key = claim_key(payer, key)
+        return await self.store._db(self._guarded, self._recall_now, payer, key)
+
+    def _remember_now(self, payer: str, key: str, value: str, expires: float) -> None:
+        store = self.store
+        row = self._model(
+            payer=payer, nonce=key, value=value, expires_at=store._moment(expires * 1000)
+        )
+        features = connections[store.using].features
+        if features.supports_update_conflicts_with_target:
+            self._claims().bulk_create(
+                [row],
+                update_conflicts=True,
+                unique_fields=["payer", "nonce"],
+                update_fields=["expires_at", "value"],
+            )
+            return
+        with transaction.atomic(using=store.using):  # pragma: no cover - no such backend here
+            updated = self._claims().filter(payer=payer, nonce=key).update(
+                expires_at=row.expires_at, value=value
+            )
+            if not updated:
+                row.save(using=store.using, force_insert=True)
+
+    def _recall_now(self, payer: str, key: str) -> str | None:
+        now = self.store._moment(self.store._clock())
+        value: str | None = (
+            self._claims()
+            .filter(payer=payer, nonce=key, expires_at__gt=now)
+            .values_list("value", flat=True)
+            .first()
+        )
+        return value
 
     def purge_now(self, now: datetime, batch_size: int = 1000) -> int:
         """Delete the claims expired at ``now``, ``batch_size`` per statement; return how many.

@@ -90,7 +90,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import SessionStoreError, SessionStoreUnavailable
-from ..replay import DEFAULT_GRACE, ReplayGuard, check_grace, claim_expiry, claim_key
+from ..replay import (
+    DEFAULT_GRACE,
+    ReplayGuard,
+    check_grace,
+    claim_expiry,
+    claim_key,
+    record_expiry,
+)
 from . import redis_scripts as lua
 from . import validation as v
 from .base import ListResult, PayerPage, SessionStore
@@ -828,6 +835,28 @@ class RedisReplayGuard(ReplayGuard):
             await self.store._client().delete(key)
         except _REDIS_FAILURES as exc:
             raise self.store._failure("replay release", exc) from exc
+
+    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
+        """``SET`` the record with ``PXAT`` (replacing a claim or record under that name)."""
+        name = self.key(payer, key)
+        if not isinstance(value, str):
+            raise TypeError(f"value must be a str, not {type(value).__name__}")
+        expires_ms = max(1, int(record_expiry(expires_at) * 1000))
+        try:
+            await self.store._client().set(name, value, pxat=expires_ms)
+        except _REDIS_FAILURES as exc:
+            raise self.store._failure("record write", exc) from exc
+
+    async def recall(self, payer: str, key: str) -> str | None:
+        """``GET`` the record (Redis drops it when it expires)."""
+        name = self.key(payer, key)
+        try:
+            value = await self.store._client().get(name)
+        except _REDIS_FAILURES as exc:
+            raise self.store._failure("record read", exc) from exc
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class _LoopClient:
