@@ -2,7 +2,10 @@
 
 Defined once with ``@tool``; served over HTTP (``/tools/``), MCP (``/mcp``)
 and WebSocket (``/ws/tools/``). Both are paid, so inside them
-``get_session()`` is the session of whoever signed the payment.
+``get_session()`` is the session of whoever signed the payment. A payer of
+either tool within the last 24 hours (``AIXYZ_X402["SIGN_IN_WINDOW"]``) may
+read with ``get-content`` by signing in with the same wallet instead of
+paying again (x402's sign-in-with-x: ``sign_in="after_any_payment"``).
 
 A key or value the session store refuses (empty, over 512 bytes, NUL...) is
 not caught here: it reaches the transport as ``invalid_arguments`` and the
@@ -20,10 +23,12 @@ from pydantic import Field
 from aixyz_sessions import Session, get_session
 from aixyz_sessions.tools import tool
 
-NO_SESSION = {"success": False, "error": "no session: this tool needs a verified x402 payment"}
+NO_SESSION = {
+    "success": False,
+    "error": "no session: this tool needs a verified x402 payment or sign-in",
+}
 
 
-NO_SESSION = {"success": False, "error": "no session: this tool needs a verified x402 payment"}
 #: Most entries one listing call returns.
 MAX_PAGE_ENTRIES = 100
 #: Values returned by one listing call stop growing past this many UTF-8 bytes
@@ -57,6 +62,7 @@ async def put_content(key: str, value: str | None) -> dict[str, Any]:
         "a page at a time (pass the returned cursor to get the next page)."
     ),
     price="$0.001",
+    sign_in="after_any_payment",
 )
 async def get_content(
     key: str | None = None,

@@ -12,7 +12,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 
 from aixyz_sessions import get_payer, get_session
-from aixyz_sessions.payments import paid
+from aixyz_sessions.payments import paid, sign_in_required
 
 OTHER_PAY_TO = "0x" + "cd" * 20
 
@@ -98,7 +98,32 @@ class PaidPostView(View):
         return JsonResponse({"payer": get_payer(), "echo": body.get("echo")})
 
 
+@paid("$0.01", sign_in="after_payment")
+async def notes_view(request: HttpRequest) -> JsonResponse:
+    """Paid; a payer of this URL comes back by signing in."""
+    return JsonResponse(await _count())
+
+
+@paid("$0.02", sign_in="after_any_payment")
+async def reader_view(request: HttpRequest) -> JsonResponse:
+    """Paid; a payer of anything here comes back by signing in."""
+    session = get_session()
+    assert session is not None
+    return JsonResponse({"payer": session.payer, "count": await session.get("count")})
+
+
+@sign_in_required()
+async def whoami_view(request: HttpRequest) -> JsonResponse:
+    """Free, but needs a proven payer."""
+    session = get_session()
+    assert session is not None
+    return JsonResponse({"payer": session.payer, "count": await session.get("count")})
+
+
 urlpatterns = [
+    path("notes/", notes_view),
+    path("reader/", reader_view),
+    path("whoami/", whoami_view),
     path("paid/", paid_view),
     path("paid-sync/", paid_sync_view),
     path("free/", free_view),

@@ -210,7 +210,7 @@ def test_paid_spec_is_built_with_the_tool(reg: ToolRegistry) -> None:
         return 1
 
     paid = get(reg, "p")
-    assert paid.paid_spec == PaidSpec(price="$0.5", description="Half a dollar.")
+    assert paid.paid_spec == PaidSpec(price="$0.5", description="Half a dollar.", resource="tool:p")
     assert paid.paid_spec is get(reg, "p").paid_spec  # data on the tool, not rebuilt per call
     assert get(reg, "f").paid_spec is None and not get(reg, "f").paid
 

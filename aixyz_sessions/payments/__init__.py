@@ -3,11 +3,14 @@
 ``@paid("$0.01")`` marks a view; ``X402Middleware`` (in ``.middleware``)
 answers 402, verifies and settles through the facilitator configured in
 ``AIXYZ_X402`` and binds the payer's session around the view.
+``@paid(..., sign_in="after_payment")`` lets a returning payer in with a
+wallet signature (x402's sign-in-with-x) instead of paying again;
+``@sign_in_required()`` marks a free view that needs a proven payer.
 """
 
 from __future__ import annotations
 
 from ..replay import InMemoryReplayGuard, ReplayGuard
-from .decorators import PaidSpec, paid
+from .decorators import PaidSpec, paid, sign_in_required
 
-__all__ = ["InMemoryReplayGuard", "PaidSpec", "ReplayGuard", "paid"]
+__all__ = ["InMemoryReplayGuard", "PaidSpec", "ReplayGuard", "paid", "sign_in_required"]

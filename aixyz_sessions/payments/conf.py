@@ -7,6 +7,11 @@
         "NETWORK": "eip155:84532",          # CAIP-2 id (Base Sepolia here)
         "FACILITATOR_URL": "https://...",   # an x402 facilitator (HTTP API)
         "FACILITATOR_TIMEOUT": 10,          # seconds, optional
+        # Returning payers (all optional):
+        "ORIGIN": "https://api.example.com", # what sign-in messages must name
+        "SIGN_IN_WINDOW": 86400,            # seconds a payment opens sign-in
+        "SIGN_IN_MAX_AGE": 300,             # seconds a sign-in message stays good
+        "PAYMENT_ID_TTL": 3600,             # seconds a paid answer is kept for retries
     }
     # or "FACILITATOR": "local" for the in-process LocalFacilitator (dev/tests only)
 
@@ -32,9 +37,28 @@ SETTING = "AIXYZ_X402"
 DEFAULT_FACILITATOR_URL = "https://x402.org/facilitator"
 DEFAULT_FACILITATOR_TIMEOUT = 10.0
 LOCAL = "local"
+DEFAULT_SIGN_IN_WINDOW = 24 * 3600.0
+DEFAULT_SIGN_IN_MAX_AGE = 300.0
+DEFAULT_PAYMENT_ID_TTL = 3600.0
 KNOWN_KEYS = frozenset(
-    {"PAY_TO", "NETWORK", "FACILITATOR", "FACILITATOR_URL", "FACILITATOR_TIMEOUT", "REPLAY_GUARD"}
+    {
+        "PAY_TO",
+        "NETWORK",
+        "FACILITATOR",
+        "FACILITATOR_URL",
+        "FACILITATOR_TIMEOUT",
+        "REPLAY_GUARD",
+        "ORIGIN",
+        "SIGN_IN_WINDOW",
+        "SIGN_IN_MAX_AGE",
+        "PAYMENT_ID_TTL",
+    }
 )
+_DURATIONS = {
+    "SIGN_IN_WINDOW": DEFAULT_SIGN_IN_WINDOW,
+    "SIGN_IN_MAX_AGE": DEFAULT_SIGN_IN_MAX_AGE,
+    "PAYMENT_ID_TTL": DEFAULT_PAYMENT_ID_TTL,
+}
 
 __all__ = [
     "SETTING",
@@ -109,6 +133,11 @@ class X402Config:
     facilitator_url: str
     facilitator_timeout: float
     replay_guard: str | None = None
+    #: ``scheme://host[:port]`` sign-in messages must name; ``None``: the request's own.
+    origin: str | None = None
+    sign_in_window: float = DEFAULT_SIGN_IN_WINDOW
+    sign_in_max_age: float = DEFAULT_SIGN_IN_MAX_AGE
+    payment_id_ttl: float = DEFAULT_PAYMENT_ID_TTL
 
     @property
     def is_local(self) -> bool:
@@ -140,6 +169,10 @@ def parse_config(value: object) -> X402Config:
         facilitator_url=str(value.get("FACILITATOR_URL") or DEFAULT_FACILITATOR_URL).rstrip("/"),
         facilitator_timeout=float(value.get("FACILITATOR_TIMEOUT", DEFAULT_FACILITATOR_TIMEOUT)),
         replay_guard=value.get("REPLAY_GUARD"),
+        origin=None if value.get("ORIGIN") is None else str(value["ORIGIN"]).rstrip("/"),
+        sign_in_window=float(value.get("SIGN_IN_WINDOW", DEFAULT_SIGN_IN_WINDOW)),
+        sign_in_max_age=float(value.get("SIGN_IN_MAX_AGE", DEFAULT_SIGN_IN_MAX_AGE)),
+        payment_id_ttl=float(value.get("PAYMENT_ID_TTL", DEFAULT_PAYMENT_ID_TTL)),
     )
 
 
@@ -201,6 +234,42 @@ def config_errors(value: object) -> list[X402ConfigError]:
                 hint="Name a ReplayGuard subclass, instance or zero-argument factory.",
             )
         )
+    errors.extend(_returning_payer_errors(value))
+    return errors
+
+
+def _returning_payer_errors(value: dict[str, Any]) -> list[X402ConfigError]:
+    errors: list[X402ConfigError] = []
+    for key in _DURATIONS:
+        seconds = value.get(key, _DURATIONS[key])
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            errors.append(
+                X402ConfigError(
+                    f"{SETTING}[{key!r}] must be a positive number of seconds, got {seconds!r}",
+                    id="aixyz_sessions.E108",
+                    hint=f"Leave it out for the default ({_DURATIONS[key]:g} s).",
+                )
+            )
+    origin = value.get("ORIGIN")
+    if origin is not None:
+        parts = urlsplit(origin) if isinstance(origin, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or "@" in parts.netloc
+        ):
+            errors.append(
+                X402ConfigError(
+                    f"{SETTING}['ORIGIN'] must be scheme://host[:port], got {origin!r}",
+                    id="aixyz_sessions.E108",
+                    hint="The public origin clients reach this server at, e.g. "
+                    "'https://api.example.com' (no path): sign-in messages must name it.",
+                )
+            )
     return errors
 
 

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from .conf import check_address, check_network
+from .conf import X402ConfigError, check_address, check_network
+from .sign_in import SignInPolicy, check_sign_in
 
 __all__ = [
     "PAID_ATTR",
@@ -33,6 +34,7 @@ __all__ = [
     "paid",
     "paid_spec_of",
     "priced_per_request",
+    "sign_in_required",
 ]
 
 PAID_ATTR = "_aixyz_x402_paid"
@@ -44,12 +46,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class PaidSpec:
-    """What a paid view costs; ``None`` fields come from ``AIXYZ_X402``."""
+    """What a paid view costs; ``None`` fields come from ``AIXYZ_X402``.
+
+    ``sign_in`` lets a returning payer in with a signed ``SIGN-IN-WITH-X``
+    instead of a payment (see :mod:`~aixyz_sessions.payments.sign_in`);
+    ``price=""`` with ``sign_in="required"`` takes no payment at all, only a
+    sign-in. ``resource`` names what a payment or sign-in is for: a tool's
+    ``"tool:<name>"`` (the same on every transport), else the request path.
+    """
 
     price: str
     network: str | None = None
     pay_to: str | None = None
     description: str | None = None
+    sign_in: SignInPolicy | None = None
+    resource: str | None = None
+
+    @property
+    def charges(self) -> bool:
+        """Whether a payment is taken (``False``: sign-in only)."""
+        return bool(self.price)
 
 
 def check_price(price: object, *, what: str = "paid()") -> str:
@@ -126,6 +142,7 @@ def paid(
     network: str | None = None,
     pay_to: str | None = None,
     description: str | None = None,
+    sign_in: SignInPolicy | None = None,
 ) -> Callable[[F], F]:
     """Mark a view as paid: ``@paid("$0.01")``.
 
@@ -137,13 +154,52 @@ def paid(
     A paid request is exempt from CSRF checks (its signed payment authorises
     it; browsers cannot send the payment header cross-site without CORS), so
     a ``POST`` view works for real clients with ``CsrfViewMiddleware`` on.
+
+    ``sign_in="after_payment"`` lets a payer who paid for this URL within
+    ``AIXYZ_X402["SIGN_IN_WINDOW"]`` come back with a ``SIGN-IN-WITH-X``
+    header instead of paying; ``"after_any_payment"``, a payer of any paid
+    view or tool here. The 402 then offers the sign-in-with-x extension.
     """
+    if sign_in == "required":
+        raise X402ConfigError(
+            'paid(sign_in="required") would never take the payment',
+            id="aixyz_sessions.E108",
+            hint="Use @sign_in_required for a view that only needs a proven payer.",
+        )
     spec = PaidSpec(
         price=check_price(price),
         network=None if network is None else check_network(network, what="paid(network=...)"),
         pay_to=None if pay_to is None else check_address(pay_to, what="paid(pay_to=...)"),
         description=description,
+        sign_in=check_sign_in(sign_in, what="paid()"),
     )
+    return _marking(spec)
+
+
+def sign_in_required(
+    *, network: str | None = None, description: str | None = None
+) -> Callable[[F], F]:
+    """Mark a free view that needs a proven payer: ``@sign_in_required()``.
+
+    The client signs in with its wallet (``SIGN-IN-WITH-X``, x402's
+    sign-in-with-x extension in auth-only mode: the 402 offers no payment);
+    the signer's session is bound as for a paid view, nothing is charged.
+    ``network`` (default ``AIXYZ_X402["NETWORK"]``) is the chain the
+    signature names.
+    """
+    spec = PaidSpec(
+        price="",
+        network=None
+        if network is None
+        else check_network(network, what="sign_in_required(network=...)"),
+        description=description,
+        sign_in="required",
+    )
+    return _marking(spec)
+
+
+def _marking(spec: PaidSpec) -> Callable[[F], F]:
+    """The decorator that marks a view with ``spec`` (and refuses unverified calls)."""
 
     def decorate(view: F) -> F:
         wrapper: Callable[..., Any]

@@ -10,6 +10,8 @@ code                           status  when
 =============================  ======  ===============================================
 ``payment_required``           402     no payment sent
 ``invalid_payment``            402     malformed, not verified, or already used
+``sign_in_required``           402     a sign-in-only resource got no sign-in
+``invalid_sign_in``            402     a sign-in that proves no payer for this resource
 ``settlement_failed``          402     the facilitator refused to settle
 ``facilitator_unavailable``    502     the facilitator failed or answered garbage
 ``facilitator_timeout``        504     it did not answer within ``FACILITATOR_TIMEOUT``
@@ -34,11 +36,13 @@ __all__ = [
     "FACILITATOR_TIMEOUT",
     "FACILITATOR_UNAVAILABLE",
     "INVALID_PAYMENT",
+    "INVALID_SIGN_IN",
     "NOT_VERIFIED",
     "PAYMENT_REQUIRED",
     "REPLAYED",
     "SERVER_MISCONFIGURED",
     "SETTLEMENT_FAILED",
+    "SIGN_IN_REQUIRED",
     "STORE_MISCONFIGURED",
     "STORE_UNAVAILABLE",
     "PaymentFailure",
@@ -46,6 +50,8 @@ __all__ = [
 
 PAYMENT_REQUIRED = "payment_required"
 INVALID_PAYMENT = "invalid_payment"
+SIGN_IN_REQUIRED = "sign_in_required"
+INVALID_SIGN_IN = "invalid_sign_in"
 SETTLEMENT_FAILED = "settlement_failed"
 FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
 FACILITATOR_TIMEOUT = "facilitator_timeout"
@@ -67,6 +73,8 @@ NOT_STORED = "the payment settled but the session could not be updated"
 _STATUS = {
     PAYMENT_REQUIRED: 402,
     INVALID_PAYMENT: 402,
+    SIGN_IN_REQUIRED: 402,
+    INVALID_SIGN_IN: 402,
     SETTLEMENT_FAILED: 402,
     FACILITATOR_UNAVAILABLE: 502,
     FACILITATOR_TIMEOUT: 504,

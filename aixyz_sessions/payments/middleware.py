@@ -44,9 +44,16 @@ from .adapter import DjangoHTTPAdapter
 from .authorization import PaymentHeaderError, screen_payment_header
 from .decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, paid_spec_of
 from .facilitators import facilitator_failures
-from .failures import INVALID_PAYMENT, SETTLEMENT_FAILED, PaymentFailure
-from .paid_call import PaidCall
+from .failures import (
+    INVALID_PAYMENT,
+    INVALID_SIGN_IN,
+    SETTLEMENT_FAILED,
+    SIGN_IN_REQUIRED,
+    PaymentFailure,
+)
+from .paid_call import PaidCall, signed_in_payer
 from .runtime import PaymentRuntime, get_runtime
+from .sign_in import SIGN_IN_HEADER, offer, origin_of, records_for, target_of
 
 __all__ = ["X402Middleware"]
 
@@ -149,7 +156,7 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     """``{"error": code, "message"}``; a refused payment also has ``reason`` (same text),
     the key its 402 bodies have always carried."""
     body: dict[str, Any] = {"error": code, "message": message}
-    if code in (INVALID_PAYMENT, SETTLEMENT_FAILED):
+    if code in (INVALID_PAYMENT, SETTLEMENT_FAILED, INVALID_SIGN_IN):
         body["reason"] = message
     return body
 
@@ -254,6 +261,12 @@ class X402Middleware:
         if request.method == "HEAD":
             return self._head(await self._challenge(request, spec, runtime))
         adapter = DjangoHTTPAdapter(request)
+        if spec.sign_in is not None:
+            credential = adapter.get_header(SIGN_IN_HEADER)
+            if credential is not None:
+                return await self._signed_in(request, spec, credential, call_view, runtime)
+            if not spec.charges:  # a 402 that offers only the sign-in
+                return _from_instructions(await self._challenge(request, spec, runtime))
         header = adapter.payment_header()
         if header is None:
             return _from_instructions(await self._challenge(request, spec, runtime))
@@ -264,7 +277,9 @@ class X402Middleware:
             return _with_error(challenge, INVALID_PAYMENT, str(exc))
         http_server = runtime.http_server(spec)
         context = self._context(request, adapter)
-        async with PaidCall(runtime, where=request.path) as call:
+        resource, _ = target_of(spec.resource, request.path)
+        records = records_for(spec.sign_in, resource)
+        async with PaidCall(runtime, where=request.path, records=records) as call:
             with facilitator_failures() as failures, call.verifying():
                 result = await http_server.process_http_request(context)
             if failures:
@@ -274,6 +289,9 @@ class X402Middleware:
             if result.type == "payment-error":
                 instructions = result.response
                 if instructions is not None and instructions.status == 402:
+                    instructions = (
+                        self._offer_sign_in(instructions, request, spec, runtime) or instructions
+                    )
                     reason = call.refusal(header, _reason_of(instructions))
                     if reason is not None:
                         return _with_error(instructions, INVALID_PAYMENT, reason)
@@ -321,6 +339,8 @@ class X402Middleware:
         must not be answered from this cache. Any payment header the request
         carries is left out: this is the answer to a request without one.
         """
+        if not spec.charges:
+            return self._offer_sign_in(None, request, spec, runtime)
         adapter = DjangoHTTPAdapter(request, hide_payment=True)
         key = (
             spec,
@@ -332,7 +352,7 @@ class X402Middleware:
         )
         cached = runtime.challenges.get(key)
         if cached is not None:
-            return cached
+            return self._offer_sign_in(cached, request, spec, runtime)
         with facilitator_failures() as failures:
             result = await runtime.http_server(spec).process_http_request(
                 self._context(request, adapter)
@@ -343,12 +363,116 @@ class X402Middleware:
         if instructions is None or instructions.status != 402 or instructions.is_html:
             # The paywall page is 2+ MB: keyed by client-chosen URL and headers it
             # would let anyone fill memory, and only people (not agents) ask for it.
-            return instructions
+            return self._offer_sign_in(instructions, request, spec, runtime)
         if not instructions.body:
             body = _readable_402(instructions, spec.price)
             instructions = dataclasses.replace(instructions, body=body)
         runtime.remember_challenge(key, instructions)
-        return instructions
+        return self._offer_sign_in(instructions, request, spec, runtime)
+
+    @staticmethod
+    def _offer_sign_in(
+        instructions: HTTPResponseInstructions | None,
+        request: HttpRequest,
+        spec: PaidSpec,
+        runtime: PaymentRuntime,
+    ) -> HTTPResponseInstructions | None:
+        """The 402 with the sign-in-with-x extension added, when ``spec`` takes a sign-in.
+
+        Each answer gets its own nonce and issued-at, so this runs after the
+        challenge cache (which keeps the answer without it). A sign-in-only
+        resource gets a 402 of its own: ``accepts`` empty, the extension's
+        auth-only mode.
+        """
+        if spec.sign_in is None:
+            return instructions
+        from x402.http import decode_payment_required_header, encode_payment_required_header
+        from x402.schemas import PaymentRequired
+
+        url = DjangoHTTPAdapter(request).get_url()
+        _, path = target_of(spec.resource, request.path)
+        header = None if instructions is None else instructions.headers.get("PAYMENT-REQUIRED")
+        current = decode_payment_required_header(header) if header and spec.charges else None
+        if current is not None and not isinstance(current, PaymentRequired):
+            return instructions  # pragma: no cover - we send v2 only
+        offered = offer(
+            current,
+            url=url,
+            path=path,
+            origin=runtime.config.origin or origin_of(url),
+            network=spec.network or runtime.config.network,
+            max_age=runtime.config.sign_in_max_age,
+            description=spec.description,
+        )
+        encoded = encode_payment_required_header(offered)
+        data = offered.model_dump(by_alias=True, exclude_none=True)
+        if instructions is None or current is None:
+            body = {
+                **data,
+                "error": SIGN_IN_REQUIRED,
+                "message": f"{url} needs a proven payer: sign in with your wallet "
+                f"(the {SIGN_IN_HEADER} header, x402's sign-in-with-x extension)",
+            }
+            return HTTPResponseInstructions(
+                status=402,
+                headers={"PAYMENT-REQUIRED": encoded, "Cache-Control": "no-store"},
+                body=body,
+            )
+        body = instructions.body
+        if isinstance(body, dict):
+            body = {**body, "extensions": data["extensions"]}
+        return dataclasses.replace(
+            instructions,
+            headers={**instructions.headers, "PAYMENT-REQUIRED": encoded},
+            body=body,
+        )
+
+    async def _signed_in(
+        self,
+        request: HttpRequest,
+        spec: PaidSpec,
+        credential: str,
+        call_view: AsyncGetResponse,
+        runtime: PaymentRuntime,
+    ) -> HttpResponseBase:
+        """A returning payer: the view runs in the signer's session; nothing is charged.
+
+        A refused sign-in is a 402 that offers a fresh one (and the payment,
+        for a paid resource) with the reason.
+        """
+        resource, path = target_of(spec.resource, request.path)
+        url = DjangoHTTPAdapter(request).get_url()
+        assert spec.sign_in is not None
+        try:
+            payer = await signed_in_payer(
+                runtime,
+                credential,
+                policy=spec.sign_in,
+                network=spec.network,
+                origin=origin_of(url),
+                path=path,
+                resource=resource,
+                where=request.path,
+            )
+        except PaymentFailure as failure:
+            if failure.code != INVALID_SIGN_IN:
+                raise
+            challenge = await self._challenge(request, spec, runtime)
+            return _with_error(challenge, INVALID_SIGN_IN, failure.message)
+        setattr(request, VERIFIED_ATTR, True)
+        # A signed message authorises the request, not a cookie (as for payments).
+        request.csrf_processing_done = True  # type: ignore[attr-defined]
+        session = Session(payer)
+        async with payer_context(session):
+            response = await call_view(request)
+        response["Cache-Control"] = SUCCESS_CACHE_CONTROL
+        if isinstance(response, StreamingHttpResponse):
+            content: Any = response.streaming_content
+            if response.is_async:
+                response.streaming_content = _bind_async(aiter(content), session)
+            else:
+                response.streaming_content = _bind_sync(iter(content), session)
+        return response
 
     @staticmethod
     def _head(challenge: HTTPResponseInstructions | None) -> HttpResponseBase:

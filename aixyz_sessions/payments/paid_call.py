@@ -19,7 +19,10 @@ outcome in their own protocol. What the rules are lives here:
   the same signature;
 * the handler's session writes take effect only if the payment settles;
 * an outage of the replay guard's store is ``session_store_unavailable``,
-  the facilitator's ``facilitator_unavailable``/``facilitator_timeout``.
+  the facilitator's ``facilitator_unavailable``/``facilitator_timeout``;
+* a settled payment is recorded for sign-in (``records``: what some
+  declared ``sign_in`` policy reads); a returning payer's sign-in
+  (:func:`signed_in_payer`) proves the payer without a payment.
 """
 
 from __future__ import annotations
@@ -48,10 +51,18 @@ from .authorization import (
     verification,
 )
 from .facilitators import facilitator_failures
-from .failures import INVALID_PAYMENT, NOT_STORED, NOT_VERIFIED, REPLAYED, PaymentFailure
+from .failures import (
+    INVALID_PAYMENT,
+    INVALID_SIGN_IN,
+    NOT_STORED,
+    NOT_VERIFIED,
+    REPLAYED,
+    PaymentFailure,
+)
 from .runtime import PaymentRuntime
+from .sign_in import SignInPolicy, SignInRefused, record_payment, verify_sign_in
 
-__all__ = ["PaidCall"]
+__all__ = ["PaidCall", "signed_in_payer"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -63,9 +74,13 @@ class PaidCall:
     and gives back an unsettled claim, whatever happened inside.
     """
 
-    def __init__(self, runtime: PaymentRuntime, *, where: str) -> None:
+    def __init__(
+        self, runtime: PaymentRuntime, *, where: str, records: list[str] | None = None
+    ) -> None:
         self.runtime = runtime
         self.where = where
+        #: Resources this payment is recorded for once settled (for sign-in).
+        self.records = records or []
         self.verified = Verification()
         self.authorization: Authorization | None = None
         self.session: StagedSession | None = None
@@ -170,7 +185,27 @@ class PaidCall:
             )
         self.settled = True
         await self.commit(settlement.headers.get("PAYMENT-RESPONSE"))
+        await self._record()
         return settlement
+
+    async def _record(self) -> None:
+        """Record the settled payment for sign-in; a store failure costs only that."""
+        if not self.records or self.authorization is None:
+            return
+        try:
+            await record_payment(
+                self.runtime.replay_guard,
+                self.authorization.payer,
+                self.records,
+                self.runtime.config.sign_in_window,
+            )
+        except (SessionStoreError, NotImplementedError) as exc:
+            logger.warning(
+                "x402: could not record the payment of %s for sign-in in %s: %s",
+                self.authorization.payer,
+                self.where,
+                exc,
+            )
 
     async def ready(self) -> None:
         """Before settling: the session's store must answer, or the call ends unsettled."""
@@ -217,3 +252,40 @@ class PaidCall:
         if failure.payment_response is not None:
             headers["PAYMENT-RESPONSE"] = failure.payment_response
         return headers
+
+
+async def signed_in_payer(
+    runtime: PaymentRuntime,
+    credential: object,
+    *,
+    policy: SignInPolicy,
+    network: str | None,
+    origin: str,
+    path: str,
+    resource: str,
+    where: str,
+) -> str:
+    """The payer a returning client's sign-in proves, for every transport.
+
+    ``credential`` is the ``SIGN-IN-WITH-X`` value (or its payload object);
+    ``origin``/``path`` what the signed message must name, ``resource`` what
+    a payment must have been recorded for. Raises :class:`PaymentFailure`:
+    ``invalid_sign_in`` with the reason, or a store failure.
+    """
+    try:
+        return await verify_sign_in(
+            credential,
+            origin=runtime.config.origin or origin,
+            path=path,
+            network=network or runtime.config.network,
+            policy=policy,
+            resource=resource,
+            guard=runtime.replay_guard,
+            max_age=runtime.config.sign_in_max_age,
+        )
+    except SignInRefused as exc:
+        raise PaymentFailure(INVALID_SIGN_IN, str(exc)) from None
+    except NotImplementedError as exc:
+        raise PaymentFailure("server_misconfigured", str(exc)) from None
+    except SessionStoreError as exc:
+        raise PaymentFailure.store(exc, f"the sign-in of {where}") from exc

@@ -647,8 +647,10 @@ class DatabaseReplayGuard(ReplayGuard):
             )
             return
         with transaction.atomic(using=store.using):  # pragma: no cover - no such backend here
-            updated = self._claims().filter(payer=payer, nonce=key).update(
-                expires_at=row.expires_at, value=value
+            updated = (
+                self._claims()
+                .filter(payer=payer, nonce=key)
+                .update(expires_at=row.expires_at, value=value)
             )
             if not updated:
                 row.save(using=store.using, force_insert=True)

@@ -21,7 +21,7 @@ from x402 import x402Client, x402ClientSync
 from x402.http import x402HTTPClient, x402HTTPClientSync
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
-__all__ = ["PayingClient", "SyncPayingClient"]
+__all__ = ["PayingClient", "SyncPayingClient", "sign_in_header"]
 
 
 def _account(account: LocalAccount | str | bytes | None) -> LocalAccount:
@@ -45,6 +45,44 @@ def _body(response: HttpResponseBase) -> bytes | None:
 def _unpaid_402(response: HttpResponseBase, pay: bool) -> bool:
     """Whether ``response`` asks for an x402 payment that the caller wants to make."""
     return pay and response.status_code == 402 and "PAYMENT-REQUIRED" in response
+
+
+async def sign_in_header(
+    account: LocalAccount, payment_required: Any, url: str, *, chain: str | None = None
+) -> str:
+    """A ``SIGN-IN-WITH-X`` value answering a 402's sign-in offer, signed by ``account``.
+
+    ``payment_required`` is the 402's ``PAYMENT-REQUIRED`` header value (or
+    the decoded ``PaymentRequired``, or its JSON object, as WebSocket and MCP
+    errors carry it); ``url`` the URL that answered 402. Built with the SDK's
+    client helpers (``create_siwx_payload``, ``encode_siwx_header``), which
+    also check that the offer is bound to ``url``'s origin.
+    ``ValueError`` when the 402 offers no sign-in.
+    """
+    from x402.extensions.sign_in_with_x import (
+        SIGN_IN_WITH_X,
+        create_siwx_payload,
+        encode_siwx_header,
+    )
+    from x402.http import decode_payment_required_header
+
+    if isinstance(payment_required, str):
+        payment_required = decode_payment_required_header(payment_required)
+    extensions = (
+        payment_required.get("extensions")
+        if isinstance(payment_required, dict)
+        else payment_required.extensions
+    )
+    offer = (extensions or {}).get(SIGN_IN_WITH_X)
+    if not offer:
+        raise ValueError("this 402 offers no sign-in (no sign-in-with-x extension)")
+    chains = offer.get("supportedChains") or []
+    chosen = next((c for c in chains if chain is None or c.get("chainId") == chain), None)
+    if chosen is None:
+        raise ValueError(f"the sign-in offer names no usable chain: {chains!r}")
+    info = {**offer["info"], "chainId": chosen["chainId"], "type": chosen["type"]}
+    payload = await create_siwx_payload(info, account, url)
+    return str(encode_siwx_header(payload))
 
 
 class _Payer:
@@ -76,6 +114,22 @@ class PayingClient(_Payer, AsyncClient):
             _headers(response), _body(response), "http://testserver/"
         )
         return headers
+
+    async def sign_in(self, method: str, path: str, **kwargs: Any) -> HttpResponseBase:
+        """Come back as a returning payer: ask, sign the 402's sign-in offer, send it.
+
+        No payment is made: a refused sign-in answers its 402 (with the reason).
+        """
+        send = super().generic
+        asked: HttpResponseBase = await send(method, path, **kwargs)
+        if asked.status_code != 402 or "PAYMENT-REQUIRED" not in asked:
+            return asked
+        header = await sign_in_header(
+            self.account, asked["PAYMENT-REQUIRED"], f"http://testserver{path}"
+        )
+        headers = {**kwargs.pop("headers", None or {}), "SIGN-IN-WITH-X": header}
+        signed: HttpResponseBase = await send(method, path, headers=headers, **kwargs)
+        return signed
 
     def generic(  # type: ignore[override]
         self,

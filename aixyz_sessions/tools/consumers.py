@@ -2,7 +2,9 @@
 
 Request ``{"id": "1", "tool": "put", "arguments": {...}, "payment": {...}}``
 (``arguments`` and ``payment`` optional; ``payment`` is the x402 payment
-payload an x402 client signs, or its base64 header form). Reply
+payload an x402 client signs, or its base64 header form). A returning payer
+of a tool declared with ``sign_in=`` sends ``"sign_in": <the SIGN-IN-WITH-X
+payload object or its base64 form>`` instead of ``payment``. Reply
 ``{"id": "1", "result": ..., "payment_response": "<base64>"}`` (the latter
 only for paid calls, encoded as the SDK encodes ``PAYMENT-RESPONSE``) or
 ``{"id": "1", "error": {"code": ..., "message": ..., ...}}``.
@@ -12,6 +14,8 @@ or ``tool``; ``id`` is ``null`` when it could not be read), ``unknown_tool``,
 ``invalid_arguments`` (+ ``errors`` [{field, message}]), ``payment_required``
 (+ ``payment_required``: the SDK's ``PaymentRequired`` JSON, what an HTTP
 402 carries), ``invalid_payment`` (+ ``payment_required`` when known),
+``sign_in_required`` and ``invalid_sign_in`` (+ ``payment_required`` with the
+sign-in-with-x extension offered),
 ``facilitator_unavailable``, ``facilitator_timeout``, ``settlement_failed``,
 ``tool_error``, ``session_store_unavailable``, ``session_store_misconfigured``,
 ``message_too_large``,
@@ -169,7 +173,12 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if item is None:
             raise MessageError("unknown_tool", f"no tool named {name!r}")
         outcome = await call_tool(
-            item, message.get("arguments"), message.get("payment"), resource=self._resource(name)
+            item,
+            message.get("arguments"),
+            message.get("payment"),
+            resource=self._resource(name),
+            sign_in=message.get("sign_in"),
+            origin=self._origin(),
         )
         reply: dict[str, Any] = {"result": outcome.result}
         if outcome.payment_response is not None:
@@ -182,6 +191,13 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         host = headers.get(b"host", b"localhost").decode("latin1")
         scheme = self.scope.get("scheme") or "ws"
         return f"{scheme}://{host}{self.scope.get('path', '/')}#{name}"
+
+    def _origin(self) -> str:
+        """``http(s)://host`` of this socket: what a sign-in message must name."""
+        headers = dict(self.scope.get("headers") or [])
+        host = headers.get(b"host", b"localhost").decode("latin1")
+        secure = self.scope.get("scheme") in ("wss", "https")
+        return f"{'https' if secure else 'http'}://{host}"
 
     async def _reply(self, message_id: str | int | None, **body: Any) -> None:
         await self.send(text_data=json.dumps({"id": message_id, **body}))

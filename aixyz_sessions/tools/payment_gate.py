@@ -43,9 +43,17 @@ from ..payments.authorization import (
     screen_payment_header,
 )
 from ..payments.facilitators import facilitator_failures
-from ..payments.failures import INVALID_PAYMENT, PAYMENT_REQUIRED, PaymentFailure
-from ..payments.paid_call import PaidCall
+from ..payments.failures import (
+    INVALID_PAYMENT,
+    INVALID_SIGN_IN,
+    PAYMENT_REQUIRED,
+    SERVER_MISCONFIGURED,
+    SIGN_IN_REQUIRED,
+    PaymentFailure,
+)
+from ..payments.paid_call import PaidCall, signed_in_payer
 from ..payments.runtime import PaymentRuntime, get_runtime
+from ..payments.sign_in import offer, records_for, target_of
 from .registry import Tool
 
 __all__ = [
@@ -182,9 +190,26 @@ async def _ready_runtime(failures: facilitator_failures) -> PaymentRuntime:
     return runtime
 
 
-async def payment_required_for(item: Tool, *, resource: str | None = None) -> PaymentRequired:
+def _origin(runtime: PaymentRuntime, origin: str | None) -> str:
+    """The ``scheme://host`` sign-in messages name: the setting, else the transport's."""
+    chosen = runtime.config.origin or origin
+    if not chosen:
+        raise PaymentFailure(
+            SERVER_MISCONFIGURED,
+            "sign-in needs the server's public origin: set AIXYZ_X402['ORIGIN'] "
+            "(or pass origin= to call_tool)",
+        )
+    return chosen
+
+
+async def payment_required_for(
+    item: Tool, *, resource: str | None = None, origin: str | None = None
+) -> PaymentRequired:
     """The SDK's ``PaymentRequired`` for a paid tool, as a 402 would carry it.
 
+    A tool that takes a sign-in also offers the sign-in-with-x extension
+    (``origin``: the ``scheme://host`` clients reach, unless
+    ``AIXYZ_X402["ORIGIN"]`` says it); a sign-in-only tool offers only that.
     Raises :class:`ToolPaymentError` ``facilitator_unavailable`` when the
     facilitator cannot be asked what it supports, and ``ValueError`` for a
     free tool.
@@ -194,13 +219,28 @@ async def payment_required_for(item: Tool, *, resource: str | None = None) -> Pa
         raise ValueError(f"tool {item.name!r} is free")
     with facilitator_failures() as failures:
         runtime = await _ready_runtime(failures)
-        result = await runtime.http_server(spec).process_http_request(
-            _context(item, resource, None)
-        )
-        required = _payment_required_of(result.response)
-        if failures or required is None:
-            raise PaymentFailure.facilitator(failures)
+        required = None
+        if spec.charges:
+            result = await runtime.http_server(spec).process_http_request(
+                _context(item, resource, None)
+            )
+            required = _payment_required_of(result.response)
+            if failures or required is None:
+                raise PaymentFailure.facilitator(failures)
+    if spec.sign_in is None:
+        assert required is not None
         return required
+    _, path = target_of(spec.resource, f"/tools/{item.name}")
+    offered: PaymentRequired = offer(
+        required,
+        url=resource or f"tool://{item.name}",
+        path=path,
+        origin=_origin(runtime, origin),
+        network=spec.network or runtime.config.network,
+        max_age=runtime.config.sign_in_max_age,
+        description=spec.description,
+    )
+    return offered
 
 
 async def call_tool(
@@ -209,13 +249,19 @@ async def call_tool(
     payment: object = None,
     *,
     resource: str | None = None,
+    sign_in: object = None,
+    origin: str | None = None,
 ) -> ToolCallResult:
-    """Validate, take the payment (paid tools), run ``item`` and settle.
+    """Validate, take the payment or the sign-in, run ``item`` and settle.
 
     ``payment`` is the x402 payment payload (a dict, or its base64 header
     form) or ``None``; it is ignored for a free tool, which runs with no
-    session bound. ``resource`` is the URL reported in the requirements
-    (default ``tool://<name>``). Raises :class:`ToolArgumentsError`,
+    session bound. ``sign_in`` is a returning payer's sign-in (the
+    ``SIGN-IN-WITH-X`` value or its payload object), taken instead of a
+    payment by a tool declared with ``sign_in=``; ``origin`` is the
+    ``scheme://host`` a sign-in must name (``AIXYZ_X402["ORIGIN"]`` wins).
+    ``resource`` is the URL reported in the requirements (default
+    ``tool://<name>``). Raises :class:`ToolArgumentsError`,
     :class:`ToolPaymentError`, or what the tool raises (then nothing is
     settled and the authorization may be used again).
     """
@@ -224,8 +270,38 @@ async def call_tool(
     if spec is None:
         async with payer_context(None):
             return ToolCallResult(await item.call(arguments))
+    if sign_in is not None and spec.sign_in is not None:
+        runtime = get_runtime()
+        resource_key, path = target_of(spec.resource, f"/tools/{item.name}")
+        try:
+            payer = await signed_in_payer(
+                runtime,
+                sign_in,
+                policy=spec.sign_in,
+                network=spec.network,
+                origin=_origin(runtime, origin),
+                path=path,
+                resource=resource_key,
+                where=f"tool {item.name!r}",
+            )
+        except PaymentFailure as failure:
+            if failure.code == INVALID_SIGN_IN:  # offer a fresh sign-in (and the payment)
+                failure.payment_required = await payment_required_for(
+                    item, resource=resource, origin=origin
+                )
+            raise
+        async with payer_context(payer):
+            return ToolCallResult(await item.call(arguments), payer=payer)
+    if not spec.charges:
+        required = await payment_required_for(item, resource=resource, origin=origin)
+        raise PaymentFailure(
+            SIGN_IN_REQUIRED,
+            f"tool {item.name!r} needs a proven payer: send a sign-in (x402's "
+            "sign-in-with-x extension, offered in payment_required)",
+            payment_required=required,
+        )
     if payment is None:
-        required = await payment_required_for(item, resource=resource)
+        required = await payment_required_for(item, resource=resource, origin=origin)
         raise PaymentFailure(
             PAYMENT_REQUIRED,
             f"tool {item.name!r} costs {spec.price}: send an x402 payment for these requirements",
@@ -234,14 +310,15 @@ async def call_tool(
     try:
         header = payment_header_of(payment)
     except PaymentHeaderError as exc:
-        required = await payment_required_for(item, resource=resource)
+        required = await payment_required_for(item, resource=resource, origin=origin)
         raise PaymentFailure(INVALID_PAYMENT, str(exc), payment_required=required) from None
 
     with facilitator_failures() as failures:
         runtime = await _ready_runtime(failures)
     http_server = runtime.http_server(spec)
     context = _context(item, resource, header)
-    async with PaidCall(runtime, where=f"tool {item.name!r}") as call:
+    records = records_for(spec.sign_in, target_of(spec.resource, "")[0])
+    async with PaidCall(runtime, where=f"tool {item.name!r}", records=records) as call:
         with facilitator_failures() as failures, call.verifying():
             verified = await http_server.process_http_request(context)
         if failures:

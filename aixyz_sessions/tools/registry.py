@@ -22,7 +22,9 @@ from typing import Any, get_type_hints
 import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from ..payments.conf import X402ConfigError
 from ..payments.decorators import PaidSpec, check_price
+from ..payments.sign_in import SignInPolicy, check_sign_in
 
 __all__ = ["Tool", "ToolArgumentsError", "ToolError", "ToolRegistry", "registry", "tool"]
 
@@ -64,29 +66,63 @@ class Tool:
     price: str | None = None
     input_schema: dict[str, Any] = field(default_factory=dict)
     _model: type[BaseModel] | None = field(default=None, repr=False, compare=False)
+    sign_in: SignInPolicy | None = None
     paid_spec: PaidSpec | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        what = f"tool {self.name!r}"
+        sign_in = check_sign_in(self.sign_in, what=what)
         spec = None
         if self.price is not None:
+            if sign_in == "required":
+                raise X402ConfigError(
+                    f'{what}: sign_in="required" takes no payment, so it has no price',
+                    id="aixyz_sessions.E108",
+                    hint='Drop the price, or use sign_in="after_payment".',
+                )
             spec = PaidSpec(
-                price=check_price(self.price, what=f"tool {self.name!r}"),
+                price=check_price(self.price, what=what),
                 description=self.description or None,
+                sign_in=sign_in,
+                resource=f"tool:{self.name}",
+            )
+        elif sign_in == "required":
+            spec = PaidSpec(
+                price="",
+                description=self.description or None,
+                sign_in=sign_in,
+                resource=f"tool:{self.name}",
+            )
+        elif sign_in is not None:
+            raise X402ConfigError(
+                f"{what}: sign_in={sign_in!r} needs a price (sign-in after a payment for it)",
+                id="aixyz_sessions.E108",
+                hint='Give the tool a price, or use sign_in="required" for a free tool '
+                "that needs a proven payer.",
             )
         object.__setattr__(self, "paid_spec", spec)  # frozen: set once, here
 
     @property
     def paid(self) -> bool:
+        """Whether a call is charged (a sign-in-only tool is not)."""
+        return self.paid_spec is not None and self.paid_spec.charges
+
+    @property
+    def gated(self) -> bool:
+        """Whether a call needs a payment or a sign-in (a proven payer)."""
         return self.paid_spec is not None
 
     def describe(self) -> dict[str, Any]:
-        """The public description: name, description, input schema, price."""
-        return {
+        """The public description: name, description, input schema, price (and sign-in policy)."""
+        described: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "input_schema": self.input_schema,
             "price": self.price,
         }
+        if self.sign_in is not None:
+            described["sign_in"] = self.sign_in
+        return described
 
     def validate(self, arguments: object) -> dict[str, Any]:
         """Check ``arguments`` against the schema; return the keyword arguments to call with."""
@@ -196,6 +232,7 @@ def tool(
     description: str | None = None,
     price: str | None = None,
     input_schema: dict[str, Any] | None = None,
+    sign_in: SignInPolicy | None = None,
     registry: ToolRegistry = registry,
 ) -> Any:
     """Register an async function as an agent tool.
@@ -204,6 +241,9 @@ def tool(
     ``price`` (for example ``"$0.01"``) makes the tool paid through x402;
     ``input_schema`` replaces the schema derived from the type hints (then the
     function receives the validated JSON object's items as keyword arguments).
+    ``sign_in`` lets returning payers in with a wallet signature instead of a
+    payment (``"after_payment"``, ``"after_any_payment"``), or makes a free
+    tool need one (``"required"``); see :mod:`aixyz_sessions.payments.sign_in`.
     Usable bare (``@tool``) or with arguments (``@tool(name=...)``).
     """
 
@@ -225,7 +265,15 @@ def tool(
             model = _model_for(tool_name, fn)
             schema = model.model_json_schema()
         registry.register(
-            Tool(tool_name, text, fn, price=checked_price, input_schema=schema, _model=model)
+            Tool(
+                tool_name,
+                text,
+                fn,
+                price=checked_price,
+                input_schema=schema,
+                _model=model,
+                sign_in=sign_in,
+            )
         )
         return fn
 

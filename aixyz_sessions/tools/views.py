@@ -113,7 +113,7 @@ async def call(request: HttpRequest, name: str) -> HttpResponse:
     except (ValueError, UnicodeDecodeError) as exc:
         return _failed(invalid_arguments(f"request body is not valid JSON: {exc}"))
     try:
-        if item.paid:  # the middleware bound the payer's session
+        if item.gated:  # the middleware bound the payer's session (paid or signed in)
             result = await item.call(arguments)
         else:
             async with payer_context(None):

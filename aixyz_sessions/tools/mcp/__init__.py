@@ -34,11 +34,12 @@ from __future__ import annotations
 from ...lazy import Lazy
 from .asgi import MCPApp, bump_generation
 from .payments import REPLAYED, tool_resource_url
-from .server import MCP_PATH, RegistryTool, build_mcp_server
+from .server import MCP_PATH, SIGN_IN_META, RegistryTool, build_mcp_server
 
 __all__ = [
     "MCP_PATH",
     "REPLAYED",
+    "SIGN_IN_META",
     "MCPApp",
     "RegistryTool",
     "build_mcp_server",

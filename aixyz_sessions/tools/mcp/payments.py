@@ -37,6 +37,7 @@ from ...payments.facilitators import facilitator_failures
 from ...payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
 from ...payments.paid_call import PaidCall
 from ...payments.runtime import PaymentRuntime, get_runtime
+from ...payments.sign_in import records_for, target_of
 from ..failures import tool_failure
 from ..registry import Tool
 from .results import failed_result, failure_result, result_text, with_payment_error
@@ -167,7 +168,9 @@ class PaidToolRunner:
                 wrapped = self.wrapped(runtime)
             except Exception as exc:
                 return _failure_result(PaymentFailure.facilitator(failures, exc))
-        call = _McpCall(arguments, PaidCall(runtime, where=f"MCP tool {self.tool.name!r}"))
+        records = records_for(self.spec.sign_in, target_of(self.spec.resource, "")[0])
+        where = f"MCP tool {self.tool.name!r}"
+        call = _McpCall(arguments, PaidCall(runtime, where=where, records=records))
         token = _current.set(call)
         try:
             async with call.paid:

@@ -27,10 +27,14 @@ from .logging_guard import host_logging_untouched, route_module_logging
 from .payments import PaidToolRunner
 from .results import failure_result, result_text
 
-__all__ = ["MCP_PATH", "SERVER_NAME", "RegistryTool", "build_mcp_server"]
+__all__ = ["MCP_PATH", "SERVER_NAME", "SIGN_IN_META", "RegistryTool", "build_mcp_server"]
 
 #: The HTTP path of the Streamable HTTP endpoint.
 MCP_PATH = "/mcp"
+#: The ``_meta`` key of a tool call that carries a returning payer's sign-in (the
+#: ``SIGN-IN-WITH-X`` payload object or its base64 form); the x402 MCP transport
+#: defines none, so this one is ours, named like its ``x402/payment``.
+SIGN_IN_META = "x402/sign-in"
 SERVER_NAME = "aixyz-sessions"
 
 
@@ -86,14 +90,117 @@ class RegistryTool(FastMCPTool):
             tool.validate(arguments)
         except ToolArgumentsError as exc:
             return failure_result(tool, exc)
+        spec = tool.paid_spec
+        if spec is not None and spec.sign_in is not None:
+            credential = _meta(context).get(SIGN_IN_META)
+            if credential is not None or not spec.charges:
+                return await self._signed_in(arguments, credential, context)
         if self._paid is not None:
-            return await self._paid.run(arguments, context)
+            result = await self._paid.run(arguments, context)
+            if spec is not None and spec.sign_in is not None:
+                result = _offering_sign_in(result, tool, _origin(context))
+            return result
         try:
             async with payer_context(None):
                 value = await tool.call(arguments)
         except Exception as exc:
             return failure_result(tool, exc)
         return CallToolResult(content=[TextContent(type="text", text=result_text(value))])
+
+    async def _signed_in(
+        self, arguments: dict[str, Any], credential: object, context: Any
+    ) -> CallToolResult:
+        """A sign-in instead of a payment: the paid-call core's sign-in, as on every transport.
+
+        Without a credential (a sign-in-only tool) the error result carries
+        ``payment_required`` with the sign-in-with-x extension offered.
+        """
+        from ..payment_gate import call_tool
+        from .payments import tool_resource_url
+
+        tool = self._tool
+        try:
+            outcome = await call_tool(
+                tool,
+                arguments,
+                sign_in=credential,
+                origin=_origin(context),
+                resource=tool_resource_url(tool.name),
+            )
+        except Exception as exc:
+            return failure_result(tool, exc)
+        return CallToolResult(content=[TextContent(type="text", text=result_text(outcome.result))])
+
+
+def _offering_sign_in(result: CallToolResult, tool: Tool, origin: str | None) -> CallToolResult:
+    """The x402 payment-required result with the sign-in-with-x extension offered too.
+
+    The SDK's MCP wrapper knows no sign-in; a tool that takes one adds its
+    offer (fresh nonce) to ``structuredContent`` and to the JSON text, where
+    x402 MCP clients read the ``PaymentRequired``.
+    """
+    import json
+
+    from x402.schemas import PaymentRequired
+
+    from ...payments.runtime import get_runtime
+    from ...payments.sign_in import offer, target_of
+
+    structured = result.structuredContent
+    if not result.isError or not isinstance(structured, dict) or "accepts" not in structured:
+        return result
+    spec = tool.paid_spec
+    assert spec is not None
+    runtime = get_runtime()
+    origin = runtime.config.origin or origin
+    if origin is None:
+        return result
+    try:
+        required = PaymentRequired.model_validate(structured)
+    except ValueError:  # pragma: no cover - the SDK built it
+        return result
+    _, path = target_of(spec.resource, f"/tools/{tool.name}")
+    offered = offer(
+        required,
+        url=required.resource.url if required.resource else f"mcp://tool/{tool.name}",
+        path=path,
+        origin=origin,
+        network=spec.network or runtime.config.network,
+        max_age=runtime.config.sign_in_max_age,
+        description=spec.description,
+    )
+    extensions = offered.model_dump(by_alias=True, exclude_none=True)["extensions"]
+    structured = {**structured, "extensions": extensions}
+    content = list(result.content)
+    if content and isinstance(content[0], TextContent):
+        try:
+            shown = json.loads(content[0].text)
+        except ValueError:
+            shown = None
+        if isinstance(shown, dict) and "accepts" in shown:
+            content[0] = TextContent(
+                type="text", text=json.dumps({**shown, "extensions": extensions})
+            )
+    return result.model_copy(update={"structuredContent": structured, "content": content})
+
+
+def _meta(context: Any) -> dict[str, Any]:
+    """The extra ``_meta`` fields of the MCP request (FastMCP keeps them as model extras)."""
+    try:
+        meta = context.request_context.meta
+    except (AttributeError, ValueError):
+        return {}
+    extra = getattr(meta, "model_extra", None) if meta is not None else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def _origin(context: Any) -> str | None:
+    """``scheme://host`` of the HTTP request that carried the MCP call, if any."""
+    try:
+        request = context.request_context.request
+        return f"{request.url.scheme}://{request.url.netloc}"
+    except (AttributeError, ValueError):
+        return None
 
 
 def build_mcp_server(*, tools: ToolRegistry | None = None, name: str = SERVER_NAME) -> FastMCP[Any]:

@@ -4,7 +4,10 @@ While ``make demo`` serves the demo, this command creates two fresh random
 keys (payer A and payer B), pays each tool call with the ``x402`` SDK's
 client (the local facilitator verifies the signatures; no money moves), and
 prints every step with the tool's result: A stores, reads back, lists and
-deletes; B then lists and reads, and must see none of A's data.
+deletes; B then lists and reads, and must see none of A's data. Last, A
+comes back without paying: it signs in with the same wallet (x402's
+sign-in-with-x, which ``get-content`` accepts from a recent payer) and
+reads its greeting; B's signature is refused there, since B never paid.
 
     python manage.py demo_call                       # over HTTP: POST /tools/<name>
     python manage.py demo_call --transport ws        # over the WebSocket /ws/tools/
@@ -67,7 +70,7 @@ class Paid:
     transaction: str | None
 
 
-Call = Callable[[str, dict[str, Any]], Any]
+Call = Callable[..., Any]  # (name, arguments, *, sign_in=False) -> Paid
 
 
 def _transaction_from_header(header: str | None) -> str | None:
@@ -88,7 +91,17 @@ async def http_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
 
     async with x402HttpxClient(payer.x402, base_url=base, timeout=TIMEOUT) as client:
 
-        async def call(name: str, arguments: dict[str, Any]) -> Paid:
+        async def call(name: str, arguments: dict[str, Any], *, sign_in: bool = False) -> Paid:
+            if sign_in:  # no payment: answer the 402's sign-in offer instead
+                async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as plain:
+                    asked = await plain.post(f"/tools/{name}", json=arguments)
+                    header = await _sign_in(payer, asked.headers.get("PAYMENT-REQUIRED"), base)
+                    response = await plain.post(
+                        f"/tools/{name}", json=arguments, headers={"SIGN-IN-WITH-X": header}
+                    )
+                if response.status_code != 200:
+                    raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+                return Paid(response.json()["result"], None)
             response = await client.post(f"/tools/{name}", json=arguments)
             if response.status_code != 200:
                 raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
@@ -116,11 +129,14 @@ async def ws_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
                 if reply.get("id") == message["id"]:
                     return reply
 
-        async def call(name: str, arguments: dict[str, Any]) -> Paid:
+        async def call(name: str, arguments: dict[str, Any], *, sign_in: bool = False) -> Paid:
             message: dict[str, Any] = {"id": uuid.uuid4().hex, "tool": name, "arguments": arguments}
             reply = await ask(message)
             error = reply.get("error") or {}
-            if error.get("code") == "payment_required" and "payment_required" in error:
+            if sign_in and "payment_required" in error:
+                header = await _sign_in(payer, error["payment_required"], base)
+                reply = await ask({**message, "id": uuid.uuid4().hex, "sign_in": header})
+            elif error.get("code") == "payment_required" and "payment_required" in error:
                 required = PaymentRequired.model_validate(error["payment_required"])
                 payload = await payer.x402.create_payment_payload(required)
                 payment = json.loads(payload.model_dump_json(by_alias=True, exclude_none=True))
@@ -140,12 +156,22 @@ async def mcp_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
     from mcp.types import TextContent
     from x402.mcp import x402MCPSession
 
+    from aixyz_sessions.tools.mcp import SIGN_IN_META
+
     async with streamable_http_client(f"{base}/mcp") as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
             paying = x402MCPSession(session, payer.x402, auto_payment=True)
 
-            async def call(name: str, arguments: dict[str, Any]) -> Paid:
+            async def call(name: str, arguments: dict[str, Any], *, sign_in: bool = False) -> Paid:
+                if sign_in:  # no payment: answer the payment-required result's sign-in offer
+                    asked = await session.call_tool(name, arguments)
+                    header = await _sign_in(payer, asked.structuredContent, base)
+                    signed = await session.call_tool(name, arguments, meta={SIGN_IN_META: header})
+                    texts = [b.text for b in signed.content if isinstance(b, TextContent)]
+                    if signed.isError:
+                        raise CallFailed(f"MCP error: {' '.join(texts)[:300]}")
+                    return Paid(json.loads(texts[0]), None)
                 outcome = await paying.call_tool(name, arguments)
                 texts = [b.text for b in outcome.content if isinstance(b, TextContent)]
                 if outcome.is_error:
@@ -159,6 +185,20 @@ async def mcp_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
                 return Paid(json.loads(texts[0]), transaction or None)
 
             yield call
+
+
+async def _sign_in(payer: Payer, payment_required: Any, base: str) -> str:
+    """The ``SIGN-IN-WITH-X`` value answering a 402's sign-in offer (SDK helpers)."""
+    from aixyz_sessions.testing.paying import sign_in_header
+
+    if isinstance(payment_required, dict) and "payment_required" in payment_required:
+        payment_required = payment_required["payment_required"]  # an error's details
+    if not payment_required:
+        raise CallFailed("the server offered no sign-in (no PaymentRequired)")
+    try:
+        return await sign_in_header(payer.account, payment_required, base)
+    except ValueError as exc:
+        raise CallFailed(f"cannot sign in: {exc}") from None
 
 
 CALLERS: dict[str, Callable[[str, Payer], AbstractAsyncContextManager[Call]]] = {
@@ -235,20 +275,34 @@ class Command(BaseCommand):
                 for payer in (a, b)
             }
 
-            async def do(payer: Payer, name: str, arguments: dict[str, Any], title: str) -> Any:
+            async def do(
+                payer: Payer,
+                name: str,
+                arguments: dict[str, Any],
+                title: str,
+                *,
+                sign_in: bool = False,
+                refused: bool = False,
+            ) -> Any:
                 nonlocal step
                 step += 1
                 shown = json.dumps(arguments, ensure_ascii=False)
                 out.write(self.style.MIGRATE_HEADING(f"{step:>2}. payer {payer.label}: {title}"))
-                out.write(f"    {name} {shown}")
+                out.write(f"    {name} {shown}" + ("  (signed in, no payment)" if sign_in else ""))
                 try:
-                    paid = await callers[payer.label](name, arguments)
+                    paid = await callers[payer.label](name, arguments, sign_in=sign_in)
                 except CallFailed as exc:
+                    if refused:
+                        out.write(f"    -> refused, as it must be: {exc}")
+                        return exc
                     out.write(self.style.ERROR(f"    !! {exc}"))
                     failures.append(f"step {step} ({name} as {payer.label}) failed: {exc}")
                     return None
-                receipt = f"  [paid {self._prices[name]}"
-                receipt += f", tx {paid.transaction[:18]}...]" if paid.transaction else "]"
+                if sign_in:
+                    receipt = "  [signed in: no payment]"
+                else:
+                    receipt = f"  [paid {self._prices[name]}"
+                    receipt += f", tx {paid.transaction[:18]}...]" if paid.transaction else "]"
                 out.write(f"    -> {json.dumps(paid.result, ensure_ascii=False)}{receipt}")
                 return paid.result
 
@@ -284,6 +338,14 @@ class Command(BaseCommand):
             expect(r == {"success": True, "key": "note", "deleted": True}, "deleted: true")
             r = await do(a, GET, {"key": "note"}, "read the deleted note")
             expect(isinstance(r, dict) and r.get("success") is False, "no content under 'note'")
+            title = "come back: read the greeting by signing in with the same wallet"
+            r = await do(a, GET, {"key": "greeting"}, title, sign_in=True)
+            expect(r == {"success": True, "key": "greeting", "value": greeting}, "A's greeting")
+            stranger = Payer("C")
+            async with CALLERS[transport](base, stranger) as callers["C"]:
+                title = "a wallet that never paid signs in"
+                r = await do(stranger, GET, {"key": "greeting"}, title, sign_in=True, refused=True)
+            expect(isinstance(r, CallFailed), "the sign-in of a wallet that never paid refused")
 
         out.write("")
         # The admin's Sessions pages work on every store (memory: this server's process).
