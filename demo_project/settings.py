@@ -18,6 +18,8 @@ Environment variables switch each part (see README.md, "The demo"):
 ``X402_FACILITATOR_URL``   a real x402 facilitator instead of the local one
 ``X402_PAY_TO``            the address that receives payments
 ``X402_NETWORK``           CAIP-2 network (default ``eip155:84532``, Base Sepolia)
+``X402_ORIGIN``            the public ``scheme://host`` sign-ins must name (default:
+                           the request's own; set it behind a proxy or balancer)
 ``DJANGO_DEBUG``           ``1`` (default) or ``0``
 ``DJANGO_ALLOWED_HOSTS``   comma-separated (default ``127.0.0.1,localhost,[::1]``)
 ``DJANGO_SECRET_KEY``      replaces the demo-only key
@@ -163,6 +165,8 @@ AIXYZ_X402: dict[str, Any] = {
     "PAY_TO": os.environ.get("X402_PAY_TO", DEMO_PAY_TO),
     "NETWORK": os.environ.get("X402_NETWORK", DEFAULT_NETWORK),
 }
+if os.environ.get("X402_ORIGIN"):
+    AIXYZ_X402["ORIGIN"] = os.environ["X402_ORIGIN"]
 if os.environ.get("X402_FACILITATOR_URL"):
     AIXYZ_X402["FACILITATOR_URL"] = os.environ["X402_FACILITATOR_URL"]
 else:

@@ -34,6 +34,7 @@ OVERRIDES = (
     "X402_FACILITATOR_URL",
     "X402_PAY_TO",
     "X402_NETWORK",
+    "X402_ORIGIN",
     "DJANGO_DEBUG",
     "DJANGO_ALLOWED_HOSTS",
 )
@@ -109,14 +110,18 @@ def demo_env(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str
 
 
 @contextmanager
-def demo_server(folder: Path, env: dict[str, str] | None = None) -> Iterator[DemoServer]:
+def demo_server(
+    folder: Path, env: dict[str, str] | None = None, *, name: str = "uvicorn"
+) -> Iterator[DemoServer]:
     """Migrate, create the admin, serve the demo; stop it afterwards.
 
     ``env`` adds variables for the demo (``AIXYZ_DEMO_STORE``, say) on top of
-    the embedded defaults.
+    the embedded defaults. Two servers on one ``folder`` share its SQLite
+    database (two worker processes of one deployment); give each its own
+    ``name`` (its log file).
     """
     env = demo_env(folder, env)
-    log = folder / "uvicorn.log"
+    log = folder / f"{name}.log"
     server = DemoServer("", env, log)
     for args in (("migrate", "--noinput"), ("demo_setup",)):
         done = server.manage(*args)

@@ -48,6 +48,10 @@ def test_demo_call_over_http_shows_isolation_and_the_admin_shows_the_entries(
     assert "no content under key 'greeting'" in out  # B reading A's key
     assert '{"success": true, "key": "note", "deleted": true}' in out
     assert "[paid $0.01, tx 0x" in out and "[paid $0.001, tx 0x" in out
+    # A comes back without paying: a sign-in with the same wallet reads the greeting.
+    assert re.search(r"^11\. payer A: come back: read the greeting by signing in", out, re.M)
+    assert '{"success": true, "key": "greeting", "value": "hello from A"}  [signed in' in out
+    assert "refused, as it must be" in out and "has not paid" in out  # C never paid
     assert f"/admin/aixyz_sessions/storedsession/{a.lower()}/" in out
 
     admin = admin_client(server.url)
@@ -70,6 +74,7 @@ def test_demo_call_over_other_transports(server: DemoServer, transport: str) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"over {transport}" in done.stdout
     assert "ISOLATION OK" in done.stdout
+    assert "[signed in: no payment]" in done.stdout and "refused, as it must be" in done.stdout
     payers(done.stdout)
 
 

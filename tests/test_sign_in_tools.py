@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
+from x402 import x402Client
 from x402.extensions.sign_in_with_x import SIGN_IN_WITH_X
 from x402.http import decode_payment_required_header
+from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from aixyz_sessions import get_session
 from aixyz_sessions.payments.local import get_local_facilitator
@@ -27,7 +29,7 @@ from aixyz_sessions.tools.mcp import SIGN_IN_META, mcp_asgi_app, reset_mcp_serve
 from tests import mcp_helpers
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
 from tests.test_staged_writes import store  # noqa: F401 - the fixture: memory, Redis, database
-from tests.tools_app import websocket
+from tests.tools_app import Wallet, paid_ws_call, websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -192,3 +194,32 @@ async def test_the_tool_list_names_the_policy() -> None:
     required = await PayingClient().post(f"/tools/{WHOAMI}", "{}", "application/json", pay=False)
     offered = decode_payment_required_header(required["PAYMENT-REQUIRED"])
     assert offered.accepts == [] and SIGN_IN_WITH_X in offered.extensions
+
+
+async def _pay_over_websocket(client: PayingClient) -> None:
+    wallet = Wallet()
+    wallet.account = client.account  # the same wallet pays over the socket
+    wallet.client = x402Client()
+    register_exact_evm_client(wallet.client, client.account)  # type: ignore[arg-type]
+    async with websocket() as ws:
+        reply = await paid_ws_call(ws, wallet, NOTEBOOK, {"key": "k", "value": "paid"})
+    assert reply["result"] == {"payer": client.address, "value": "paid"}, reply
+
+
+async def _pay_over_mcp(client: PayingClient) -> None:
+    payer = mcp_helpers.Payer()
+    payer.account = client.account
+    payer.client = x402Client()
+    register_exact_evm_client(payer.client, client.account)  # type: ignore[arg-type]
+    with serve(mcp_asgi_app()) as base:
+        async with mcp_helpers.connect(base) as session:
+            result = await payer.session(session).call_tool(NOTEBOOK, {"key": "k", "value": "paid"})
+    assert not result.is_error, result
+
+
+@pytest.mark.parametrize("paid_over", ["websocket", "mcp"])
+async def test_a_payment_over_any_transport_opens_sign_in(paid_over: str) -> None:
+    client = PayingClient()
+    await {"websocket": _pay_over_websocket, "mcp": _pay_over_mcp}[paid_over](client)
+    result = await over_http(client, NOTEBOOK, {"key": "k"})
+    assert result == {"payer": client.address, "value": "paid"}

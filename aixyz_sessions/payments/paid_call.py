@@ -185,7 +185,6 @@ class PaidCall:
             )
         self.settled = True
         await self.commit(settlement.headers.get("PAYMENT-RESPONSE"))
-        await self._record()
         return settlement
 
     async def _record(self) -> None:
@@ -217,19 +216,22 @@ class PaidCall:
             raise PaymentFailure.store(exc, self.where) from exc
 
     async def commit(self, payment_response: str | None = None) -> None:
-        """The payment settled: store the staged writes (``PaymentFailure`` if the store fails)."""
+        """The payment settled: store the staged writes (``PaymentFailure`` if the store fails).
+
+        Then record the payment for sign-in (``records``).
+        """
         self.settled = True
-        if self.session is None:
-            return
-        try:
-            await self.session.commit()
-        except SessionStoreError as exc:
-            logger.error(
-                "x402: %s for %s in %s: %s", NOT_STORED, self.session.payer, self.where, exc
-            )
-            failure = PaymentFailure.store(exc, self.where, prefix=NOT_STORED)
-            failure.payment_response = payment_response
-            raise failure from exc
+        if self.session is not None:
+            try:
+                await self.session.commit()
+            except SessionStoreError as exc:
+                logger.error(
+                    "x402: %s for %s in %s: %s", NOT_STORED, self.session.payer, self.where, exc
+                )
+                failure = PaymentFailure.store(exc, self.where, prefix=NOT_STORED)
+                failure.payment_response = payment_response
+                raise failure from exc
+        await self._record()
 
     async def close(self) -> None:
         """Drop unsettled writes; give back an unsettled claim."""
