@@ -234,3 +234,35 @@ def test_x402_httpx_client_example(readme_tools: dict[str, Any]) -> None:
             body = textwrap.indent(code, "    ")
             example = run(f"async def example():\n{body}\n    return printed\n")["example"]
             assert asyncio.run(example()) == {"result": {"stored": "a"}}
+
+
+def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
+    """The server block registers a tool that takes sign-ins; the client block signs in."""
+    from django.core.asgi import get_asgi_application
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    run(block("# views.py / tools.py: who may sign in"))
+    come_back = run(block("import httpx", "create_siwx_payload"))["come_back"]
+    patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
+    account = Account.create()
+    for name in urlconf("readme_sign_in", patterns):
+        with (
+            override_settings(
+                MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
+            ),
+            serve(get_asgi_application()) as base,
+        ):
+
+            async def pay_then_come_back() -> Any:
+                payments = x402Client()
+                register_exact_evm_client(payments, account)
+                async with x402HttpxClient(payments, base_url=base, timeout=30) as http:
+                    paid = await http.post("/tools/read", json={"key": "a"})
+                    assert paid.status_code == 200 and "PAYMENT-RESPONSE" in paid.headers
+                return await come_back(account, url=f"{base}/tools/read")
+
+            assert asyncio.run(pay_then_come_back()) == {"result": {"value": None}}
+            stranger = asyncio.run(come_back(Account.create(), url=f"{base}/tools/read"))
+            assert stranger["error"] == "invalid_sign_in"
