@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -120,7 +121,15 @@ async def whoami_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"payer": session.payer, "count": await session.get("count")})
 
 
+@paid("$0.01")
+async def slow_view(request: HttpRequest) -> JsonResponse:
+    """Paid, takes a while (concurrent retries arrive while it runs)."""
+    await asyncio.sleep(0.3)
+    return JsonResponse(await _count())
+
+
 urlpatterns = [
+    path("slow/", slow_view),
     path("notes/", notes_view),
     path("reader/", reader_view),
     path("whoami/", whoami_view),

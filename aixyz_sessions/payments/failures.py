@@ -12,6 +12,9 @@ code                           status  when
 ``invalid_payment``            402     malformed, not verified, or already used
 ``sign_in_required``           402     a sign-in-only resource got no sign-in
 ``invalid_sign_in``            402     a sign-in that proves no payer for this resource
+``invalid_payment_identifier`` 400     a payment-identifier id against the extension's rules
+``payment_identifier_conflict`` 409    the id was used with another request or payment
+``payment_in_progress``        409     the first call with this id is still running
 ``settlement_failed``          402     the facilitator refused to settle
 ``facilitator_unavailable``    502     the facilitator failed or answered garbage
 ``facilitator_timeout``        504     it did not answer within ``FACILITATOR_TIMEOUT``
@@ -36,8 +39,11 @@ __all__ = [
     "FACILITATOR_TIMEOUT",
     "FACILITATOR_UNAVAILABLE",
     "INVALID_PAYMENT",
+    "INVALID_PAYMENT_IDENTIFIER",
     "INVALID_SIGN_IN",
     "NOT_VERIFIED",
+    "PAYMENT_ID_CONFLICT",
+    "PAYMENT_IN_PROGRESS",
     "PAYMENT_REQUIRED",
     "REPLAYED",
     "SERVER_MISCONFIGURED",
@@ -52,6 +58,9 @@ PAYMENT_REQUIRED = "payment_required"
 INVALID_PAYMENT = "invalid_payment"
 SIGN_IN_REQUIRED = "sign_in_required"
 INVALID_SIGN_IN = "invalid_sign_in"
+INVALID_PAYMENT_IDENTIFIER = "invalid_payment_identifier"
+PAYMENT_ID_CONFLICT = "payment_identifier_conflict"
+PAYMENT_IN_PROGRESS = "payment_in_progress"
 SETTLEMENT_FAILED = "settlement_failed"
 FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
 FACILITATOR_TIMEOUT = "facilitator_timeout"
@@ -75,6 +84,9 @@ _STATUS = {
     INVALID_PAYMENT: 402,
     SIGN_IN_REQUIRED: 402,
     INVALID_SIGN_IN: 402,
+    INVALID_PAYMENT_IDENTIFIER: 400,
+    PAYMENT_ID_CONFLICT: 409,
+    PAYMENT_IN_PROGRESS: 409,
     SETTLEMENT_FAILED: 402,
     FACILITATOR_UNAVAILABLE: 502,
     FACILITATOR_TIMEOUT: 504,

@@ -26,6 +26,7 @@ Works in sync (WSGI) and async (ASGI) middleware chains.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -52,6 +53,7 @@ from .failures import (
     PaymentFailure,
 )
 from .paid_call import PaidCall, signed_in_payer
+from .retries import fingerprint, retry_of
 from .runtime import PaymentRuntime, get_runtime
 from .sign_in import SIGN_IN_HEADER, offer, origin_of, records_for, target_of
 
@@ -279,7 +281,11 @@ class X402Middleware:
         context = self._context(request, adapter)
         resource, _ = target_of(spec.resource, request.path)
         records = records_for(spec.sign_in, resource)
-        async with PaidCall(runtime, where=request.path, records=records) as call:
+        retry = retry_of(header, lambda: _request_fingerprint(request))
+        async with PaidCall(runtime, where=request.path, records=records, retry=retry) as call:
+            kept = await call.kept_answer()
+            if kept is not None:  # a retry of a call already served: its answer again
+                return _replayed(kept)
             with facilitator_failures() as failures, call.verifying():
                 result = await http_server.process_http_request(context)
             if failures:
@@ -316,6 +322,7 @@ class X402Middleware:
             for name, value in settlement.headers.items():
                 response[name] = value
             response["Cache-Control"] = SUCCESS_CACHE_CONTROL
+            await call.keep(_answer_of(response))
             if isinstance(response, StreamingHttpResponse):
                 assert call.session is not None  # committed: writes go straight through now
                 content: Any = response.streaming_content
@@ -510,6 +517,42 @@ class X402Middleware:
             method=request.method or "GET",
             payment_header=adapter.get_header("PAYMENT-SIGNATURE"),
         )
+
+
+def _request_fingerprint(request: HttpRequest) -> str:
+    """What a retry must repeat: method, path with query, body."""
+    from django.core.exceptions import RequestDataTooBig
+
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        body = b"<larger than DATA_UPLOAD_MAX_MEMORY_SIZE>"
+    return fingerprint("http", request.method or "GET", request.get_full_path(), body)
+
+
+def _answer_of(response: HttpResponseBase) -> dict[str, Any] | None:
+    """A settled response as kept for retries (``None``: streamed, not kept)."""
+    if isinstance(response, StreamingHttpResponse) or not isinstance(response, HttpResponse):
+        return None
+    return {
+        "status": response.status_code,
+        "content_type": response.get("Content-Type", ""),
+        "payment_response": response.get("PAYMENT-RESPONSE"),
+        "body": base64.b64encode(response.content).decode("ascii"),
+    }
+
+
+def _replayed(answer: dict[str, Any]) -> HttpResponse:
+    """The kept answer of a call already served, for a retry with its payment identifier."""
+    response = HttpResponse(
+        base64.b64decode(answer.get("body") or ""),
+        status=int(answer.get("status") or 200),
+        content_type=answer.get("content_type") or "application/json",
+    )
+    if answer.get("payment_response"):
+        response["PAYMENT-RESPONSE"] = answer["payment_response"]
+    response["Cache-Control"] = SUCCESS_CACHE_CONTROL
+    return response
 
 
 def _reason_of(instructions: HTTPResponseInstructions) -> str | None:

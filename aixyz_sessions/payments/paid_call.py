@@ -43,6 +43,7 @@ from x402.schemas import PaymentPayload, PaymentRequirements
 from ..context import payer_context
 from ..exceptions import SessionStoreError
 from ..staging import StagedSession
+from . import retries
 from .authorization import (
     Authorization,
     PaymentHeaderError,
@@ -59,6 +60,7 @@ from .failures import (
     REPLAYED,
     PaymentFailure,
 )
+from .retries import Retry
 from .runtime import PaymentRuntime
 from .sign_in import SignInPolicy, SignInRefused, record_payment, verify_sign_in
 
@@ -75,12 +77,20 @@ class PaidCall:
     """
 
     def __init__(
-        self, runtime: PaymentRuntime, *, where: str, records: list[str] | None = None
+        self,
+        runtime: PaymentRuntime,
+        *,
+        where: str,
+        records: list[str] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.runtime = runtime
         self.where = where
         #: Resources this payment is recorded for once settled (for sign-in).
         self.records = records or []
+        #: The call's payment identifier (``payment-identifier``), if the payment has one.
+        self.retry = retry
+        self._retry_open = False
         self.verified = Verification()
         self.authorization: Authorization | None = None
         self.session: StagedSession | None = None
@@ -92,6 +102,39 @@ class PaidCall:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def kept_answer(self) -> dict[str, Any] | None:
+        """Before verification: the kept answer of this call's first run, if it is a retry.
+
+        ``None``: run the call (its payment identifier, if any, is now taken).
+        Raises :class:`PaymentFailure` 409 (conflict, still in progress) or a
+        store failure. See :mod:`~aixyz_sessions.payments.retries`.
+        """
+        if self.retry is None:
+            return None
+        try:
+            answer = await retries.begin(self.runtime.replay_guard, self.retry)
+        except SessionStoreError as exc:
+            raise PaymentFailure.store(exc, f"the payment identifier of {self.where}") from exc
+        self._retry_open = answer is None
+        return answer
+
+    async def keep(self, answer: dict[str, Any] | None) -> None:
+        """After settlement: keep ``answer`` (JSON-able) for retries of this payment identifier.
+
+        ``None`` marks an answer too large (or streamed) to keep. A store
+        failure here is logged: the payment settled, and a retry is refused
+        by the replay guard rather than run twice.
+        """
+        if self.retry is None or not self._retry_open:
+            return
+        self._retry_open = False
+        try:
+            await retries.keep(
+                self.runtime.replay_guard, self.retry, answer, self.runtime.config.payment_id_ttl
+            )
+        except SessionStoreError as exc:
+            logger.warning("x402: could not keep the answer of %s for retries: %s", self.where, exc)
 
     def verifying(self) -> AbstractContextManager[Verification]:
         """Wrap the SDK call that verifies: the verified payer lands in :attr:`verified`."""
@@ -234,9 +277,13 @@ class PaidCall:
         await self._record()
 
     async def close(self) -> None:
-        """Drop unsettled writes; give back an unsettled claim."""
+        """Drop unsettled writes; give back an unsettled claim and payment identifier."""
         if self.settled:
+            await self.keep(None)  # settled but no answer was kept: retries get 409
             return
+        if self.retry is not None and self._retry_open:
+            self._retry_open = False
+            await retries.forget(self.runtime.replay_guard, self.retry)
         if self.session is not None:
             self.session.discard()
         if self.claimed and self.authorization is not None:

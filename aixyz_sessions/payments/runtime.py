@@ -17,6 +17,11 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from x402 import x402ResourceServer
+from x402.extensions.payment_identifier import (
+    PAYMENT_IDENTIFIER,
+    declare_payment_identifier_extension,
+    payment_identifier_resource_server_extension,
+)
 from x402.http import HTTPRequestContext, PaymentOption, RouteConfig, x402HTTPResourceServer
 from x402.http.types import HTTPResponseInstructions
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
@@ -106,6 +111,9 @@ class PaymentRuntime:
         )
         # Binds the payer the facilitator verified, on every transport (HTTP, WS, MCP).
         self.server.on_after_verify(after_verify)
+        self.server.register_extension(
+            payment_identifier_resource_server_extension  # type: ignore[arg-type]  # SDK's own
+        )
         self.replay_guard = replay_guard or build_replay_guard(config.replay_guard)
         self._lock = threading.Lock()
         self._initialized = False
@@ -146,6 +154,8 @@ class PaymentRuntime:
                             network=spec.network or self.config.network,
                         ),
                         description=spec.description,
+                        # Safe retries: a payment may carry an id (see payments.retries).
+                        extensions={PAYMENT_IDENTIFIER: declare_payment_identifier_extension()},
                     )
                     server = FixedPriceHTTPServer(self.server, route)
                     self._http_servers[spec] = server

@@ -106,6 +106,8 @@ class PayingClient(_Payer, AsyncClient):
         self.account = _account(account)
         client = x402Client()
         register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
+        #: The SDK's ``x402Client`` signing with this key (``create_payment_payload``).
+        self.signer = client
         self.x402 = x402HTTPClient(client)
 
     async def payment_headers(self, response: HttpResponseBase) -> dict[str, str]:
@@ -198,6 +200,8 @@ class SyncPayingClient(_Payer, Client):
         self.account = _account(account)
         client = x402ClientSync()
         register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
+        #: The SDK's ``x402ClientSync`` signing with this key.
+        self.signer = client
         self.x402 = x402HTTPClientSync(client)
 
     def payment_headers(self, response: HttpResponseBase) -> dict[str, str]:

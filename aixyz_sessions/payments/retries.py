@@ -1,0 +1,213 @@
+"""Exactly-once paid calls: the x402 ``payment-identifier`` extension, for every transport.
+
+A client that lost the answer to a paid call retries it with the same
+payment (the same ``PAYMENT-SIGNATURE``, WebSocket ``payment`` or MCP
+``_meta["x402/payment"]``). Without help the replay guard refuses it (that
+authorization was spent) and the client has paid for nothing. With the
+``payment-identifier`` extension (the client puts an ``id`` in the payment's
+``extensions``; every paid resource here declares it) the call is kept:
+
+* the first call with an id runs; its answer (status, body, settlement) is
+  kept in the replay guard's backend for ``AIXYZ_X402["PAYMENT_ID_TTL"]``
+  once its payment settled;
+* a retry with the same id, the same payment and the same request gets the
+  kept answer: nothing is verified, run or settled again;
+* the same id with another request, or with another payment, is 409
+  ``payment_identifier_conflict``;
+* a retry that arrives while the first call runs waits for it (up to
+  :data:`WAIT_SECONDS`), then gets its answer, or 409 ``payment_in_progress``;
+  never a second run;
+* a call that ends unsettled keeps nothing: a retry runs it anew.
+
+Records are keyed by the payer the payment names and the id. The kept answer
+is served only to the same payment bytes (its digest is part of the record),
+so naming somebody else's address gets nothing. An answer larger than
+:data:`MAX_KEPT_BYTES` (or a streamed one) is not kept: its retries get 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..bounded_json import loads
+from ..replay import ReplayGuard
+from .failures import (
+    INVALID_PAYMENT_IDENTIFIER,
+    PAYMENT_ID_CONFLICT,
+    PAYMENT_IN_PROGRESS,
+    PaymentFailure,
+)
+
+__all__ = [
+    "MAX_KEPT_BYTES",
+    "WAIT_SECONDS",
+    "Retry",
+    "begin",
+    "fingerprint",
+    "forget",
+    "keep",
+    "retry_of",
+]
+
+#: Largest answer kept for retries (its JSON, bytes).
+MAX_KEPT_BYTES = 1024 * 1024
+#: How long a retry waits for the first call with its id to finish.
+WAIT_SECONDS = 10.0
+#: How long a running call holds its id if its process dies before finishing.
+RUNNING_SECONDS = 120
+_POLL = 0.05
+_KEY = "payment-identifier"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """What identifies a paid call for retries: payer, id, payment digest, request digest."""
+
+    payer: str
+    id: str
+    payment: str
+    request: str
+
+    @property
+    def name(self) -> str:
+        """The guard's record name (hashed: ids are case-sensitive, the guard's names not)."""
+        return "pid:" + hashlib.sha256(self.id.encode()).hexdigest()[:40]
+
+
+def fingerprint(*parts: object) -> str:
+    """A digest of what makes a request the same request (method, path, arguments...)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes):
+            data = part
+        elif isinstance(part, str):
+            data = part.encode()
+        else:
+            data = json.dumps(part, sort_keys=True, separators=(",", ":")).encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def retry_of(header: str, request: Callable[[], str]) -> Retry | None:
+    """The payment identifier a payment header carries, or ``None`` (not every call has one).
+
+    ``header`` is the screened payment header (base64 JSON); ``request()``
+    gives the request's :func:`fingerprint` (asked only when there is an id).
+    Raises :class:`PaymentFailure` ``invalid_payment_identifier`` (400) for an
+    id that breaks the extension's rules (16 to 128 letters, digits, ``-``
+    and ``_``).
+    """
+    from x402.extensions.payment_identifier import is_valid_payment_id
+
+    try:
+        raw = base64.b64decode(header + "=" * (-len(header) % 4))
+    except ValueError:
+        return None  # not base64: the payment itself is refused later, with its reason
+    if _KEY.encode() not in raw:  # the common case costs one substring search
+        return None
+    try:
+        data = loads(raw)
+    except ValueError:
+        return None  # the payment itself is refused later, with its reason
+    if not isinstance(data, dict):
+        return None
+    extension = (
+        (data.get("extensions") or {}).get(_KEY)
+        if isinstance(data.get("extensions"), dict)
+        else None
+    )
+    info = extension.get("info") if isinstance(extension, dict) else None
+    if not isinstance(info, dict) or "id" not in info:
+        return None  # declared back without an id: no retries asked for
+    payment_id = info["id"]
+    if not isinstance(payment_id, str) or not is_valid_payment_id(payment_id):
+        raise PaymentFailure(
+            INVALID_PAYMENT_IDENTIFIER,
+            "payment-identifier id must be 16 to 128 letters, digits, '-' or '_'",
+        )
+    payload = data.get("payload")
+    branch = None
+    if isinstance(payload, dict):
+        branch = payload.get("permit2Authorization") or payload.get("authorization")
+    payer = branch.get("from") if isinstance(branch, dict) else None
+    if not isinstance(payer, str) or not 0 < len(payer) <= 256:
+        return None  # no payer named: the payment is refused later anyway
+    return Retry(payer.lower(), payment_id, fingerprint(header), request())
+
+
+async def begin(guard: ReplayGuard, retry: Retry) -> dict[str, Any] | None:
+    """Take the id for this call (``None``: run it), or the kept answer of its first call.
+
+    Raises :class:`PaymentFailure` 409: ``payment_identifier_conflict`` (the id
+    was used for another request or payment, or its answer was not kept),
+    ``payment_in_progress`` (the first call is still running).
+    """
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        if await guard.claim(retry.payer, retry.name, int(time.time()) + RUNNING_SECONDS):
+            await guard.remember(
+                retry.payer,
+                retry.name,
+                json.dumps(
+                    {"state": "running", "payment": retry.payment, "request": retry.request}
+                ),
+                time.time() + RUNNING_SECONDS,
+            )
+            return None
+        record = _record(await guard.recall(retry.payer, retry.name))
+        if record is not None:
+            if record.get("payment") != retry.payment or record.get("request") != retry.request:
+                what = "payment" if record.get("payment") != retry.payment else "request"
+                raise PaymentFailure(
+                    PAYMENT_ID_CONFLICT,
+                    f"this payment identifier was already used with another {what}; "
+                    "use a new id for a new call",
+                )
+            if record.get("state") == "done":
+                answer = record.get("answer")
+                if not isinstance(answer, dict):
+                    raise PaymentFailure(
+                        PAYMENT_ID_CONFLICT,
+                        "this call was already served and paid; its answer was too large "
+                        "to keep for retries",
+                    )
+                return answer
+        if time.monotonic() >= deadline:
+            raise PaymentFailure(
+                PAYMENT_IN_PROGRESS,
+                "the first call with this payment identifier is still running; "
+                "retry later for its answer",
+            )
+        await asyncio.sleep(_POLL)
+
+
+async def keep(guard: ReplayGuard, retry: Retry, answer: dict[str, Any] | None, ttl: float) -> None:
+    """Keep the settled call's ``answer`` (JSON-able) for ``ttl`` seconds; ``None``: too large."""
+    record = {"state": "done", "payment": retry.payment, "request": retry.request}
+    text = json.dumps({**record, "answer": answer})
+    if answer is None or len(text) > MAX_KEPT_BYTES:
+        text = json.dumps({**record, "answer": None})
+    await guard.remember(retry.payer, retry.name, text, time.time() + ttl)
+
+
+async def forget(guard: ReplayGuard, retry: Retry) -> None:
+    """The call ended unsettled: free its id, so that a retry runs it anew."""
+    await guard.release_quietly(retry.payer, retry.name)
+
+
+def _record(value: str | None) -> dict[str, Any] | None:
+    """A record written by :func:`begin`/:func:`keep`; ``None`` for a bare claim (just taken)."""
+    if not value or not value.startswith("{"):
+        return None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
