@@ -266,3 +266,26 @@ def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
             assert asyncio.run(pay_then_come_back()) == {"result": {"value": None}}
             stranger = asyncio.run(come_back(Account.create(), url=f"{base}/tools/read"))
             assert stranger["error"] == "invalid_sign_in"
+
+
+def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
+    """The client example pays once; its retries (lost answers) get the same answer."""
+    from django.core.asgi import get_asgi_application
+
+    pay_once = run(block("import httpx", "append_payment_identifier_to_extensions"))["pay_once"]
+    patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
+    account = Account.create()
+    for name in urlconf("readme_retries", patterns):
+        with (
+            override_settings(
+                MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
+            ),
+            serve(get_asgi_application()) as base,
+        ):
+            from aixyz_sessions.payments.local import get_local_facilitator
+
+            ledger = get_local_facilitator().ledger
+            before = ledger.settled_count
+            answer = asyncio.run(pay_once(account, url=f"{base}/tools/remember"))
+            assert answer == {"result": {"stored": "a"}}
+            assert ledger.settled_count == before + 1

@@ -19,6 +19,7 @@ from x402.extensions.sign_in_with_x import SIGN_IN_WITH_X, create_siwx_payload, 
 from x402.http import decode_payment_required_header
 
 from aixyz_sessions.payments.local import get_local_facilitator
+from aixyz_sessions.replay import InMemoryReplayGuard, ReplayGuard
 from aixyz_sessions.testing.paying import PayingClient, sign_in_header
 from tests.payments_helpers import LOCAL, MIDDLEWARE
 
@@ -226,3 +227,53 @@ def test_bad_policies_are_refused_at_import() -> None:
     with pytest.raises(X402ConfigError, match="sign_in_required"):
         paid("$0.01", sign_in="required")
     assert Account  # the SDK helpers sign with eth_account accounts
+
+
+class OnlyClaimsGuard(ReplayGuard):
+    """A custom guard written before records existed: claims only."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryReplayGuard()
+
+    async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
+        return await self.inner.claim(payer, nonce, valid_before)
+
+    async def release(self, payer: str, nonce: str) -> None:
+        await self.inner.release(payer, nonce)
+
+
+async def test_a_guard_without_records_is_flagged_and_degrades_plainly() -> None:
+    from django.core import checks as django_checks
+    from x402.extensions.payment_identifier import (
+        append_payment_identifier_to_extensions,
+        generate_payment_id,
+    )
+    from x402.http import encode_payment_signature_header
+
+    from aixyz_sessions.payments.checks import check_x402_settings
+    from aixyz_sessions.payments.runtime import reset_runtime
+
+    settings = {**LOCAL, "REPLAY_GUARD": "tests.test_sign_in.OnlyClaimsGuard"}
+    with override_settings(AIXYZ_X402=settings):
+        reset_runtime()
+        found = [m for m in check_x402_settings() if m.id == "aixyz_sessions.W104"]
+        assert len(found) == 1 and found[0].level == django_checks.WARNING
+        # Payment identifiers are ignored: the call runs once, its replay is refused as before.
+        client = PayingClient()
+        asked = await AsyncClient().get("/paid/")
+        required = decode_payment_required_header(asked["PAYMENT-REQUIRED"])
+        extensions = dict(required.extensions or {})
+        append_payment_identifier_to_extensions(extensions, generate_payment_id())
+        payload = await client.signer.create_payment_payload(required, extensions=extensions)
+        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+        assert (await AsyncClient().get("/paid/", headers=headers)).status_code == 200
+        assert (await AsyncClient().get("/paid/", headers=headers)).status_code == 402
+        # Sign-in that needs no payment record still works (its nonce is a claim) ...
+        assert (await _with("/whoami/", await _signed(client, "/whoami/"))).status_code == 200
+        # ... one after a payment cannot be checked: a 500 that says why (W104 said it first).
+        await client.get("/notes/")
+        refused = await _with("/notes/", await _signed(client, "/notes/"))
+        assert refused.status_code == 500
+        assert "remember() and recall()" in json.loads(refused.content)["message"]
+    reset_runtime()
+    assert not [m for m in check_x402_settings() if m.id == "aixyz_sessions.W104"]

@@ -158,3 +158,37 @@ def test_a_sign_in_for_another_origin_is_refused(workers: tuple[DemoServer, Demo
     elsewhere = asyncio.run(create_siwx_payload(info, account, f"{first.url}{GET}"))
     refused = _read(first, encode_siwx_header(elsewhere))
     assert refused.status_code == 402 and "Domain mismatch" in refused.json()["message"]
+
+
+def test_a_lost_answer_is_served_again_by_the_real_server(
+    workers: tuple[DemoServer, DemoServer],
+) -> None:
+    """x402's payment-identifier against uvicorn: the retry gets the first answer, settled once."""
+    from x402 import x402Client
+    from x402.extensions.payment_identifier import (
+        PAYMENT_IDENTIFIER,
+        append_payment_identifier_to_extensions,
+        generate_payment_id,
+    )
+    from x402.http import encode_payment_signature_header
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    first, second = workers
+    asked = httpx.post(f"{first.url}{PUT}", json={"key": "k", "value": "once"}, timeout=10)
+    required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+    extensions = dict(required.extensions or {})
+    assert PAYMENT_IDENTIFIER in extensions  # the demo tools declare it
+    append_payment_identifier_to_extensions(extensions, generate_payment_id())
+    signer = x402Client()
+    register_exact_evm_client(signer, Account.create())
+    payload = asyncio.run(signer.create_payment_payload(required, extensions=extensions))
+    headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+    answers = [
+        httpx.post(f"{server.url}{PUT}", json={"key": "k", "value": "once"}, headers=headers)
+        for server in (first, first, second)  # the retry may reach another worker
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    assert len({a.headers["PAYMENT-RESPONSE"] for a in answers}) == 1  # one settlement
+    assert len({a.text for a in answers}) == 1
+    other = httpx.post(f"{first.url}{PUT}", json={"key": "k", "value": "twice"}, headers=headers)
+    assert other.status_code == 409 and other.json()["error"] == "payment_identifier_conflict"

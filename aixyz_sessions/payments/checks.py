@@ -44,6 +44,8 @@ def check_x402_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     messages: list[checks.CheckMessage] = [
         checks.Error(error.msg, hint=error.hint, id=error.id) for error in config_errors(value)
     ]
+    if not messages:
+        messages.extend(_guard_records(value))
     if not messages and value.get("FACILITATOR") == "local" and not settings.DEBUG:
         messages.append(
             checks.Warning(
@@ -54,6 +56,36 @@ def check_x402_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         )
     return messages
+
+
+def _guard_records(value: dict[str, Any]) -> list[checks.CheckMessage]:
+    """W104: a custom replay guard that keeps no records (sign-in, payment identifiers)."""
+    path = value.get("REPLAY_GUARD")
+    if not isinstance(path, str):
+        return []  # the store's own guards keep records
+    from django.utils.module_loading import import_string
+
+    from ..replay import ReplayGuard
+
+    try:
+        target = import_string(path)
+    except ImportError:
+        return []  # reported when the runtime is built (E106)
+    guard_class = target if isinstance(target, type) else type(target)
+    if not issubclass(guard_class, ReplayGuard) or (
+        guard_class.remember is not ReplayGuard.remember
+        and guard_class.recall is not ReplayGuard.recall
+    ):
+        return []
+    return [
+        checks.Warning(
+            f"{SETTING}['REPLAY_GUARD'] = {path!r} keeps no records: sign-in after a "
+            "payment fails and payment identifiers (safe retries) are ignored",
+            hint="Implement remember() and recall() on the guard (see "
+            "aixyz_sessions.replay.ReplayGuard), or leave REPLAY_GUARD out to use the store's.",
+            id="aixyz_sessions.W104",
+        )
+    ]
 
 
 @checks.register("aixyz_sessions", deploy=True)

@@ -116,6 +116,11 @@ class PaidCall:
             answer = await retries.begin(self.runtime.replay_guard, self.retry)
         except SessionStoreError as exc:
             raise PaymentFailure.store(exc, f"the payment identifier of {self.where}") from exc
+        except NotImplementedError as exc:  # a custom guard without records (check W104)
+            logger.warning("x402: payment identifier ignored in %s: %s", self.where, exc)
+            await self.runtime.replay_guard.release_quietly(self.retry.payer, self.retry.name)
+            self.retry = None
+            return None
         self._retry_open = answer is None
         return answer
 

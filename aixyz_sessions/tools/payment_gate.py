@@ -52,6 +52,7 @@ from ..payments.failures import (
     PaymentFailure,
 )
 from ..payments.paid_call import PaidCall, signed_in_payer
+from ..payments.retries import fingerprint, retry_of
 from ..payments.runtime import PaymentRuntime, get_runtime
 from ..payments.sign_in import offer, records_for, target_of
 from .registry import Tool
@@ -318,7 +319,16 @@ async def call_tool(
     http_server = runtime.http_server(spec)
     context = _context(item, resource, header)
     records = records_for(spec.sign_in, target_of(spec.resource, "")[0])
-    async with PaidCall(runtime, where=f"tool {item.name!r}", records=records) as call:
+    retry = retry_of(header, lambda: fingerprint("tool", item.name, arguments or {}))
+    where = f"tool {item.name!r}"
+    async with PaidCall(runtime, where=where, records=records, retry=retry) as call:
+        kept = await call.kept_answer()
+        if kept is not None:  # a retry of a call already served: its answer again
+            return ToolCallResult(
+                kept.get("result"),
+                payer=kept.get("payer"),
+                payment_response=kept.get("payment_response"),
+            )
         with facilitator_failures() as failures, call.verifying():
             verified = await http_server.process_http_request(context)
         if failures:
@@ -336,9 +346,25 @@ async def call_tool(
             result = await item.call(arguments)
         settlement = await call.settle(http_server, verified, context)
         assert call.authorization is not None
-        return ToolCallResult(
+        outcome = ToolCallResult(
             result,
             payer=call.authorization.payer,
             settlement=settlement.settle_response,
             payment_response=settlement.headers.get(PAYMENT_RESPONSE_HEADER),
         )
+        await call.keep(_kept(outcome))
+        return outcome
+
+
+def _kept(outcome: ToolCallResult) -> dict[str, Any] | None:
+    """A settled tool call as kept for retries (``None``: a result that is not JSON)."""
+    kept = {
+        "result": outcome.result,
+        "payer": outcome.payer,
+        "payment_response": outcome.payment_response,
+    }
+    try:
+        json.dumps(kept)
+    except (TypeError, ValueError):
+        return None
+    return kept

@@ -28,14 +28,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.types import CallToolResult
+from x402.extensions.payment_identifier import (
+    PAYMENT_IDENTIFIER,
+    declare_payment_identifier_extension,
+)
 from x402.mcp import PaymentWrapperHooks, create_payment_wrapper
 from x402.mcp.types import ServerHookContext, SettlementContext
 from x402.schemas import ResourceConfig, ResourceInfo
 
 from ...conf import SettingError
+from ...payments.authorization import PaymentHeaderError
 from ...payments.facilitators import facilitator_failures
 from ...payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
 from ...payments.paid_call import PaidCall
+from ...payments.retries import Retry, fingerprint, retry_of
 from ...payments.runtime import PaymentRuntime, get_runtime
 from ...payments.sign_in import records_for, target_of
 from ..failures import tool_failure
@@ -142,7 +148,12 @@ class PaidToolRunner:
             )
             hooks = PaymentWrapperHooks(on_before_execution=_claim, on_after_settlement=_settled)
             decorate = create_payment_wrapper(
-                runtime.server, accepts=accepts, resource=resource, hooks=hooks
+                runtime.server,
+                accepts=accepts,
+                resource=resource,
+                hooks=hooks,
+                # Safe retries: a payment may carry an id (see payments.retries).
+                extensions={PAYMENT_IDENTIFIER: declare_payment_identifier_extension()},
             )
             handler = self._handler
             # The wrapper names hook contexts after the handler.
@@ -170,15 +181,23 @@ class PaidToolRunner:
                 return _failure_result(PaymentFailure.facilitator(failures, exc))
         records = records_for(self.spec.sign_in, target_of(self.spec.resource, "")[0])
         where = f"MCP tool {self.tool.name!r}"
-        call = _McpCall(arguments, PaidCall(runtime, where=where, records=records))
+        try:
+            retry = _retry_of(self.tool, arguments, context)
+        except PaymentFailure as failure:
+            return _failure_result(failure)
+        call = _McpCall(arguments, PaidCall(runtime, where=where, records=records, retry=retry))
         token = _current.set(call)
         try:
             async with call.paid:
+                kept = await call.paid.kept_answer()
+                if kept is not None:  # a retry of a call already served: its answer again
+                    return CallToolResult.model_validate(kept)
                 with facilitator_failures() as failures, call.paid.verifying():
                     # Tool arguments stay out of the wrapper's kwargs: it reserves ``ctx``.
                     result = await wrapped(ctx=context)
                 if call.paid.settled:
                     await call.paid.commit()
+                    await call.paid.keep(result.model_dump(mode="json", by_alias=True))
         except PaymentFailure as failure:  # settled, but the staged writes were not stored
             return _failure_result(failure)
         finally:
@@ -191,6 +210,26 @@ class PaidToolRunner:
         if refusal is not None:
             return with_payment_error(result, refusal)
         return result
+
+
+def _retry_of(tool: Tool, arguments: dict[str, Any], context: Any) -> Retry | None:
+    """The payment identifier of the MCP call's payment (``_meta["x402/payment"]``), if any."""
+    from x402.mcp import MCP_PAYMENT_META_KEY
+
+    from ..payment_gate import payment_header_of
+
+    try:
+        meta = context.request_context.meta
+        payment = (getattr(meta, "model_extra", None) or {}).get(MCP_PAYMENT_META_KEY)
+    except (AttributeError, ValueError):
+        return None
+    if payment is None:
+        return None
+    try:
+        header = payment_header_of(payment)
+    except PaymentHeaderError:
+        return None  # the wrapper refuses the payment itself, with its reason
+    return retry_of(header, lambda: fingerprint("tool", tool.name, arguments))
 
 
 def _failure_result(failure: PaymentFailure) -> CallToolResult:
