@@ -38,7 +38,7 @@ def _facilitator_label() -> str:
 
 def _try_lines(base: str) -> list[str]:
     return [
-        "python manage.py demo_call        # paid calls as two fresh payers",
+        "python manage.py demo_call        # paid calls as two payers, then a sign-in",
         "python manage.py demo_call --transport ws   # or mcp",
         f"curl -i -X POST {base}/tools/get-content   # 402 Payment Required",
         f"open {base}/tools/get-content in a browser  # the x402 paywall page",
@@ -64,9 +64,14 @@ def _json_index(request: HttpRequest, base: str, ws_base: str) -> JsonResponse:
         {
             "app": "aixyz-sessions demo: x402 sessions",
             "about": "Two paid tools store and read content in the session of whoever "
-            "signed the x402 payment; two payers never see each other's data.",
+            "signed the x402 payment; two payers never see each other's data. A payer "
+            "comes back to read by signing in with the same wallet (no payment).",
             "tools": {
-                item.name: {"price": item.price, "description": item.description}
+                item.name: {
+                    "price": item.price,
+                    "description": item.description,
+                    **({"sign_in": item.sign_in} if item.sign_in else {}),
+                }
                 for item in registry
             },
             "endpoints": {

@@ -12,7 +12,11 @@ FastAPI and Flask middleware are. Per request:
    verify through the facilitator (invalid -> 402 with the reason; facilitator
    unreachable or incoherent -> 502), claim the authorization in the replay
    guard (already used, also concurrently -> 402); a facilitator slower than
-   ``FACILITATOR_TIMEOUT`` -> 504;
+   ``FACILITATOR_TIMEOUT`` -> 504; a payment carrying a ``payment-identifier``
+   id already served gets the kept answer instead (see
+   :mod:`~aixyz_sessions.payments.retries`); a view declared with
+   ``sign_in=`` also takes a ``SIGN-IN-WITH-X`` header instead of a payment
+   (see :mod:`~aixyz_sessions.payments.sign_in`);
 4. run the view inside ``payer_context(payer)`` (exempt from CSRF: the
    payment, not a cookie, authorises it); streaming bodies keep the binding
    while they are produced;
@@ -322,7 +326,8 @@ class X402Middleware:
             for name, value in settlement.headers.items():
                 response[name] = value
             response["Cache-Control"] = SUCCESS_CACHE_CONTROL
-            await call.keep(_answer_of(response))
+            if call.retry is not None:
+                await call.keep(_answer_of(response))
             if isinstance(response, StreamingHttpResponse):
                 assert call.session is not None  # committed: writes go straight through now
                 content: Any = response.streaming_content
@@ -340,11 +345,12 @@ class X402Middleware:
         With no payment the SDK's answer depends only on the price, the method,
         the URL and whether the client is a browser (``Accept``,
         ``User-Agent``): the routes this middleware gives the SDK declare no
-        extensions and no hooks, which could make it vary. Building it costs a
-        requirements pass and a pydantic encode per request otherwise. A route
-        that declares an extension with per-challenge data (a sign-in nonce)
-        must not be answered from this cache. Any payment header the request
-        carries is left out: this is the answer to a request without one.
+        extensions with per-answer data and no hooks, which could make it vary
+        (``payment-identifier`` is static). Building it costs a requirements
+        pass and a pydantic encode per request otherwise. The sign-in offer,
+        whose nonce is new for every answer, is added after the cache
+        (:meth:`_offer_sign_in`). Any payment header the request carries is
+        left out: this is the answer to a request without one.
         """
         if not spec.charges:
             return self._offer_sign_in(None, request, spec, runtime)

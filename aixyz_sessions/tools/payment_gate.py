@@ -352,7 +352,8 @@ async def call_tool(
             settlement=settlement.settle_response,
             payment_response=settlement.headers.get(PAYMENT_RESPONSE_HEADER),
         )
-        await call.keep(_kept(outcome))
+        if call.retry is not None:
+            await call.keep(_kept(outcome))
         return outcome
 
 

@@ -197,7 +197,8 @@ class PaidToolRunner:
                     result = await wrapped(ctx=context)
                 if call.paid.settled:
                     await call.paid.commit()
-                    await call.paid.keep(result.model_dump(mode="json", by_alias=True))
+                    if call.paid.retry is not None:
+                        await call.paid.keep(result.model_dump(mode="json", by_alias=True))
         except PaymentFailure as failure:  # settled, but the staged writes were not stored
             return _failure_result(failure)
         finally:
