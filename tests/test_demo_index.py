@@ -78,6 +78,7 @@ async def test_agents_get_the_json_map(
     assert index["tools"]["get-content"] == {
         "price": "$0.001",
         "description": demo_tools["get-content"].description,
+        "sign_in": "after_any_payment",  # a recent payer reads by signing in
     }
     assert index["tools"]["put-content"]["price"] == "$0.01"
     assert index["endpoints"]["mcp"] == "http://testserver/mcp"
