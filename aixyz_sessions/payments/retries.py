@@ -110,8 +110,8 @@ def retry_of(header: str, request: Callable[[], str]) -> Retry | None:
         raw = base64.b64decode(header + "=" * (-len(header) % 4))
     except ValueError:
         return None  # not base64: the payment itself is refused later, with its reason
-    if _KEY.encode() not in raw:  # the common case costs one substring search
-        return None
+    if _KEY.encode() not in raw or b'"id"' not in raw:
+        return None  # the common case (no id; SDK clients echo the declaration) costs two finds
     try:
         data = loads(raw)
     except ValueError:
