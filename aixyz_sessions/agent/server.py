@@ -1,0 +1,128 @@
+"""The ``a2a-sdk`` JSON-RPC application behind ``/agent``, and how a Django view calls it.
+
+The SDK's request handler (tasks, events, the 1.0 and 0.3 JSON-RPC methods
+on one endpoint) runs unchanged; Django's view hands it the request as ASGI
+and returns what it answers. So the payment, the sign-in, CSRF and the
+payer binding are :class:`~aixyz_sessions.payments.middleware.X402Middleware`'s
+work, as for every other paid view.
+
+Tasks belong to the payer that created them: the task store's owner is the
+payer bound while the request runs, so another payer's ``GetTask`` (or
+``tasks/get``) finds nothing. Tasks live in this process's memory (one
+application per event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.default_request_handler_v2 import DefaultRequestHandlerV2
+from a2a.server.routes import create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+from starlette.applications import Starlette
+
+from ..context import get_payer
+from .card import build_card
+from .conf import AgentConfig, get_agent_config
+from .executor import RegistryAgentExecutor
+
+__all__ = ["AGENT_PATH", "AgentAnswer", "agent_application", "call_agent", "reset_agent"]
+
+#: Where the SDK application serves JSON-RPC (the Django URL may be anything).
+AGENT_PATH = "/agent"
+
+_apps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[AgentConfig, Starlette]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _owner(context: ServerCallContext) -> str:
+    """A task's owner: the payer bound for this request (lower-cased), else nobody."""
+    payer = get_payer()
+    return payer.lower() if payer else ""
+
+
+def _build(config: AgentConfig) -> Starlette:
+    answer = None if config.agent is None else import_string(config.agent)
+    executor = RegistryAgentExecutor(answer=answer)
+    card = build_card(config, AGENT_PATH)
+    handler = DefaultRequestHandlerV2(executor, InMemoryTaskStore(owner_resolver=_owner), card)
+    return Starlette(routes=create_jsonrpc_routes(handler, AGENT_PATH, enable_v0_3_compat=True))
+
+
+def agent_application() -> Starlette:
+    """This event loop's SDK application for the current ``AIXYZ_AGENT``."""
+    loop = asyncio.get_running_loop()
+    config = get_agent_config()
+    built = _apps.get(loop)
+    if built is None or built[0] is not config:
+        built = _apps[loop] = (config, _build(config))
+    return built[1]
+
+
+def reset_agent() -> None:
+    """Forget the built applications (settings changed; tests)."""
+    _apps.clear()
+
+
+@dataclass
+class AgentAnswer:
+    """What the SDK application answered: status, headers and the whole body."""
+
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+async def call_agent(request: HttpRequest) -> AgentAnswer:
+    """Hand a Django request to the SDK application (as ASGI); its whole answer."""
+    app = agent_application()
+    body = request.body
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the SDK waits for a disconnect that never comes
+        return {"type": "http.disconnect"}  # pragma: no cover
+
+    answer = AgentAnswer()
+    chunks: list[bytes] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer.status = int(message["status"])
+            answer.headers = {
+                k.decode("latin1").lower(): v.decode("latin1") for k, v in message["headers"]
+            }
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": request.scheme,
+        "path": AGENT_PATH,
+        "raw_path": AGENT_PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (k.lower().encode("latin1"), v.encode("latin1")) for k, v in request.headers.items()
+        ],
+        "client": None,
+        "server": None,
+    }
+    await app(scope, receive, send)
+    answer.body = b"".join(chunks)
+    return answer

@@ -1,0 +1,159 @@
+"""The agent over A2A: ``GET /.well-known/agent-card.json`` and JSON-RPC ``POST /agent``.
+
+``POST /agent`` is priced per request (:func:`price_of_agent_call`) and paid
+through :class:`~aixyz_sessions.payments.middleware.X402Middleware`:
+
+* ``SendMessage`` / ``message/send``: ``AIXYZ_AGENT["PRICE"]`` per message
+  (402 challenge, verification, the replay guard, settlement after success;
+  payment identifiers and staged session writes as for every paid view);
+* the task methods (``GetTask``/``tasks/get``, ``CancelTask``/``tasks/cancel``,
+  ``ListTasks``...): no charge, but a proven payer: a sign-in with the paying
+  wallet (x402 sign-in-with-x, as ``@sign_in_required``), since a task belongs
+  to the payer that created it;
+* anything else is answered by the SDK for free (errors, the extended card).
+
+An answer that is a JSON-RPC error is sent with HTTP 400, and a task that
+failed with 422, so that neither is settled: a client pays for work done.
+Streaming (``SendStreamingMessage``/``message/stream``) is not offered yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from .. import bounded_json
+from ..payments.decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, priced_per_request
+from .card import build_card, card_json
+from .conf import AgentConfig, AgentConfigError, get_agent_config
+from .server import call_agent
+
+__all__ = ["agent", "agent_card", "price_of_agent_call"]
+
+SEND_METHODS = frozenset({"SendMessage", "message/send"})
+STREAM_METHODS = frozenset({"SendStreamingMessage", "message/stream"})
+TASK_METHODS = frozenset(
+    {
+        "GetTask",
+        "tasks/get",
+        "CancelTask",
+        "tasks/cancel",
+        "ListTasks",
+        "tasks/list",
+        "SubscribeToTask",
+        "tasks/resubscribe",
+        "CreateTaskPushNotificationConfig",
+        "GetTaskPushNotificationConfig",
+        "ListTaskPushNotificationConfigs",
+        "DeleteTaskPushNotificationConfig",
+        "tasks/pushNotificationConfig/set",
+        "tasks/pushNotificationConfig/get",
+        "tasks/pushNotificationConfig/list",
+        "tasks/pushNotificationConfig/delete",
+    }
+)
+FAILED_STATES = frozenset({"failed", "rejected", "TASK_STATE_FAILED", "TASK_STATE_REJECTED"})
+
+
+@functools.lru_cache(maxsize=8)
+def _specs(config: AgentConfig) -> tuple[PaidSpec, PaidSpec]:
+    """(per message, task methods): one spec object each per configuration."""
+    message = PaidSpec(price=config.price, description=config.name, resource="agent")
+    tasks = PaidSpec(price="", description=config.name, sign_in="required", resource="agent")
+    return message, tasks
+
+
+def _rpc(request: HttpRequest) -> dict[str, Any] | None:
+    """The JSON-RPC request object, if the body is one (bounded depth)."""
+    try:
+        data = bounded_json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
+    """What a ``POST /agent`` costs: a message, a proven payer for tasks, or nothing."""
+    if request.method != "POST":
+        return None
+    try:
+        config = get_agent_config()
+    except AgentConfigError:
+        return None  # the view answers 500 server_misconfigured
+    rpc = _rpc(request)
+    method = rpc.get("method") if rpc else None
+    message, tasks = _specs(config)
+    if method in SEND_METHODS or method in STREAM_METHODS:
+        return message
+    if method in TASK_METHODS:
+        return tasks
+    return None
+
+
+def _error(status: int, code: int, message: str, rpc_id: Any = None) -> JsonResponse:
+    body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}}
+    return JsonResponse(body, status=status)
+
+
+def _status_of(status: int, body: bytes) -> int:
+    """HTTP 400 for a JSON-RPC error, 422 for a failed task: neither is settled."""
+    if status != 200:
+        return status
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return status
+    if not isinstance(data, dict):
+        return status
+    if "error" in data:
+        return 400
+    result = data.get("result")
+    task = result.get("task", result) if isinstance(result, dict) else None
+    state = (task.get("status") or {}).get("state") if isinstance(task, dict) else None
+    return 422 if state in FAILED_STATES else status
+
+
+@priced_per_request(price_of_agent_call)
+@csrf_exempt
+async def agent(request: HttpRequest) -> HttpResponse:
+    """``POST``: one A2A JSON-RPC request, answered by the SDK inside the payer's session."""
+    if request.method != "POST":
+        response = _error(405, -32600, "A2A JSON-RPC takes POST")
+        response["Allow"] = "POST"
+        return response
+    try:
+        get_agent_config()
+    except AgentConfigError as exc:
+        return JsonResponse({"error": "server_misconfigured", "message": exc.msg}, status=500)
+    spec = price_of_agent_call(request, {})
+    if spec is not None and not getattr(request, VERIFIED_ATTR, False):
+        return PaymentNeeded(spec)  # X402Middleware missing: a JSON 500 that says so
+    rpc = _rpc(request)
+    if rpc is None:
+        return _error(400, -32700, "the body must be one JSON-RPC request object")
+    if rpc.get("method") in STREAM_METHODS:
+        return _error(
+            400, -32004, "streaming is not offered by this agent; use SendMessage", rpc.get("id")
+        )
+    answer = await call_agent(request)
+    status = _status_of(answer.status, answer.body)
+    content_type = answer.headers.get("content-type", "application/json")
+    return HttpResponse(answer.body, status=status, content_type=content_type)
+
+
+async def agent_card(request: HttpRequest) -> JsonResponse:
+    """``GET``: the agent card, naming this server's ``/agent`` URL."""
+    try:
+        config = get_agent_config()
+    except AgentConfigError as exc:
+        return JsonResponse({"error": "server_misconfigured", "message": exc.msg}, status=500)
+    from ..payments.conf import get_config
+
+    origin = get_config().origin or f"{request.scheme}://{request.get_host()}"
+    card = build_card(config, origin + reverse("aixyz_agent:agent"))
+    return JsonResponse(card_json(card))

@@ -1,0 +1,219 @@
+"""The agent over A2A against a real server (uvicorn on loopback): card, paid messages, tasks.
+
+Clients are the official ones: the ``a2a-sdk`` 1.0 client over the x402
+SDK's paying httpx client, and raw A2A 0.3 JSON-RPC requests, paid the same
+way. Tasks are read back with a sign-in from the paying wallet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.helpers.proto_helpers import new_data_part
+from a2a.types import Message, Role, SendMessageRequest
+from django.core.asgi import get_asgi_application
+from django.test import override_settings
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client
+from x402.http import decode_payment_required_header, encode_payment_signature_header
+from x402.http.clients.httpx import x402HttpxClient
+from x402.mechanisms.evm.exact import register_exact_evm_client
+
+from aixyz_sessions import get_store
+from aixyz_sessions.agent.server import reset_agent
+from aixyz_sessions.payments.local import get_local_facilitator
+from aixyz_sessions.payments.runtime import reset_runtime
+from aixyz_sessions.testing.paying import sign_in_header
+from tests import mcp_helpers
+from tests.agent_app import AGENT
+from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PUT, GET = mcp_helpers.PUT, mcp_helpers.GET
+
+
+@pytest.fixture
+def base() -> Iterator[str]:
+    mcp_helpers.register_examples()
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE,
+        ROOT_URLCONF="tests.agent_app",
+        AIXYZ_X402=LOCAL,
+        AIXYZ_AGENT=AGENT,
+        ALLOWED_HOSTS=["*"],
+    ):
+        reset_runtime()
+        reset_agent()
+        try:
+            with serve(get_asgi_application()) as url:
+                yield url
+        finally:
+            mcp_helpers.unregister_examples()
+            reset_agent()
+            reset_runtime()
+
+
+def paying(account: LocalAccount, base: str) -> x402HttpxClient:
+    signer = x402Client()
+    register_exact_evm_client(signer, account)
+    return x402HttpxClient(signer, base_url=base, timeout=30)
+
+
+async def post(url: str, **kwargs: Any) -> httpx.Response:
+    """A plain (unpaid) POST."""
+    async with httpx.AsyncClient(timeout=30) as plain:
+        return await plain.post(url, **kwargs)
+
+
+def rpc(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": method, "params": params}
+
+
+def v03_message(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"message": {"role": "user", "messageId": uuid.uuid4().hex, "parts": list(parts)}}
+
+
+def invoke(tool: str, **arguments: Any) -> dict[str, Any]:
+    return {"kind": "data", "data": {"tool": tool, "arguments": arguments}}
+
+
+async def test_the_card_names_the_agent_its_url_and_the_tools(base: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as plain:
+        card = (await plain.get(f"{base}/.well-known/agent-card.json")).json()
+    assert card["name"] == "Test Agent" and card["version"] == "2.0.0"
+    assert "$0.001" in card["description"]
+    assert card["url"] == f"{base}/agent" and card["protocolVersion"] == "0.3"  # 0.3 clients
+    versions = {i["protocolVersion"] for i in card["supportedInterfaces"]}
+    assert versions == {"1.0", "0.3"}
+    assert {PUT, GET} <= {skill["id"] for skill in card["skills"]}
+    assert card["capabilities"]["streaming"] is False  # not offered yet
+
+
+async def test_an_unpaid_message_is_a_402(base: str) -> None:
+    response = await post(
+        f"{base}/agent", json=rpc("message/send", v03_message(invoke(PUT, key="k", value="v")))
+    )
+    assert response.status_code == 402
+    required = decode_payment_required_header(response.headers["PAYMENT-REQUIRED"])
+    assert required.accepts[0].amount == "1000"  # $0.001 in USDC's 6 decimals
+
+
+async def test_a_paid_v03_message_invokes_the_tool_in_the_payers_session(base: str) -> None:
+    account = Account.create()
+    before = get_local_facilitator().ledger.settled_count
+    async with paying(account, base) as http:
+        response = await http.post(
+            "/agent", json=rpc("message/send", v03_message(invoke(PUT, key="k", value="a2a")))
+        )
+    assert response.status_code == 200, response.text
+    assert "PAYMENT-RESPONSE" in response.headers
+    task = response.json()["result"]
+    assert task["status"]["state"] == "completed"
+    (artifact,) = task["artifacts"]
+    data = artifact["parts"][0]["data"]
+    assert data == {"tool": PUT, "result": {"stored": "k", "payer": account.address}}
+    assert get_local_facilitator().ledger.settled_count == before + 1
+    assert await get_store().get(account.address.lower(), "k") == "a2a"
+
+
+async def test_the_official_client_sends_a_paid_message(base: str) -> None:
+    account = Account.create()
+    async with paying(account, base) as http:
+        client = await create_client(base, ClientConfig(httpx_client=http, streaming=False))
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=uuid.uuid4().hex,
+            parts=[new_data_part({"tool": PUT, "arguments": {"key": "n", "value": "1.0"}})],
+        )
+        events = [event async for event in client.send_message(SendMessageRequest(message=message))]
+    task = events[-1].task
+    assert task.status.state == 3  # TASK_STATE_COMPLETED
+    assert await get_store().get(account.address.lower(), "n") == "1.0"
+
+
+async def test_a_failed_invocation_is_not_charged(base: str) -> None:
+    account = Account.create()
+    before = get_local_facilitator().ledger.settled_count
+    async with paying(account, base) as http:
+        unknown = await http.post("/agent", json=rpc("message/send", v03_message(invoke("nope"))))
+        invalid = await http.post("/agent", json=rpc("message/send", v03_message(invoke(PUT))))
+    for response, why in ((unknown, "no tool named"), (invalid, "invalid_arguments")):
+        assert response.status_code == 422, response.text
+        task = response.json()["result"]
+        assert task["status"]["state"] == "failed"
+        assert why in json.dumps(task["status"]["message"])
+    assert get_local_facilitator().ledger.settled_count == before
+
+
+async def test_a_replayed_payment_is_refused(base: str) -> None:
+    signer = x402Client()
+    register_exact_evm_client(signer, Account.create())
+    body = rpc("message/send", v03_message(invoke(PUT, key="k", value="v")))
+    asked = await post(f"{base}/agent", json=body)
+    required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+    payload = await signer.create_payment_payload(required)
+    headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+    assert (await post(f"{base}/agent", json=body, headers=headers)).status_code == 200
+    replay = await post(f"{base}/agent", json=body, headers=headers)
+    assert replay.status_code == 402
+
+
+async def _signed_rpc(account: LocalAccount, base: str, body: dict[str, Any]) -> httpx.Response:
+    asked = await post(f"{base}/agent", json=body)
+    assert asked.status_code == 402 and asked.json()["error"] == "sign_in_required"
+    header = await sign_in_header(account, asked.headers["PAYMENT-REQUIRED"], f"{base}/agent")
+    return await post(f"{base}/agent", json=body, headers={"SIGN-IN-WITH-X": header})
+
+
+async def test_a_task_belongs_to_its_payer(base: str) -> None:
+    owner, other = Account.create(), Account.create()
+    async with paying(owner, base) as http:
+        sent = await http.post(
+            "/agent", json=rpc("message/send", v03_message(invoke(PUT, key="t", value="1")))
+        )
+    task_id = sent.json()["result"]["id"]
+    mine = await _signed_rpc(owner, base, rpc("tasks/get", {"id": task_id}))
+    assert mine.status_code == 200 and mine.json()["result"]["id"] == task_id
+    theirs = await _signed_rpc(other, base, rpc("tasks/get", {"id": task_id}))
+    assert theirs.status_code == 400  # a JSON-RPC error: not charged, nothing shown
+    assert "not found" in theirs.json()["error"]["message"].lower()
+    assert "1" not in json.dumps(theirs.json()["error"].get("data", ""))
+
+
+async def test_one_payer_one_session_over_a2a_and_http_tools(base: str) -> None:
+    account = Account.create()
+    async with paying(account, base) as http:
+        await http.post(
+            "/agent", json=rpc("message/send", v03_message(invoke(PUT, key="shared", value="x")))
+        )
+        read = await http.post(f"/tools/{GET}", json={"key": "shared"})
+    assert read.json()["result"] == {"key": "shared", "value": "x"}
+
+
+async def test_a_text_message_without_a_model_says_how_to_invoke_tools(base: str) -> None:
+    async with paying(Account.create(), base) as http:
+        response = await http.post(
+            "/agent", json=rpc("message/send", v03_message({"kind": "text", "text": "hello"}))
+        )
+    task = response.json()["result"]
+    text = task["artifacts"][0]["parts"][0]["text"]
+    assert '"tool"' in text and "No model is configured" in text
+
+
+async def test_streaming_is_refused_plainly_and_not_charged(base: str) -> None:
+    before = get_local_facilitator().ledger.settled_count
+    async with paying(Account.create(), base) as http:
+        response = await http.post(
+            "/agent", json=rpc("message/stream", v03_message(invoke(PUT, key="k", value="v")))
+        )
+    assert response.status_code == 400 and "streaming" in response.json()["error"]["message"]
+    assert get_local_facilitator().ledger.settled_count == before
+    assert asyncio  # used by the SDK client

@@ -1,0 +1,82 @@
+"""``AIXYZ_AGENT`` is checked at ``manage.py check`` time, with an id and a hint per mistake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from aixyz_sessions.agent.checks import check_agent_settings
+from aixyz_sessions.agent.conf import AgentConfigError, get_agent_config
+from tests.agent_app import AGENT
+
+
+def ids(value: Any) -> list[str]:
+    with override_settings(AIXYZ_AGENT=value):
+        return [message.id or "" for message in check_agent_settings()]
+
+
+def test_a_good_setting_passes_and_parses() -> None:
+    assert ids(AGENT) == []
+    with override_settings(AIXYZ_AGENT={**AGENT, "PRICE": "0.002"}):
+        config = get_agent_config()
+    assert config.name == "Test Agent" and config.price == "$0.002" and config.skills is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("agent", "aixyz_sessions.E200"),
+        ({**AGENT, "COLOUR": "red"}, "aixyz_sessions.E201"),
+        ({**AGENT, "NAME": ""}, "aixyz_sessions.E202"),
+        ({k: v for k, v in AGENT.items() if k != "DESCRIPTION"}, "aixyz_sessions.E202"),
+        ({**AGENT, "VERSION": 2}, "aixyz_sessions.E202"),
+        ({**AGENT, "PRICE": "free"}, "aixyz_sessions.E203"),
+        ({**AGENT, "PRICE": "$0"}, "aixyz_sessions.E203"),
+        ({k: v for k, v in AGENT.items() if k != "PRICE"}, "aixyz_sessions.E203"),
+        ({**AGENT, "AGENT": 7}, "aixyz_sessions.E204"),
+        ({**AGENT, "AGENT": "no.such.module.answer"}, "aixyz_sessions.E206"),
+        ({**AGENT, "AGENT": "tests.agent_app.AGENT"}, "aixyz_sessions.E206"),  # not callable
+        ({**AGENT, "SKILLS": "all"}, "aixyz_sessions.E205"),
+        ({**AGENT, "SKILLS": [{"id": "x"}]}, "aixyz_sessions.E205"),
+        ({**AGENT, "SKILLS": [{"id": "x", "name": "X", "tags": [1]}]}, "aixyz_sessions.E205"),
+    ],
+)
+def test_each_mistake_has_its_id(value: Any, expected: str) -> None:
+    assert expected in ids(value)
+
+
+def test_a_wrong_setting_raises_with_the_reason() -> None:
+    with override_settings(AIXYZ_AGENT={**AGENT, "PRICE": "free"}):
+        with pytest.raises(AgentConfigError, match="PRICE"):
+            get_agent_config()
+
+
+@pytest.mark.django_db
+async def test_the_endpoints_say_what_is_wrong_instead_of_a_traceback() -> None:
+    from django.test import AsyncClient
+
+    from tests.payments_helpers import LOCAL, MIDDLEWARE
+
+    with override_settings(
+        AIXYZ_AGENT={**AGENT, "PRICE": "free"},
+        AIXYZ_X402=LOCAL,
+        MIDDLEWARE=MIDDLEWARE,
+        ROOT_URLCONF="tests.agent_app",
+    ):
+        card = await AsyncClient().get("/.well-known/agent-card.json")
+        sent = await AsyncClient().post("/agent", {"jsonrpc": "2.0"}, "application/json")
+    for response in (card, sent):
+        assert response.status_code == 500
+        assert response.json()["error"] == "server_misconfigured"
+        assert "PRICE" in response.json()["message"]
+
+
+def test_no_setting_no_check() -> None:
+    with override_settings():
+        from django.conf import settings
+
+        if hasattr(settings, "AIXYZ_AGENT"):
+            del settings.AIXYZ_AGENT
+        assert check_agent_settings() == []
