@@ -172,6 +172,32 @@ if os.environ.get("X402_FACILITATOR_URL"):
 else:
     AIXYZ_X402["FACILITATOR"] = "local"
 
+# The agent over A2A (the TypeScript template's "x402 sessions" agent): its card
+# lists both tools as skills; each message costs $0.001 and invokes a tool in the
+# payer's session ({"tool": ..., "arguments": ...} data parts).
+AIXYZ_AGENT: dict[str, Any] = {
+    "NAME": "Session Content Agent",
+    "DESCRIPTION": "Stores and reads content in the session of whoever pays (x402).",
+    "VERSION": "1.0.0",
+    "PRICE": "$0.001",
+    "SKILLS": [
+        {
+            "id": "put-content",
+            "name": "Store content",
+            "description": "Store a value under a key in your session.",
+            "tags": ["session", "write"],
+            "examples": ['{"tool": "put-content", "arguments": {"key": "a", "value": "b"}}'],
+        },
+        {
+            "id": "get-content",
+            "name": "Read content",
+            "description": "Read a key, or list your content a page at a time.",
+            "tags": ["session", "read"],
+            "examples": ['{"tool": "get-content", "arguments": {"key": "a"}}'],
+        },
+    ],
+}
+
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"

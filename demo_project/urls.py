@@ -1,4 +1,4 @@
-"""Demo URLs: the index page, the admin and the tools over HTTP.
+"""Demo URLs: the index page, the admin, the tools over HTTP and the agent over A2A.
 
 ``/mcp`` (MCP) and ``/ws/tools/`` (WebSocket) are routed by the ASGI app
 (``demo_project.asgi``), not here.
@@ -15,4 +15,5 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("tools/", include("aixyz_sessions.tools.urls")),
+    path("", include("aixyz_sessions.agent.urls")),  # /.well-known/agent-card.json, /agent
 ]

@@ -78,6 +78,7 @@ def _json_index(request: HttpRequest, base: str, ws_base: str) -> JsonResponse:
                 "tools_http": f"{base}/tools/  (POST /tools/<name> with JSON arguments)",
                 "mcp": f"{base}/mcp",
                 "websocket": f"{ws_base}/ws/tools/",
+                "a2a_agent": f"{base}/agent  (card: {base}/.well-known/agent-card.json)",
                 "admin": f"{base}/admin/",
             },
             "store": _store_label(),
@@ -187,7 +188,12 @@ def _html_index(request: HttpRequest, base: str, ws_base: str) -> HttpResponse:
             ("HTTP", f"GET {base}/tools/", "every tool's name, price and input schema"),
             ("MCP", f"{base}/mcp", "Model Context Protocol, streamable HTTP"),
             ("WebSocket", f"{ws_base}/ws/tools/", "tool calls over one connection"),
-        ],
+        ]
+        + (
+            [("A2A", f"POST {base}/agent", "JSON-RPC agent, paid per message")]
+            if _resolves(request, "/agent")
+            else []
+        ),
         "store": _store_label(),
         "network": x402.get("NETWORK"),
         "local_facilitator": x402.get("FACILITATOR") == "local",

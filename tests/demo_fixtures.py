@@ -62,6 +62,14 @@ def demo_settings() -> Iterator[None]:
         MIDDLEWARE=MIDDLEWARE,
         AIXYZ_X402=LOCAL,
         AIXYZ_SESSION_STORE=DB_STORE,
+        AIXYZ_AGENT=demo_agent(),
         TEMPLATES=demo_templates(),
     ):
         yield
+
+
+def demo_agent() -> dict[str, Any]:
+    """The demo's ``AIXYZ_AGENT``."""
+    from demo_project import settings as demo
+
+    return dict(demo.AIXYZ_AGENT)

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.http import HttpRequest, JsonResponse
 from django.test import AsyncClient, override_settings
-from django.urls import path
 
 from aixyz_sessions.tools import Tool, registry
 from demo_project.urls import urlpatterns as demo_urlpatterns
@@ -36,12 +34,8 @@ CHROME_ACCEPT = (
 FIREFOX_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
-async def _agent_card(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"name": "dummy agent card"})
-
-
-#: This module is also a URLconf: the demo's URLs plus an agent card.
-urlpatterns = [*demo_urlpatterns, path(AGENT_CARD.lstrip("/"), _agent_card)]
+#: This module is also a URLconf: the demo's URLs without the agent (card and /agent).
+urlpatterns = [p for p in demo_urlpatterns if "agent" not in str(getattr(p, "urlconf_name", ""))]
 
 
 async def get_index(accept: str | None) -> Any:
@@ -153,15 +147,16 @@ async def test_the_page_escapes_what_tools_declare(demo_urls: None) -> None:
 
 
 async def test_no_agent_card_link_when_its_url_does_not_resolve(demo_urls: None) -> None:
-    page = (await get_index(CHROME_ACCEPT)).content.decode()
-    assert "agent-card" not in page and "Agent card" not in page
+    with override_settings(ROOT_URLCONF=__name__):
+        page = (await get_index(CHROME_ACCEPT)).content.decode()
+    assert "agent-card" not in page and "Agent card" not in page and "/agent" not in page
 
 
 async def test_agent_card_link_when_its_url_resolves(demo_urls: None) -> None:
-    with override_settings(ROOT_URLCONF=__name__):
-        card = await AsyncClient().get(AGENT_CARD)
-        page = (await get_index(CHROME_ACCEPT)).content.decode()
-    assert card.status_code == 200
+    card = await AsyncClient().get(AGENT_CARD)
+    page = (await get_index(CHROME_ACCEPT)).content.decode()
+    assert card.status_code == 200 and card.json()["name"] == "Session Content Agent"
+    assert "POST http://testserver/agent" in page
     link = f'href="http://testserver{AGENT_CARD}"'
     assert page.count(link) == 2  # the hero's button and the footer
     assert "Agent card" in page
@@ -212,7 +207,7 @@ def test_the_landing_page_in_chromium(driver: Any, server: DemoServer, tmp_path:
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "no money moves" in body.lower()
     assert f"{server.url.replace('http', 'ws', 1)}/ws/tools/" in body
-    assert "Agent card" not in body
+    assert "Agent card" in body and f"POST {server.url}/agent" in body  # the A2A agent
 
     severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert severe == [], severe

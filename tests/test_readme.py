@@ -289,3 +289,49 @@ def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
             answer = asyncio.run(pay_once(account, url=f"{base}/tools/remember"))
             assert answer == {"result": {"stored": "a"}}
             assert ledger.settled_count == before + 1
+
+
+def test_a2a_client_example() -> None:
+    """The README's A2A client stores through a paid message, against a served app."""
+    from django.core.asgi import get_asgi_application
+
+    from aixyz_sessions.agent.server import reset_agent
+    from tests import mcp_helpers
+    from tests.agent_app import AGENT
+
+    store_via_a2a = run(block("from a2a.client import"))["store_via_a2a"]
+    namespace = run(block("# settings.py: the agent"), urlpatterns=[], path=path, include=include)
+    assert namespace["urlpatterns"][0].urlconf_name.__name__ == "aixyz_sessions.agent.urls"
+    assert namespace["AIXYZ_AGENT"]["PRICE"] == "$0.001"
+    patterns = [path("", include("aixyz_sessions.agent.urls"))]
+    account = Account.create()
+    mcp_helpers.register_examples()
+
+    async def stored(key: str) -> str | None:
+        return await get_store().get(account.address.lower(), key)
+
+    try:
+        for name in urlconf("readme_a2a", patterns):
+            with (
+                override_settings(
+                    MIDDLEWARE=MIDDLEWARE,
+                    ROOT_URLCONF=name,
+                    AIXYZ_X402=LOCAL,
+                    AIXYZ_AGENT={**AGENT, **namespace["AIXYZ_AGENT"]},
+                    ALLOWED_HOSTS=["*"],
+                ),
+                serve(get_asgi_application()) as base,
+            ):
+                reset_agent()
+                from aixyz_sessions.tools import tool
+
+                tool(mcp_helpers.put, name="put-content", price="$0.01")
+                try:
+                    task = asyncio.run(store_via_a2a(account, base))
+                    assert task.status.state == 3  # completed
+                    assert asyncio.run(stored("a")) == "b"
+                finally:
+                    registry.unregister("put-content")
+                    reset_agent()
+    finally:
+        mcp_helpers.unregister_examples()
