@@ -18,6 +18,8 @@ Environment variables switch each part (see README.md, "The demo"):
 ``X402_FACILITATOR_URL``   a real x402 facilitator instead of the local one
 ``X402_PAY_TO``            the address that receives payments
 ``X402_NETWORK``           CAIP-2 network (default ``eip155:84532``, Base Sepolia)
+``OPENAI_API_KEY``         the agent answers text messages with a model (``/agent``);
+                           ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` choose the server and model
 ``X402_ORIGIN``            the public ``scheme://host`` sign-ins must name (default:
                            the request's own; set it behind a proxy or balancer)
 ``DJANGO_DEBUG``           ``1`` (default) or ``0``
@@ -197,6 +199,8 @@ AIXYZ_AGENT: dict[str, Any] = {
         },
     ],
 }
+if os.environ.get("OPENAI_API_KEY"):  # text messages go to a model that calls the tools
+    AIXYZ_AGENT["AGENT"] = "demo_project.agents.session_agent"
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -17,6 +17,27 @@ def ids(value: Any) -> list[str]:
         return [message.id or "" for message in check_agent_settings()]
 
 
+@pytest.mark.django_db
+async def test_configured_skills_are_the_cards_and_messages_are_priced() -> None:
+    """SKILLS (dicts) make a config that still prices messages (hashing it once broke /agent)."""
+    from django.test import AsyncClient
+
+    from tests.payments_helpers import LOCAL, MIDDLEWARE
+
+    skills = [{"id": "s", "name": "S", "description": "d", "tags": ["t"], "examples": ["e"]}]
+    with override_settings(
+        AIXYZ_AGENT={**AGENT, "SKILLS": skills},
+        AIXYZ_X402=LOCAL,
+        MIDDLEWARE=MIDDLEWARE,
+        ROOT_URLCONF="tests.agent_app",
+    ):
+        card = (await AsyncClient().get("/.well-known/agent-card.json")).json()
+        body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}}
+        asked = await AsyncClient().post("/agent", body, "application/json")
+    assert [s["id"] for s in card["skills"]] == ["s"] and card["skills"][0]["examples"] == ["e"]
+    assert asked.status_code == 402
+
+
 def test_a_good_setting_passes_and_parses() -> None:
     assert ids(AGENT) == []
     with override_settings(AIXYZ_AGENT={**AGENT, "PRICE": "0.002"}):

@@ -68,13 +68,17 @@ def test_demo_call_over_http_shows_isolation_and_the_admin_shows_the_entries(
     assert a.lower() in everything and b.lower() in everything
 
 
-@pytest.mark.parametrize("transport", ["ws", "mcp"])
+@pytest.mark.parametrize("transport", ["ws", "mcp", "a2a"])
 def test_demo_call_over_other_transports(server: DemoServer, transport: str) -> None:
     done = server.manage("demo_call", "--url", server.url, "--transport", transport)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"over {transport}" in done.stdout
     assert "ISOLATION OK" in done.stdout
-    assert "[signed in: no payment]" in done.stdout and "refused, as it must be" in done.stdout
+    if transport == "a2a":  # each message is paid, at the agent's price
+        assert "[paid $0.01, tx 0x" in done.stdout
+    else:
+        assert "[signed in: no payment]" in done.stdout
+        assert "refused, as it must be" in done.stdout
     payers(done.stdout)
 
 

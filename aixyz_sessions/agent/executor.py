@@ -6,8 +6,10 @@
   result as a data artifact ``{"tool", "result"}``, or fails with the error
   message. Several such parts run in order.
 * Any other message goes to ``AIXYZ_AGENT["AGENT"]`` (an async callable
-  ``(text, context) -> str``) when one is configured; without one, the reply
-  says how to invoke a tool.
+  ``(text, context) -> str``, such as a
+  :class:`~aixyz_sessions.agent.loop.ToolLoopAgent`) when one is configured;
+  its :class:`~aixyz_sessions.agent.loop.AgentError` fails the task with the
+  reason. Without one, the reply says how to invoke a tool.
 
 The payer binding (:func:`~aixyz_sessions.payer_context`) comes from the
 HTTP request the message arrived in: the SDK runs this executor in a task
@@ -34,6 +36,7 @@ from a2a.server.tasks import TaskUpdater
 
 from ..tools.failures import tool_failure
 from ..tools.registry import ToolRegistry, registry
+from .loop import AgentError
 
 __all__ = ["Answer", "RegistryAgentExecutor", "ToolInvocationFailed"]
 
@@ -43,7 +46,8 @@ Answer = Callable[[str, RequestContext], Awaitable[str]]
 HELP = (
     "This agent runs its tools directly: send a data part "
     '{"tool": "<name>", "arguments": {...}} (the agent card lists the tools as skills). '
-    "No model is configured for text messages."
+    "No model is configured for text messages: the server sets AIXYZ_AGENT['AGENT'] "
+    "(a ToolLoopAgent with OPENAI_API_KEY) to answer them."
 )
 
 
@@ -86,7 +90,7 @@ class RegistryAgentExecutor(AgentExecutor):
                     else await self.answer(get_message_text(message), context)
                 )
                 await updater.add_artifact([new_text_part(text)], name="answer")
-        except ToolInvocationFailed as exc:
+        except (ToolInvocationFailed, AgentError) as exc:
             await updater.failed(message=new_text_message(str(exc)))
             return
         await updater.complete()

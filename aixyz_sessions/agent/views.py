@@ -30,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from .. import bounded_json
 from ..payments.decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, priced_per_request
 from .card import build_card, card_json
-from .conf import AgentConfig, AgentConfigError, get_agent_config
+from .conf import AgentConfigError, get_agent_config
 from .server import call_agent
 
 __all__ = ["agent", "agent_card", "price_of_agent_call"]
@@ -61,10 +61,10 @@ FAILED_STATES = frozenset({"failed", "rejected", "TASK_STATE_FAILED", "TASK_STAT
 
 
 @functools.lru_cache(maxsize=8)
-def _specs(config: AgentConfig) -> tuple[PaidSpec, PaidSpec]:
-    """(per message, task methods): one spec object each per configuration."""
-    message = PaidSpec(price=config.price, description=config.name, resource="agent")
-    tasks = PaidSpec(price="", description=config.name, sign_in="required", resource="agent")
+def _specs(price: str, name: str) -> tuple[PaidSpec, PaidSpec]:
+    """(per message, task methods): one spec object each per price and agent name."""
+    message = PaidSpec(price=price, description=name, resource="agent")
+    tasks = PaidSpec(price="", description=name, sign_in="required", resource="agent")
     return message, tasks
 
 
@@ -87,7 +87,7 @@ def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpe
         return None  # the view answers 500 server_misconfigured
     rpc = _rpc(request)
     method = rpc.get("method") if rpc else None
-    message, tasks = _specs(config)
+    message, tasks = _specs(config.price, config.name)
     if method in SEND_METHODS or method in STREAM_METHODS:
         return message
     if method in TASK_METHODS:

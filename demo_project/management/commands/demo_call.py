@@ -12,6 +12,7 @@ reads its greeting; B's signature is refused there, since B never paid.
     python manage.py demo_call                       # over HTTP: POST /tools/<name>
     python manage.py demo_call --transport ws        # over the WebSocket /ws/tools/
     python manage.py demo_call --transport mcp       # over MCP at /mcp
+    python manage.py demo_call --transport a2a       # A2A messages to /agent
     python manage.py demo_call --url http://127.0.0.1:8000
 
 Exits non-zero when the server cannot be reached or a result is not what
@@ -37,7 +38,7 @@ from x402 import x402Client
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TRANSPORTS = ("http", "ws", "mcp")
+TRANSPORTS = ("http", "ws", "mcp", "a2a")
 PUT, GET = "put-content", "get-content"
 TIMEOUT = 30.0
 
@@ -201,10 +202,41 @@ async def _sign_in(payer: Payer, payment_required: Any, base: str) -> str:
         raise CallFailed(f"cannot sign in: {exc}") from None
 
 
+@asynccontextmanager
+async def a2a_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
+    """One paid A2A ``message/send`` per call, invoking the tool with a data part."""
+    from x402.http.clients.httpx import x402HttpxClient
+
+    async with x402HttpxClient(payer.x402, base_url=base, timeout=TIMEOUT) as client:
+
+        async def call(name: str, arguments: dict[str, Any], *, sign_in: bool = False) -> Paid:
+            message = {
+                "role": "user",
+                "messageId": uuid.uuid4().hex,
+                "parts": [{"kind": "data", "data": {"tool": name, "arguments": arguments}}],
+            }
+            request = {
+                "jsonrpc": "2.0",
+                "id": uuid.uuid4().hex,
+                "method": "message/send",
+                "params": {"message": message},
+            }
+            response = await client.post("/agent", json=request)
+            if response.status_code != 200:
+                raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+            task = response.json()["result"]
+            data = task["artifacts"][0]["parts"][0]["data"]
+            header = response.headers.get("PAYMENT-RESPONSE")
+            return Paid(data["result"], _transaction_from_header(header))
+
+        yield call
+
+
 CALLERS: dict[str, Callable[[str, Payer], AbstractAsyncContextManager[Call]]] = {
     "http": http_caller,
     "ws": ws_caller,
     "mcp": mcp_caller,
+    "a2a": a2a_caller,
 }
 
 
@@ -215,7 +247,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--url", default=DEFAULT_URL, help=f"the demo (default {DEFAULT_URL})")
         parser.add_argument(
-            "--transport", choices=TRANSPORTS, default="http", help="http (default), ws or mcp"
+            "--transport",
+            choices=TRANSPORTS,
+            default="http",
+            help="http (default), ws, mcp or a2a",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -338,14 +373,17 @@ class Command(BaseCommand):
             expect(r == {"success": True, "key": "note", "deleted": True}, "deleted: true")
             r = await do(a, GET, {"key": "note"}, "read the deleted note")
             expect(isinstance(r, dict) and r.get("success") is False, "no content under 'note'")
-            title = "come back: read the greeting by signing in with the same wallet"
-            r = await do(a, GET, {"key": "greeting"}, title, sign_in=True)
-            expect(r == {"success": True, "key": "greeting", "value": greeting}, "A's greeting")
-            stranger = Payer("C")
-            async with CALLERS[transport](base, stranger) as callers["C"]:
-                title = "a wallet that never paid signs in"
-                r = await do(stranger, GET, {"key": "greeting"}, title, sign_in=True, refused=True)
-            expect(isinstance(r, CallFailed), "the sign-in of a wallet that never paid refused")
+            if transport != "a2a":  # an A2A message is paid per message: no tool sign-in
+                title = "come back: read the greeting by signing in with the same wallet"
+                r = await do(a, GET, {"key": "greeting"}, title, sign_in=True)
+                expect(r == {"success": True, "key": "greeting", "value": greeting}, "A's greeting")
+                stranger = Payer("C")
+                async with CALLERS[transport](base, stranger) as callers["C"]:
+                    title = "a wallet that never paid signs in"
+                    r = await do(
+                        stranger, GET, {"key": "greeting"}, title, sign_in=True, refused=True
+                    )
+                expect(isinstance(r, CallFailed), "the sign-in of a wallet that never paid refused")
 
         out.write("")
         # The admin's Sessions pages work on every store (memory: this server's process).
