@@ -335,3 +335,11 @@ def test_a2a_client_example() -> None:
                     reset_agent()
     finally:
         mcp_helpers.unregister_examples()
+
+
+def test_tool_loop_agent_example() -> None:
+    from aixyz_sessions.agent.loop import ToolLoopAgent
+
+    agent = run(block("# myapp/agents.py"))["notes_agent"]
+    assert isinstance(agent, ToolLoopAgent) and agent.max_steps == 10
+    assert agent.tool_names == ["put-content", "get-content"]
