@@ -38,6 +38,7 @@ from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PUT, GET = mcp_helpers.PUT, mcp_helpers.GET
+V1 = {"A2A-Version": "1.0"}  # a raw 1.0 method names its protocol version
 
 
 @pytest.fixture
@@ -166,11 +167,13 @@ async def test_a_replayed_payment_is_refused(base: str) -> None:
     assert replay.status_code == 402
 
 
-async def _signed_rpc(account: LocalAccount, base: str, body: dict[str, Any]) -> httpx.Response:
-    asked = await post(f"{base}/agent", json=body)
+async def _signed_rpc(
+    account: LocalAccount, base: str, body: dict[str, Any], **headers: str
+) -> httpx.Response:
+    asked = await post(f"{base}/agent", json=body, headers=headers)
     assert asked.status_code == 402 and asked.json()["error"] == "sign_in_required"
     header = await sign_in_header(account, asked.headers["PAYMENT-REQUIRED"], f"{base}/agent")
-    return await post(f"{base}/agent", json=body, headers={"SIGN-IN-WITH-X": header})
+    return await post(f"{base}/agent", json=body, headers={**headers, "SIGN-IN-WITH-X": header})
 
 
 async def test_a_task_belongs_to_its_payer(base: str) -> None:
@@ -217,3 +220,51 @@ async def test_streaming_is_refused_plainly_and_not_charged(base: str) -> None:
     assert response.status_code == 400 and "streaming" in response.json()["error"]["message"]
     assert get_local_facilitator().ledger.settled_count == before
     assert asyncio  # used by the SDK client
+
+
+@pytest.mark.parametrize("store_backend", ["database", "redis"])
+async def test_tasks_outlive_the_process_with_a_shared_store(base: str, store_backend: str) -> None:
+    """With the database or Redis store, a task is found after the agent is rebuilt."""
+    from tests.test_replay_guard import (
+        ALIAS,
+        CACHE_STORE,
+        DB_STORE,
+        drop_keys,
+        redis_caches,
+        unique_prefix,
+    )
+
+    prefix = unique_prefix()
+    if store_backend == "database":
+        store = override_settings(AIXYZ_SESSION_STORE=DB_STORE)
+    else:
+        from tests.services import need_redis
+
+        need_redis()
+        options = {"cache_alias": ALIAS, "key_prefix": prefix}
+        store = override_settings(
+            CACHES=redis_caches(), AIXYZ_SESSION_STORE={"BACKEND": CACHE_STORE, "OPTIONS": options}
+        )
+    owner = Account.create()
+    with store:
+        reset_runtime()
+        reset_agent()
+        try:
+            async with paying(owner, base) as http:
+                sent = await http.post(
+                    "/agent", json=rpc("message/send", v03_message(invoke(PUT, key="p", value="1")))
+                )
+            task_id = sent.json()["result"]["id"]
+            reset_runtime()  # a new process: new guard object, new SDK application
+            reset_agent()
+            found = await _signed_rpc(owner, base, rpc("tasks/get", {"id": task_id}))
+            assert found.status_code == 200, found.text
+            assert found.json()["result"]["status"]["state"] == "completed"
+            listed = await _signed_rpc(owner, base, rpc("ListTasks", {}), **V1)
+            assert listed.status_code == 200, listed.text
+            assert [t["id"] for t in listed.json()["result"]["tasks"]] == [task_id]
+        finally:
+            reset_runtime()
+            reset_agent()
+            if store_backend == "redis":
+                await drop_keys(prefix)

@@ -8,8 +8,9 @@ work, as for every other paid view.
 
 Tasks belong to the payer that created them: the task store's owner is the
 payer bound while the request runs, so another payer's ``GetTask`` (or
-``tasks/get``) finds nothing. Tasks live in this process's memory (one
-application per event loop).
+``tasks/get``) finds nothing. They are kept in the replay guard's backend
+(:class:`~aixyz_sessions.agent.tasks.PayerTaskStore`): Redis or the database
+when the session store is one of those, so they survive the process.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from typing import Any
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.default_request_handler_v2 import DefaultRequestHandlerV2
 from a2a.server.routes import create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 from starlette.applications import Starlette
 
 from ..context import get_payer
+from ..payments.runtime import get_runtime
 from .card import build_card
 from .conf import AgentConfig, get_agent_config
 from .executor import RegistryAgentExecutor
+from .tasks import PayerTaskStore
 
 __all__ = ["AGENT_PATH", "AgentAnswer", "agent_application", "call_agent", "reset_agent"]
 
@@ -53,7 +55,8 @@ def _build(config: AgentConfig) -> Starlette:
     answer = None if config.agent is None else import_string(config.agent)
     executor = RegistryAgentExecutor(answer=answer)
     card = build_card(config, AGENT_PATH)
-    handler = DefaultRequestHandlerV2(executor, InMemoryTaskStore(owner_resolver=_owner), card)
+    tasks = PayerTaskStore(lambda: get_runtime().replay_guard, _owner)
+    handler = DefaultRequestHandlerV2(executor, tasks, card)
     return Starlette(routes=create_jsonrpc_routes(handler, AGENT_PATH, enable_v0_3_compat=True))
 
 
