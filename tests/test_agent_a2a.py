@@ -7,7 +7,6 @@ way. Tasks are read back with a sign-in from the paying wallet.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -95,7 +94,7 @@ async def test_the_card_names_the_agent_its_url_and_the_tools(base: str) -> None
     versions = {i["protocolVersion"] for i in card["supportedInterfaces"]}
     assert versions == {"1.0", "0.3"}
     assert {PUT, GET} <= {skill["id"] for skill in card["skills"]}
-    assert card["capabilities"]["streaming"] is False  # not offered yet
+    assert card["capabilities"]["streaming"] is True
 
 
 async def test_an_unpaid_message_is_a_402(base: str) -> None:
@@ -211,15 +210,49 @@ async def test_a_text_message_without_a_model_says_how_to_invoke_tools(base: str
     assert '"tool"' in text and "No model is configured" in text
 
 
-async def test_streaming_is_refused_plainly_and_not_charged(base: str) -> None:
+async def test_a_v03_stream_is_paid_once_and_carries_the_events(base: str) -> None:
+    account = Account.create()
+    before = get_local_facilitator().ledger.settled_count
+    async with paying(account, base) as http:
+        response = await http.post(
+            "/agent", json=rpc("message/stream", v03_message(invoke(PUT, key="s", value="sse")))
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "PAYMENT-RESPONSE" in response.headers
+    events = [
+        json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")
+    ]
+    kinds = [event["result"]["kind"] for event in events]
+    assert kinds[0] == "task" and "artifact-update" in kinds and kinds[-1] == "status-update"
+    assert events[-1]["result"]["status"]["state"] == "completed"
+    assert get_local_facilitator().ledger.settled_count == before + 1
+    assert await get_store().get(account.address.lower(), "s") == "sse"
+
+
+async def test_the_official_client_streams_a_paid_message(base: str) -> None:
+    account = Account.create()
+    async with paying(account, base) as http:
+        client = await create_client(base, ClientConfig(httpx_client=http, streaming=True))
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=uuid.uuid4().hex,
+            parts=[new_data_part({"tool": PUT, "arguments": {"key": "st", "value": "1.0"}})],
+        )
+        events = [event async for event in client.send_message(SendMessageRequest(message=message))]
+    assert len(events) >= 2  # the task, then its updates
+    assert await get_store().get(account.address.lower(), "st") == "1.0"
+
+
+async def test_a_failing_stream_is_not_charged(base: str) -> None:
     before = get_local_facilitator().ledger.settled_count
     async with paying(Account.create(), base) as http:
         response = await http.post(
-            "/agent", json=rpc("message/stream", v03_message(invoke(PUT, key="k", value="v")))
+            "/agent", json=rpc("message/stream", v03_message(invoke("nope")))
         )
-    assert response.status_code == 400 and "streaming" in response.json()["error"]["message"]
+    assert response.status_code == 422
+    assert "no tool named" in response.text
     assert get_local_facilitator().ledger.settled_count == before
-    assert asyncio  # used by the SDK client
 
 
 @pytest.mark.parametrize("store_backend", ["database", "redis"])

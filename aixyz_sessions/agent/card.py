@@ -57,7 +57,7 @@ def build_card(config: AgentConfig, url: str, *, tools: ToolRegistry = registry)
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="0.3"),
         ],
-        capabilities=AgentCapabilities(streaming=False, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
         default_input_modes=MODES,
         default_output_modes=MODES,
         skills=_skills(config, tools),

@@ -14,7 +14,12 @@ through :class:`~aixyz_sessions.payments.middleware.X402Middleware`:
 
 An answer that is a JSON-RPC error is sent with HTTP 400, and a task that
 failed with 422, so that neither is settled: a client pays for work done.
-Streaming (``SendStreamingMessage``/``message/stream``) is not offered yet.
+
+Streaming (``SendStreamingMessage``/``message/stream``) answers Server-Sent
+Events, paid like a message: the turn runs to its end inside the payer's
+session, then the payment settles once and the events go out. An event
+stream is not sent before its payment settles (as no paid answer is), and a
+turn that fails is not charged; events arrive when the turn ends.
 """
 
 from __future__ import annotations
@@ -100,22 +105,52 @@ def _error(status: int, code: int, message: str, rpc_id: Any = None) -> JsonResp
     return JsonResponse(body, status=status)
 
 
-def _status_of(status: int, body: bytes) -> int:
+def _responses(body: bytes, content_type: str) -> list[Any]:
+    """The JSON-RPC responses of an answer: the body, or each event of an event stream."""
+    texts = [body]
+    if content_type.startswith("text/event-stream"):
+        texts = [
+            line[5:].strip()
+            for line in body.splitlines()
+            if line.startswith(b"data:") and line[5:].strip()
+        ]
+    responses = []
+    for text in texts:
+        try:
+            responses.append(json.loads(text))
+        except ValueError:
+            continue
+    return responses
+
+
+def _states(value: Any) -> list[str]:
+    """Every task ``status.state`` in a JSON-RPC result (1.0 or 0.3 shapes, events too)."""
+    if isinstance(value, list):
+        return [state for item in value for state in _states(item)]
+    if not isinstance(value, dict):
+        return []
+    found = []
+    status = value.get("status")
+    if isinstance(status, dict) and isinstance(status.get("state"), str):
+        found.append(status["state"])
+    for key, item in value.items():
+        if key != "status" and isinstance(item, dict | list):
+            found.extend(_states(item))
+    return found
+
+
+def _status_of(status: int, body: bytes, content_type: str) -> int:
     """HTTP 400 for a JSON-RPC error, 422 for a failed task: neither is settled."""
     if status != 200:
         return status
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return status
-    if not isinstance(data, dict):
-        return status
-    if "error" in data:
-        return 400
-    result = data.get("result")
-    task = result.get("task", result) if isinstance(result, dict) else None
-    state = (task.get("status") or {}).get("state") if isinstance(task, dict) else None
-    return 422 if state in FAILED_STATES else status
+    for response in _responses(body, content_type):
+        if not isinstance(response, dict):
+            continue
+        if "error" in response:
+            return 400
+        if FAILED_STATES.intersection(_states(response.get("result"))):
+            return 422
+    return status
 
 
 @priced_per_request(price_of_agent_call)
@@ -123,9 +158,9 @@ def _status_of(status: int, body: bytes) -> int:
 async def agent(request: HttpRequest) -> HttpResponse:
     """``POST``: one A2A JSON-RPC request, answered by the SDK inside the payer's session."""
     if request.method != "POST":
-        response = _error(405, -32600, "A2A JSON-RPC takes POST")
-        response["Allow"] = "POST"
-        return response
+        refused = _error(405, -32600, "A2A JSON-RPC takes POST")
+        refused["Allow"] = "POST"
+        return refused
     try:
         get_agent_config()
     except AgentConfigError as exc:
@@ -136,14 +171,14 @@ async def agent(request: HttpRequest) -> HttpResponse:
     rpc = _rpc(request)
     if rpc is None:
         return _error(400, -32700, "the body must be one JSON-RPC request object")
-    if rpc.get("method") in STREAM_METHODS:
-        return _error(
-            400, -32004, "streaming is not offered by this agent; use SendMessage", rpc.get("id")
-        )
     answer = await call_agent(request)
-    status = _status_of(answer.status, answer.body)
     content_type = answer.headers.get("content-type", "application/json")
-    return HttpResponse(answer.body, status=status, content_type=content_type)
+    status = _status_of(answer.status, answer.body, content_type)
+    response = HttpResponse(answer.body, status=status, content_type=content_type)
+    if content_type.startswith("text/event-stream"):
+        response["Cache-Control"] = "no-store"
+        response["X-Accel-Buffering"] = "no"
+    return response
 
 
 async def agent_card(request: HttpRequest) -> JsonResponse:
