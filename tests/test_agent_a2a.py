@@ -301,3 +301,59 @@ async def test_tasks_outlive_the_process_with_a_shared_store(base: str, store_ba
             reset_agent()
             if store_backend == "redis":
                 await drop_keys(prefix)
+
+
+async def test_one_payer_one_session_over_a2a_http_mcp_and_websocket() -> None:
+    """The paying wallet writes over A2A and reads the same value on the three tool transports."""
+    import websockets
+    from x402.mcp import x402MCPSession
+    from x402.schemas import PaymentRequired
+
+    from aixyz_sessions.asgi import get_asgi_application as full_application
+    from aixyz_sessions.tools.mcp import reset_mcp_server
+
+    mcp_helpers.register_examples()
+    account = Account.create()
+    signer = x402Client()
+    register_exact_evm_client(signer, account)
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE,
+        ROOT_URLCONF="tests.agent_app",
+        AIXYZ_X402=LOCAL,
+        AIXYZ_AGENT=AGENT,
+        ALLOWED_HOSTS=["*"],
+    ):
+        reset_runtime()
+        reset_agent()
+        reset_mcp_server()
+        try:
+            with serve(full_application()) as url:
+                async with paying(account, url) as http:
+                    sent = await http.post(
+                        "/agent",
+                        json=rpc("message/send", v03_message(invoke(PUT, key="one", value="1"))),
+                    )
+                    assert sent.status_code == 200, sent.text
+                    over_http = (await http.post(f"/tools/{GET}", json={"key": "one"})).json()
+                async with mcp_helpers.connect(url) as session:
+                    paid = x402MCPSession(session, signer, auto_payment=True)
+                    over_mcp = await paid.call_tool(GET, {"key": "one"})
+                ws_url = url.replace("http", "ws", 1) + "/ws/tools/"
+                async with websockets.connect(ws_url) as ws:
+                    ask = {"id": 1, "tool": GET, "arguments": {"key": "one"}}
+                    await ws.send(json.dumps(ask))
+                    probe = json.loads(await ws.recv())
+                    required = PaymentRequired.model_validate(probe["error"]["payment_required"])
+                    payload = await signer.create_payment_payload(required)
+                    payment = json.loads(payload.model_dump_json(by_alias=True, exclude_none=True))
+                    await ws.send(json.dumps({**ask, "id": 2, "payment": payment}))
+                    over_ws = json.loads(await ws.recv())
+        finally:
+            mcp_helpers.unregister_examples()
+            reset_mcp_server()
+            reset_agent()
+            reset_runtime()
+    expected = {"key": "one", "value": "1"}
+    assert over_http["result"] == expected
+    assert json.loads(mcp_helpers.text(over_mcp.raw_result)) == expected
+    assert over_ws["result"] == expected
