@@ -188,6 +188,12 @@ async def test_a_task_belongs_to_its_payer(base: str) -> None:
     assert theirs.status_code == 400  # a JSON-RPC error: not charged, nothing shown
     assert "not found" in theirs.json()["error"]["message"].lower()
     assert "1" not in json.dumps(theirs.json()["error"].get("data", ""))
+    for method in ("tasks/cancel", "tasks/resubscribe"):
+        other_call = await _signed_rpc(other, base, rpc(method, {"id": task_id}))
+        assert other_call.status_code == 400, (method, other_call.text)
+        assert "not found" in other_call.text.lower()
+    listed = await _signed_rpc(other, base, rpc("ListTasks", {}), **V1)
+    assert listed.status_code == 200 and listed.json()["result"].get("tasks", []) == []
 
 
 async def test_one_payer_one_session_over_a2a_and_http_tools(base: str) -> None:
