@@ -17,7 +17,6 @@ import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.helpers.proto_helpers import new_data_part
 from a2a.types import Message, Role, SendMessageRequest
-from django.core.asgi import get_asgi_application
 from django.test import override_settings
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -32,7 +31,7 @@ from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.testing.paying import sign_in_header
 from tests import mcp_helpers
-from tests.agent_app import AGENT
+from tests.agent_app import AGENT, agent_server
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,23 +41,8 @@ V1 = {"A2A-Version": "1.0"}  # a raw 1.0 method names its protocol version
 
 @pytest.fixture
 def base() -> Iterator[str]:
-    mcp_helpers.register_examples()
-    with override_settings(
-        MIDDLEWARE=MIDDLEWARE,
-        ROOT_URLCONF="tests.agent_app",
-        AIXYZ_X402=LOCAL,
-        AIXYZ_AGENT=AGENT,
-        ALLOWED_HOSTS=["*"],
-    ):
-        reset_runtime()
-        reset_agent()
-        try:
-            with serve(get_asgi_application()) as url:
-                yield url
-        finally:
-            mcp_helpers.unregister_examples()
-            reset_agent()
-            reset_runtime()
+    with agent_server() as url:
+        yield url
 
 
 def paying(account: LocalAccount, base: str) -> x402HttpxClient:
@@ -124,16 +108,21 @@ async def test_a_paid_v03_message_invokes_the_tool_in_the_payers_session(base: s
     assert await get_store().get(account.address.lower(), "k") == "a2a"
 
 
-async def test_the_official_client_sends_a_paid_message(base: str) -> None:
-    account = Account.create()
+async def official_put(base: str, account: LocalAccount, key: str, *, streaming: bool) -> Any:
+    """Store ``key`` = "1.0" with the a2a-sdk 1.0 client, paying with the x402 httpx client."""
     async with paying(account, base) as http:
-        client = await create_client(base, ClientConfig(httpx_client=http, streaming=False))
+        client = await create_client(base, ClientConfig(httpx_client=http, streaming=streaming))
         message = Message(
             role=Role.ROLE_USER,
             message_id=uuid.uuid4().hex,
-            parts=[new_data_part({"tool": PUT, "arguments": {"key": "n", "value": "1.0"}})],
+            parts=[new_data_part({"tool": PUT, "arguments": {"key": key, "value": "1.0"}})],
         )
-        events = [event async for event in client.send_message(SendMessageRequest(message=message))]
+        return [event async for event in client.send_message(SendMessageRequest(message=message))]
+
+
+async def test_the_official_client_sends_a_paid_message(base: str) -> None:
+    account = Account.create()
+    events = await official_put(base, account, "n", streaming=False)
     task = events[-1].task
     assert task.status.state == 3  # TASK_STATE_COMPLETED
     assert await get_store().get(account.address.lower(), "n") == "1.0"
@@ -238,14 +227,7 @@ async def test_a_v03_stream_is_paid_once_and_carries_the_events(base: str) -> No
 
 async def test_the_official_client_streams_a_paid_message(base: str) -> None:
     account = Account.create()
-    async with paying(account, base) as http:
-        client = await create_client(base, ClientConfig(httpx_client=http, streaming=True))
-        message = Message(
-            role=Role.ROLE_USER,
-            message_id=uuid.uuid4().hex,
-            parts=[new_data_part({"tool": PUT, "arguments": {"key": "st", "value": "1.0"}})],
-        )
-        events = [event async for event in client.send_message(SendMessageRequest(message=message))]
+    events = await official_put(base, account, "st", streaming=True)
     assert len(events) >= 2  # the task, then its updates
     assert await get_store().get(account.address.lower(), "st") == "1.0"
 

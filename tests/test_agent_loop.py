@@ -12,19 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.asgi import get_asgi_application
-from django.test import override_settings
 from eth_account import Account
 
 from aixyz_sessions import get_store
 from aixyz_sessions.agent.loop import ToolLoopAgent
-from aixyz_sessions.agent.server import reset_agent
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import reset_runtime
 from tests import mcp_helpers
-from tests.agent_app import AGENT
+from tests.agent_app import AGENT, agent_server
 from tests.fake_openai import FakeModel
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.payments_helpers import serve
 from tests.test_agent_a2a import paying, rpc, v03_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,31 +35,13 @@ MODEL = FakeModel([(PUT, {"key": "city", "value": "Lisbon"}), (GET, {"key": "cit
 
 @pytest.fixture
 def base(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    mcp_helpers.register_examples()
     MODEL.requests.clear()
     MODEL.fail = False
-    agent = {**AGENT, "AGENT": f"{__name__}.loop_agent"}
-    with (
-        serve(MODEL.app()) as model_url,
-        override_settings(
-            MIDDLEWARE=MIDDLEWARE,
-            ROOT_URLCONF="tests.agent_app",
-            AIXYZ_X402=LOCAL,
-            AIXYZ_AGENT=agent,
-            ALLOWED_HOSTS=["*"],
-        ),
-    ):
+    with serve(MODEL.app()) as model_url:
         monkeypatch.setenv("OPENAI_BASE_URL", f"{model_url}/v1")
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        reset_runtime()
-        reset_agent()
-        try:
-            with serve(get_asgi_application()) as url:
-                yield url
-        finally:
-            mcp_helpers.unregister_examples()
-            reset_agent()
-            reset_runtime()
+        with agent_server(AIXYZ_AGENT={**AGENT, "AGENT": f"{__name__}.loop_agent"}) as url:
+            yield url
 
 
 async def _say(base: str, account: Any, text: str) -> Any:
