@@ -79,6 +79,7 @@ def _missing_tables() -> list[checks.CheckMessage]:
         opened_here = connection.connection is None
         try:
             present = set(connection.introspection.table_names())
+            pending = _unapplied_migrations(connection) if tables <= present else []
         except DatabaseError as exc:  # an outage: requests will answer 503 until it passes
             logger.warning("aixyz_sessions: database %r unreachable at start-up: %s", using, exc)
             continue
@@ -86,16 +87,30 @@ def _missing_tables() -> list[checks.CheckMessage]:
             if opened_here:  # leave a connection someone else opened (a test's) alone
                 connection.close()
         missing = sorted(tables - present)
-        if missing:
+        if missing or pending:
+            what = (
+                f"the table(s) {', '.join(missing)} of aixyz_sessions do not exist"
+                if missing
+                # An upgrade's new column (the claims' ``value``): every paid call would fail.
+                else f"the aixyz_sessions migration(s) {', '.join(pending)} are not applied"
+            )
             problems.append(
                 checks.Error(
-                    f"the table(s) {', '.join(missing)} of aixyz_sessions do not exist in the "
-                    f"database {using!r}",
+                    f"{what} in the database {using!r}",
                     hint=f"Run `python manage.py migrate aixyz_sessions --database {using}`.",
                     id="aixyz_sessions.E012",
                 )
             )
     return problems
+
+
+def _unapplied_migrations(connection: Any) -> list[str]:
+    """This app's migrations not applied on ``connection`` (names), in order."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == "aixyz_sessions"]
+    return [migration.name for migration, _ in executor.migration_plan(targets)]
 
 
 def configured_replay_guard() -> ReplayGuard | None:

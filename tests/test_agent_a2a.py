@@ -103,7 +103,8 @@ async def test_a_paid_v03_message_invokes_the_tool_in_the_payers_session(base: s
     assert task["status"]["state"] == "completed"
     (artifact,) = task["artifacts"]
     data = artifact["parts"][0]["data"]
-    assert data == {"tool": PUT, "result": {"stored": "k", "payer": account.address}}
+    assert data == {"stored": "k", "payer": account.address}  # the tool's result itself
+    assert artifact["name"] == PUT
     assert get_local_facilitator().ledger.settled_count == before + 1
     assert await get_store().get(account.address.lower(), "k") == "a2a"
 

@@ -101,3 +101,26 @@ def test_no_setting_no_check() -> None:
         if hasattr(settings, "AIXYZ_AGENT"):
             del settings.AIXYZ_AGENT
         assert check_agent_settings() == []
+
+
+@pytest.mark.django_db
+async def test_an_oversize_or_nested_body_is_a_json_rpc_error_not_a_500() -> None:
+    from django.test import AsyncClient
+
+    from tests.payments_helpers import LOCAL, MIDDLEWARE
+
+    with override_settings(
+        AIXYZ_AGENT=AGENT,
+        AIXYZ_X402=LOCAL,
+        MIDDLEWARE=MIDDLEWARE,
+        ROOT_URLCONF="tests.agent_app",
+        DATA_UPLOAD_MAX_MEMORY_SIZE=1000,
+    ):
+        big = await AsyncClient().post("/agent", "x" * 5000, "application/json")
+        deep = await AsyncClient().post("/agent", "[" * 100_000, "application/json")
+        batch = await AsyncClient().post(
+            "/agent", '[{"jsonrpc": "2.0", "method": "message/send"}]', "application/json"
+        )
+    for response in (big, deep, batch):
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == -32700

@@ -66,6 +66,26 @@ def test_asgi_refuses_to_start_with_the_tables_not_migrated(tmp_path: Path) -> N
     assert "aixyz_sessions.E012" in output and "manage.py migrate aixyz_sessions" in output, output
 
 
+def test_asgi_refuses_to_start_after_an_upgrade_without_migrate(tmp_path: Path) -> None:
+    """Tables there, a newer migration not applied (a new column): refused, with the fix."""
+    env = demo_env(tmp_path)
+    for args in (("migrate", "--noinput"), ("migrate", "aixyz_sessions", "0003", "--noinput")):
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = _start(env)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "aixyz_sessions.E012" in output and "0004_paymentclaim_value" in output, output
+    assert "manage.py migrate aixyz_sessions" in output
+
+
 def test_ensure_ready_names_a_misspelled_store() -> None:
     with override_settings(AIXYZ_SESSION_STORE="aixyz_sessions.stores.memry.InMemorySessionStore"):
         with pytest.raises(NotReady, match=r"aixyz_sessions\.E001") as raised:

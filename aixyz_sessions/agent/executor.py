@@ -3,7 +3,7 @@
 * A message whose parts hold a data part ``{"tool": <name>, "arguments":
   {...}}`` invokes that registered tool directly (no model), with the same
   argument validation as every other transport; the task completes with the
-  result as a data artifact ``{"tool", "result"}``, or fails with the error
+  result as a data part of an artifact named after the tool, or fails with the error
   message. Several such parts run in order.
 * Any other message goes to ``AIXYZ_AGENT["AGENT"]`` (an async callable
   ``(text, context) -> str``, such as a
@@ -80,9 +80,7 @@ class RegistryAgentExecutor(AgentExecutor):
             if calls:
                 for call in calls:
                     name, result = await self._invoke(call)
-                    await updater.add_artifact(
-                        [new_data_part({"tool": name, "result": result})], name=name
-                    )
+                    await updater.add_artifact([new_data_part(result)], name=name)
             else:
                 text = (
                     HELP

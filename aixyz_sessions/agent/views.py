@@ -28,6 +28,7 @@ import functools
 import json
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -77,7 +78,7 @@ def _rpc(request: HttpRequest) -> dict[str, Any] | None:
     """The JSON-RPC request object, if the body is one (bounded depth)."""
     try:
         data = bounded_json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RequestDataTooBig):
         return None
     return data if isinstance(data, dict) else None
 

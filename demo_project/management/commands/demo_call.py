@@ -227,7 +227,7 @@ async def a2a_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
             task = response.json()["result"]
             data = task["artifacts"][0]["parts"][0]["data"]
             header = response.headers.get("PAYMENT-RESPONSE")
-            return Paid(data["result"], _transaction_from_header(header))
+            return Paid(data, _transaction_from_header(header))
 
         yield call
 
