@@ -94,13 +94,15 @@ async def test_the_endpoints_say_what_is_wrong_instead_of_a_traceback() -> None:
         assert "PRICE" in response.json()["message"]
 
 
-def test_no_setting_no_check() -> None:
+def test_no_setting_no_check_unless_the_agent_is_routed() -> None:
     with override_settings():
         from django.conf import settings
 
         if hasattr(settings, "AIXYZ_AGENT"):
             del settings.AIXYZ_AGENT
-        assert check_agent_settings() == []
+        assert check_agent_settings() == []  # the test URLconf routes no agent
+        with override_settings(ROOT_URLCONF="tests.agent_app"):
+            assert [m.id for m in check_agent_settings()] == ["aixyz_sessions.E200"]
 
 
 @pytest.mark.django_db

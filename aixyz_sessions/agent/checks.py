@@ -18,7 +18,7 @@ def check_agent_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
     """Every problem with ``AIXYZ_AGENT``, and an ``AGENT`` path that does not import."""
     value = getattr(settings, SETTING, None)
     if value is None:
-        return []
+        return _routed_without_setting()
     messages: list[checks.CheckMessage] = [
         checks.Error(error.msg, hint=error.hint, id=error.id)
         for error in agent_config_errors(value)
@@ -45,3 +45,26 @@ def check_agent_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
                     )
                 )
     return messages
+
+
+def _routed_without_setting() -> list[checks.CheckMessage]:
+    """E200 when the agent's URLs are routed but ``AIXYZ_AGENT`` is not set."""
+    from django.urls import Resolver404, resolve
+
+    from .views import agent
+
+    try:
+        routed = resolve("/agent").func is agent
+    except Resolver404:
+        routed = False
+    except Exception:  # noqa: BLE001 - a broken URLconf is Django's own check's to report
+        return []
+    if not routed:
+        return []
+    return [
+        checks.Error(
+            f"aixyz_sessions.agent.urls is routed but {SETTING} is not set",
+            hint=f'{SETTING} = {{"NAME": "...", "DESCRIPTION": "...", "PRICE": "$0.001"}}',
+            id="aixyz_sessions.E200",
+        )
+    ]
