@@ -346,3 +346,32 @@ async def test_one_payer_one_session_over_a2a_http_mcp_and_websocket() -> None:
     assert over_http["result"] == expected
     assert json.loads(mcp_helpers.text(over_mcp.raw_result)) == expected
     assert over_ws["result"] == expected
+
+
+async def test_a_doubled_method_key_cannot_run_a_message_for_free(base: str) -> None:
+    """Priced by the last "method"; the SDK gets that same parsed object, not the raw bytes."""
+    stranger = Account.create()  # never paid: a sign-in is all it can show
+    params = json.dumps(v03_message(invoke(PUT, key="free", value="ride")))
+    raw = (
+        '{"jsonrpc": "2.0", "id": 1, "method": "message/send", '
+        f'"params": {params}, "method": "tasks/get"}}'
+    )
+    asked = await post(f"{base}/agent", content=raw, headers={"Content-Type": "application/json"})
+    assert asked.status_code == 402 and asked.json()["error"] == "sign_in_required"
+    header = await sign_in_header(stranger, asked.headers["PAYMENT-REQUIRED"], f"{base}/agent")
+    signed = await post(
+        f"{base}/agent",
+        content=raw,
+        headers={"Content-Type": "application/json", "SIGN-IN-WITH-X": header},
+    )
+    assert signed.status_code == 400, signed.text  # tasks/get with a message: invalid, uncharged
+    assert await get_store().get(stranger.address.lower(), "free") is None
+
+
+async def test_a_method_the_table_does_not_know_needs_a_payer(base: str) -> None:
+    for method in ("message/Send", "SendMessage2", "tasks/anything"):
+        body = rpc(method, v03_message(invoke(PUT, key="k", value="v")))
+        response = await post(f"{base}/agent", json=body)
+        assert response.status_code == 402, (method, response.text)
+    free = await post(f"{base}/agent", json=rpc("agent/getAuthenticatedExtendedCard", {}))
+    assert free.status_code == 400  # answered by the SDK (no extended card), nothing paid

@@ -84,10 +84,12 @@ class AgentAnswer:
     body: bytes = b""
 
 
-async def call_agent(request: HttpRequest) -> AgentAnswer:
-    """Hand a Django request to the SDK application (as ASGI); its whole answer."""
+async def call_agent(request: HttpRequest, body: bytes) -> AgentAnswer:
+    """Hand ``body`` with the Django request's headers to the SDK application (ASGI).
+
+    Its whole answer; the caller says what the body is (the priced request).
+    """
     app = agent_application()
-    body = request.body
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -121,8 +123,11 @@ async def call_agent(request: HttpRequest) -> AgentAnswer:
         "query_string": b"",
         "root_path": "",
         "headers": [
-            (k.lower().encode("latin1"), v.encode("latin1")) for k, v in request.headers.items()
-        ],
+            (k.lower().encode("latin1"), v.encode("latin1"))
+            for k, v in request.headers.items()
+            if k.lower() != "content-length"  # the body is re-encoded
+        ]
+        + [(b"content-length", str(len(body)).encode())],
         "client": None,
         "server": None,
     }

@@ -6,11 +6,14 @@ through :class:`~aixyz_sessions.payments.middleware.X402Middleware`:
 * ``SendMessage`` / ``message/send``: ``AIXYZ_AGENT["PRICE"]`` per message
   (402 challenge, verification, the replay guard, settlement after success;
   payment identifiers and staged session writes as for every paid view);
-* the task methods (``GetTask``/``tasks/get``, ``CancelTask``/``tasks/cancel``,
-  ``ListTasks``...): no charge, but a proven payer: a sign-in with the paying
-  wallet (x402 sign-in-with-x, as ``@sign_in_required``), since a task belongs
-  to the payer that created it;
-* anything else is answered by the SDK for free (errors, the extended card).
+* the extended card: free;
+* every other method (``GetTask``/``tasks/get``, ``CancelTask``,
+  ``ListTasks``..., and names the SDK does not know): no charge, but a proven
+  payer: a sign-in with the paying wallet (x402 sign-in-with-x, as
+  ``@sign_in_required``), since a task belongs to the payer that created it.
+
+The SDK gets the JSON-RPC object that was priced, re-encoded, never the raw
+body: no parser difference can turn a priced method into another one.
 
 An answer that is a JSON-RPC error is sent with HTTP 400, and a task that
 failed with 422, so that neither is settled: a client pays for work done.
@@ -41,28 +44,12 @@ from .server import call_agent
 
 __all__ = ["agent", "agent_card", "price_of_agent_call"]
 
-SEND_METHODS = frozenset({"SendMessage", "message/send"})
-STREAM_METHODS = frozenset({"SendStreamingMessage", "message/stream"})
-TASK_METHODS = frozenset(
-    {
-        "GetTask",
-        "tasks/get",
-        "CancelTask",
-        "tasks/cancel",
-        "ListTasks",
-        "tasks/list",
-        "SubscribeToTask",
-        "tasks/resubscribe",
-        "CreateTaskPushNotificationConfig",
-        "GetTaskPushNotificationConfig",
-        "ListTaskPushNotificationConfigs",
-        "DeleteTaskPushNotificationConfig",
-        "tasks/pushNotificationConfig/set",
-        "tasks/pushNotificationConfig/get",
-        "tasks/pushNotificationConfig/list",
-        "tasks/pushNotificationConfig/delete",
-    }
+#: Paid per message: the methods that run the agent.
+MESSAGE_METHODS = frozenset(
+    {"SendMessage", "message/send", "SendStreamingMessage", "message/stream"}
 )
+#: No payer needed (they show no task): the extended card.
+FREE_METHODS = frozenset({"GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"})
 FAILED_STATES = frozenset({"failed", "rejected", "TASK_STATE_FAILED", "TASK_STATE_REJECTED"})
 
 
@@ -74,13 +61,26 @@ def _specs(price: str, name: str) -> tuple[PaidSpec, PaidSpec]:
     return message, tasks
 
 
+_RPC_ATTR = "_aixyz_agent_rpc"
+
+
 def _rpc(request: HttpRequest) -> dict[str, Any] | None:
-    """The JSON-RPC request object, if the body is one (bounded depth)."""
+    """The JSON-RPC request object, if the body is one (bounded depth); parsed once.
+
+    The middleware prices the request from this object and the view hands the
+    SDK this same object, re-encoded: what was priced is what runs, whatever
+    the raw bytes (duplicate keys, say) would mean to another parser.
+    """
+    if hasattr(request, _RPC_ATTR):
+        parsed: dict[str, Any] | None = getattr(request, _RPC_ATTR)
+        return parsed
     try:
         data = bounded_json.loads(request.body)
     except (ValueError, UnicodeDecodeError, RequestDataTooBig):
-        return None
-    return data if isinstance(data, dict) else None
+        data = None
+    parsed = data if isinstance(data, dict) else None
+    setattr(request, _RPC_ATTR, parsed)
+    return parsed
 
 
 def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
@@ -92,13 +92,15 @@ def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpe
     except AgentConfigError:
         return None  # the view answers 500 server_misconfigured
     rpc = _rpc(request)
-    method = rpc.get("method") if rpc else None
+    if rpc is None:
+        return None  # not one JSON-RPC object: the view refuses it, nothing runs
+    method = rpc.get("method")
     message, tasks = _specs(config.price, config.name)
-    if method in SEND_METHODS or method in STREAM_METHODS:
+    if method in MESSAGE_METHODS:
         return message
-    if method in TASK_METHODS:
-        return tasks
-    return None
+    if method in FREE_METHODS:
+        return None
+    return tasks  # every other method reads or changes tasks (unknown ones too): a payer
 
 
 def _error(status: int, code: int, message: str, rpc_id: Any = None) -> JsonResponse:
@@ -172,7 +174,7 @@ async def agent(request: HttpRequest) -> HttpResponse:
     rpc = _rpc(request)
     if rpc is None:
         return _error(400, -32700, "the body must be one JSON-RPC request object")
-    answer = await call_agent(request)
+    answer = await call_agent(request, json.dumps(rpc).encode())
     content_type = answer.headers.get("content-type", "application/json")
     status = _status_of(answer.status, answer.body, content_type)
     response = HttpResponse(answer.body, status=status, content_type=content_type)
