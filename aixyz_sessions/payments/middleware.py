@@ -56,10 +56,10 @@ from .failures import (
     SIGN_IN_REQUIRED,
     PaymentFailure,
 )
-from .paid_call import PaidCall, signed_in_payer
+from .paid_call import PaidCall, sign_in_offer, signed_in_payer
 from .retries import fingerprint, retry_of
 from .runtime import PaymentRuntime, get_runtime
-from .sign_in import SIGN_IN_HEADER, offer, origin_of, records_for, target_of
+from .sign_in import SIGN_IN_HEADER, origin_of
 
 __all__ = ["X402Middleware"]
 
@@ -196,6 +196,17 @@ async def _bind_async(iterator: AsyncIterator[bytes], session: Session) -> Async
         yield chunk
 
 
+def _bound_while_streaming(response: HttpResponseBase, session: Session) -> HttpResponseBase:
+    """``response``, its streamed content (if any) produced with ``session`` bound."""
+    if isinstance(response, StreamingHttpResponse):
+        content: Any = response.streaming_content
+        if response.is_async:
+            response.streaming_content = _bind_async(aiter(content), session)
+        else:
+            response.streaming_content = _bind_sync(iter(content), session)
+    return response
+
+
 class X402Middleware:
     """Gate ``@paid`` views behind x402 payments; bind the payer's session."""
 
@@ -283,10 +294,10 @@ class X402Middleware:
             return _with_error(challenge, INVALID_PAYMENT, str(exc))
         http_server = runtime.http_server(spec)
         context = self._context(request, adapter)
-        resource, _ = target_of(spec.resource, request.path)
-        records = records_for(spec.sign_in, resource)
         retry = retry_of(header, lambda: _request_fingerprint(request))
-        async with PaidCall(runtime, where=request.path, records=records, retry=retry) as call:
+        async with PaidCall(
+            runtime, where=request.path, spec=spec, request_path=request.path, retry=retry
+        ) as call:
             kept = await call.kept_answer()
             if kept is not None:  # a retry of a call already served: its answer again
                 return _replayed(kept)
@@ -326,16 +337,9 @@ class X402Middleware:
             for name, value in settlement.headers.items():
                 response[name] = value
             response["Cache-Control"] = SUCCESS_CACHE_CONTROL
-            if call.retry is not None:
-                await call.keep(_answer_of(response))
-            if isinstance(response, StreamingHttpResponse):
-                assert call.session is not None  # committed: writes go straight through now
-                content: Any = response.streaming_content
-                if response.is_async:
-                    response.streaming_content = _bind_async(aiter(content), call.session)
-                else:
-                    response.streaming_content = _bind_sync(iter(content), call.session)
-            return response
+            await call.keep(lambda: _answer_of(response))
+            assert call.session is not None  # committed: writes go straight through now
+            return _bound_while_streaming(response, call.session)
 
     async def _challenge(
         self, request: HttpRequest, spec: PaidSpec, runtime: PaymentRuntime
@@ -403,19 +407,12 @@ class X402Middleware:
         from x402.schemas import PaymentRequired
 
         url = DjangoHTTPAdapter(request).get_url()
-        _, path = target_of(spec.resource, request.path)
         header = None if instructions is None else instructions.headers.get("PAYMENT-REQUIRED")
         current = decode_payment_required_header(header) if header and spec.charges else None
         if current is not None and not isinstance(current, PaymentRequired):
             return instructions  # pragma: no cover - we send v2 only
-        offered = offer(
-            current,
-            url=url,
-            path=path,
-            origin=runtime.config.origin or origin_of(url),
-            network=spec.network or runtime.config.network,
-            max_age=runtime.config.sign_in_max_age,
-            description=spec.description,
+        offered = sign_in_offer(
+            runtime, spec, current, url=url, request_path=request.path, origin=origin_of(url)
         )
         encoded = encode_payment_required_header(offered)
         data = offered.model_dump(by_alias=True, exclude_none=True)
@@ -453,18 +450,14 @@ class X402Middleware:
         A refused sign-in is a 402 that offers a fresh one (and the payment,
         for a paid resource) with the reason.
         """
-        resource, path = target_of(spec.resource, request.path)
         url = DjangoHTTPAdapter(request).get_url()
-        assert spec.sign_in is not None
         try:
             payer = await signed_in_payer(
                 runtime,
+                spec,
                 credential,
-                policy=spec.sign_in,
-                network=spec.network,
+                request_path=request.path,
                 origin=origin_of(url),
-                path=path,
-                resource=resource,
                 where=request.path,
             )
         except PaymentFailure as failure:
@@ -479,13 +472,7 @@ class X402Middleware:
         async with payer_context(session):
             response = await call_view(request)
         response["Cache-Control"] = SUCCESS_CACHE_CONTROL
-        if isinstance(response, StreamingHttpResponse):
-            content: Any = response.streaming_content
-            if response.is_async:
-                response.streaming_content = _bind_async(aiter(content), session)
-            else:
-                response.streaming_content = _bind_sync(iter(content), session)
-        return response
+        return _bound_while_streaming(response, session)
 
     @staticmethod
     def _head(challenge: HTTPResponseInstructions | None) -> HttpResponseBase:

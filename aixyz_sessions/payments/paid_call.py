@@ -28,6 +28,7 @@ outcome in their own protocol. What the rules are lives here:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -38,7 +39,7 @@ from x402.http.types import (
     HTTPTransportContext,
     ProcessSettleResult,
 )
-from x402.schemas import PaymentPayload, PaymentRequirements
+from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
@@ -51,6 +52,7 @@ from .authorization import (
     read_payment,
     verification,
 )
+from .decorators import PaidSpec
 from .facilitators import facilitator_failures
 from .failures import (
     INVALID_PAYMENT,
@@ -58,13 +60,21 @@ from .failures import (
     NOT_STORED,
     NOT_VERIFIED,
     REPLAYED,
+    SERVER_MISCONFIGURED,
     PaymentFailure,
 )
 from .retries import Retry
 from .runtime import PaymentRuntime
-from .sign_in import SignInPolicy, SignInRefused, record_payment, verify_sign_in
+from .sign_in import (
+    SignInRefused,
+    offer,
+    record_payment,
+    records_for,
+    target_of,
+    verify_sign_in,
+)
 
-__all__ = ["PaidCall", "signed_in_payer"]
+__all__ = ["PaidCall", "sign_in_offer", "signed_in_payer"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -81,13 +91,16 @@ class PaidCall:
         runtime: PaymentRuntime,
         *,
         where: str,
-        records: list[str] | None = None,
+        spec: PaidSpec | None = None,
+        request_path: str = "",
         retry: Retry | None = None,
     ) -> None:
         self.runtime = runtime
         self.where = where
-        #: Resources this payment is recorded for once settled (for sign-in).
-        self.records = records or []
+        #: Resources this payment is recorded for once settled (what sign-in reads).
+        self.records: list[str] = []
+        if spec is not None:
+            self.records = records_for(spec.sign_in, target_of(spec.resource, request_path)[0])
         #: The call's payment identifier (``payment-identifier``), if the payment has one.
         self.retry = retry
         self._retry_open = False
@@ -124,19 +137,20 @@ class PaidCall:
         self._retry_open = answer is None
         return answer
 
-    async def keep(self, answer: dict[str, Any] | None) -> None:
-        """After settlement: keep ``answer`` (JSON-able) for retries of this payment identifier.
+    async def keep(self, answer: Callable[[], dict[str, Any] | None]) -> None:
+        """After settlement: keep ``answer()`` (JSON-able) for retries of this payment identifier.
 
-        ``None`` marks an answer too large (or streamed) to keep. A store
-        failure here is logged: the payment settled, and a retry is refused
-        by the replay guard rather than run twice.
+        ``answer`` is called only when the payment carried an id; ``None`` from
+        it marks an answer too large (or streamed) to keep. A store failure
+        here is logged: the payment settled, and a retry is refused by the
+        replay guard rather than run twice.
         """
         if self.retry is None or not self._retry_open:
             return
         self._retry_open = False
         try:
             await retries.keep(
-                self.runtime.replay_guard, self.retry, answer, self.runtime.config.payment_id_ttl
+                self.runtime.replay_guard, self.retry, answer(), self.runtime.config.payment_id_ttl
             )
         except SessionStoreError as exc:
             logger.warning("x402: could not keep the answer of %s for retries: %s", self.where, exc)
@@ -284,7 +298,7 @@ class PaidCall:
     async def close(self) -> None:
         """Drop unsettled writes; give back an unsettled claim and payment identifier."""
         if self.settled:
-            await self.keep(None)  # settled but no answer was kept: retries get 409
+            await self.keep(lambda: None)  # settled, no answer kept: retries get 409
             return
         if self.retry is not None and self._retry_open:
             self._retry_open = False
@@ -308,31 +322,69 @@ class PaidCall:
         return headers
 
 
+def _sign_in_origin(runtime: PaymentRuntime, origin: str | None) -> str:
+    """The ``scheme://host`` sign-in messages name: ``AIXYZ_X402["ORIGIN"]``, else the request's."""
+    chosen = runtime.config.origin or origin
+    if not chosen:
+        raise PaymentFailure(
+            SERVER_MISCONFIGURED,
+            "sign-in needs the server's public origin: set AIXYZ_X402['ORIGIN'] "
+            "(or pass origin= to call_tool)",
+        )
+    return chosen
+
+
+def sign_in_offer(
+    runtime: PaymentRuntime,
+    spec: PaidSpec,
+    required: PaymentRequired | None,
+    *,
+    url: str,
+    request_path: str,
+    origin: str | None,
+) -> PaymentRequired:
+    """``required`` with ``spec``'s sign-in offered (``None``: the auth-only form), any transport.
+
+    Raises :class:`PaymentFailure` ``server_misconfigured`` when no origin is known.
+    """
+    _, path = target_of(spec.resource, request_path)
+    offered: PaymentRequired = offer(
+        required,
+        url=url,
+        path=path,
+        origin=_sign_in_origin(runtime, origin),
+        network=spec.network or runtime.config.network,
+        max_age=runtime.config.sign_in_max_age,
+        description=spec.description,
+    )
+    return offered
+
+
 async def signed_in_payer(
     runtime: PaymentRuntime,
+    spec: PaidSpec,
     credential: object,
     *,
-    policy: SignInPolicy,
-    network: str | None,
-    origin: str,
-    path: str,
-    resource: str,
+    request_path: str,
+    origin: str | None,
     where: str,
 ) -> str:
-    """The payer a returning client's sign-in proves, for every transport.
+    """The payer a returning client's sign-in proves for ``spec``, for every transport.
 
     ``credential`` is the ``SIGN-IN-WITH-X`` value (or its payload object);
-    ``origin``/``path`` what the signed message must name, ``resource`` what
-    a payment must have been recorded for. Raises :class:`PaymentFailure`:
-    ``invalid_sign_in`` with the reason, or a store failure.
+    ``origin`` the ``scheme://host`` the request reached (``AIXYZ_X402["ORIGIN"]``
+    wins). Raises :class:`PaymentFailure`: ``invalid_sign_in`` with the reason,
+    ``server_misconfigured``, or a store failure.
     """
+    assert spec.sign_in is not None
+    resource, path = target_of(spec.resource, request_path)
     try:
         return await verify_sign_in(
             credential,
-            origin=runtime.config.origin or origin,
+            origin=_sign_in_origin(runtime, origin),
             path=path,
-            network=network or runtime.config.network,
-            policy=policy,
+            network=spec.network or runtime.config.network,
+            policy=spec.sign_in,
             resource=resource,
             guard=runtime.replay_guard,
             max_age=runtime.config.sign_in_max_age,
@@ -340,6 +392,6 @@ async def signed_in_payer(
     except SignInRefused as exc:
         raise PaymentFailure(INVALID_SIGN_IN, str(exc)) from None
     except NotImplementedError as exc:
-        raise PaymentFailure("server_misconfigured", str(exc)) from None
+        raise PaymentFailure(SERVER_MISCONFIGURED, str(exc)) from None
     except SessionStoreError as exc:
         raise PaymentFailure.store(exc, f"the sign-in of {where}") from exc

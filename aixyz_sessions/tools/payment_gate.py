@@ -47,14 +47,12 @@ from ..payments.failures import (
     INVALID_PAYMENT,
     INVALID_SIGN_IN,
     PAYMENT_REQUIRED,
-    SERVER_MISCONFIGURED,
     SIGN_IN_REQUIRED,
     PaymentFailure,
 )
-from ..payments.paid_call import PaidCall, signed_in_payer
+from ..payments.paid_call import PaidCall, sign_in_offer, signed_in_payer
 from ..payments.retries import fingerprint, retry_of
 from ..payments.runtime import PaymentRuntime, get_runtime
-from ..payments.sign_in import offer, records_for, target_of
 from .registry import Tool
 
 __all__ = [
@@ -165,8 +163,13 @@ class _MessageAdapter:
         return None
 
 
+def _path(item: Tool) -> str:
+    """``/tools/<name>``: the path a tool call has on every transport."""
+    return f"/tools/{item.name}"
+
+
 def _context(item: Tool, resource: str | None, payment_header: str | None) -> HTTPRequestContext:
-    path = f"/tools/{item.name}"
+    path = _path(item)
     adapter = _MessageAdapter(path, resource or f"tool://{item.name}", payment_header)
     return HTTPRequestContext(
         adapter=adapter, path=path, method="POST", payment_header=payment_header
@@ -189,18 +192,6 @@ async def _ready_runtime(failures: facilitator_failures) -> PaymentRuntime:
     except Exception as exc:
         raise PaymentFailure.facilitator(failures, exc) from exc
     return runtime
-
-
-def _origin(runtime: PaymentRuntime, origin: str | None) -> str:
-    """The ``scheme://host`` sign-in messages name: the setting, else the transport's."""
-    chosen = runtime.config.origin or origin
-    if not chosen:
-        raise PaymentFailure(
-            SERVER_MISCONFIGURED,
-            "sign-in needs the server's public origin: set AIXYZ_X402['ORIGIN'] "
-            "(or pass origin= to call_tool)",
-        )
-    return chosen
 
 
 async def payment_required_for(
@@ -231,17 +222,8 @@ async def payment_required_for(
     if spec.sign_in is None:
         assert required is not None
         return required
-    _, path = target_of(spec.resource, f"/tools/{item.name}")
-    offered: PaymentRequired = offer(
-        required,
-        url=resource or f"tool://{item.name}",
-        path=path,
-        origin=_origin(runtime, origin),
-        network=spec.network or runtime.config.network,
-        max_age=runtime.config.sign_in_max_age,
-        description=spec.description,
-    )
-    return offered
+    url = resource or f"tool://{item.name}"
+    return sign_in_offer(runtime, spec, required, url=url, request_path=_path(item), origin=origin)
 
 
 async def call_tool(
@@ -272,17 +254,13 @@ async def call_tool(
         async with payer_context(None):
             return ToolCallResult(await item.call(arguments))
     if sign_in is not None and spec.sign_in is not None:
-        runtime = get_runtime()
-        resource_key, path = target_of(spec.resource, f"/tools/{item.name}")
         try:
             payer = await signed_in_payer(
-                runtime,
+                get_runtime(),
+                spec,
                 sign_in,
-                policy=spec.sign_in,
-                network=spec.network,
-                origin=_origin(runtime, origin),
-                path=path,
-                resource=resource_key,
+                request_path=_path(item),
+                origin=origin,
                 where=f"tool {item.name!r}",
             )
         except PaymentFailure as failure:
@@ -318,10 +296,11 @@ async def call_tool(
         runtime = await _ready_runtime(failures)
     http_server = runtime.http_server(spec)
     context = _context(item, resource, header)
-    records = records_for(spec.sign_in, target_of(spec.resource, "")[0])
     retry = retry_of(header, lambda: fingerprint("tool", item.name, arguments or {}))
     where = f"tool {item.name!r}"
-    async with PaidCall(runtime, where=where, records=records, retry=retry) as call:
+    async with PaidCall(
+        runtime, where=where, spec=spec, request_path=_path(item), retry=retry
+    ) as call:
         kept = await call.kept_answer()
         if kept is not None:  # a retry of a call already served: its answer again
             return ToolCallResult(
@@ -352,8 +331,7 @@ async def call_tool(
             settlement=settlement.settle_response,
             payment_response=settlement.headers.get(PAYMENT_RESPONSE_HEADER),
         )
-        if call.retry is not None:
-            await call.keep(_kept(outcome))
+        await call.keep(lambda: _kept(outcome))
         return outcome
 
 

@@ -43,12 +43,11 @@ from ...payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED
 from ...payments.paid_call import PaidCall
 from ...payments.retries import Retry, fingerprint, retry_of
 from ...payments.runtime import PaymentRuntime, get_runtime
-from ...payments.sign_in import records_for, target_of
 from ..failures import tool_failure
 from ..registry import Tool
 from .results import failed_result, failure_result, result_text, with_payment_error
 
-__all__ = ["REPLAYED", "PaidToolRunner", "tool_resource_url"]
+__all__ = ["REPLAYED", "PaidToolRunner", "request_meta", "tool_resource_url"]
 
 WrappedHandler = Callable[..., Awaitable[CallToolResult]]
 
@@ -179,13 +178,13 @@ class PaidToolRunner:
                 wrapped = self.wrapped(runtime)
             except Exception as exc:
                 return _failure_result(PaymentFailure.facilitator(failures, exc))
-        records = records_for(self.spec.sign_in, target_of(self.spec.resource, "")[0])
         where = f"MCP tool {self.tool.name!r}"
         try:
             retry = _retry_of(self.tool, arguments, context)
         except PaymentFailure as failure:
             return _failure_result(failure)
-        call = _McpCall(arguments, PaidCall(runtime, where=where, records=records, retry=retry))
+        paid = PaidCall(runtime, where=where, spec=self.spec, retry=retry)
+        call = _McpCall(arguments, paid)
         token = _current.set(call)
         try:
             async with call.paid:
@@ -197,8 +196,7 @@ class PaidToolRunner:
                     result = await wrapped(ctx=context)
                 if call.paid.settled:
                     await call.paid.commit()
-                    if call.paid.retry is not None:
-                        await call.paid.keep(result.model_dump(mode="json", by_alias=True))
+                    await call.paid.keep(lambda: result.model_dump(mode="json", by_alias=True))
         except PaymentFailure as failure:  # settled, but the staged writes were not stored
             return _failure_result(failure)
         finally:
@@ -213,17 +211,23 @@ class PaidToolRunner:
         return result
 
 
+def request_meta(context: Any) -> dict[str, Any]:
+    """The extra ``_meta`` fields of the MCP request (FastMCP keeps them as model extras)."""
+    try:
+        meta = context.request_context.meta
+    except (AttributeError, ValueError):
+        return {}
+    extra = getattr(meta, "model_extra", None) if meta is not None else None
+    return extra if isinstance(extra, dict) else {}
+
+
 def _retry_of(tool: Tool, arguments: dict[str, Any], context: Any) -> Retry | None:
     """The payment identifier of the MCP call's payment (``_meta["x402/payment"]``), if any."""
     from x402.mcp import MCP_PAYMENT_META_KEY
 
     from ..payment_gate import payment_header_of
 
-    try:
-        meta = context.request_context.meta
-        payment = (getattr(meta, "model_extra", None) or {}).get(MCP_PAYMENT_META_KEY)
-    except (AttributeError, ValueError):
-        return None
+    payment = request_meta(context).get(MCP_PAYMENT_META_KEY)
     if payment is None:
         return None
     try:

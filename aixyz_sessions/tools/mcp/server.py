@@ -24,7 +24,7 @@ from pydantic import PrivateAttr
 from ...context import payer_context
 from ..registry import Tool, ToolArgumentsError, ToolRegistry, registry
 from .logging_guard import host_logging_untouched, route_module_logging
-from .payments import PaidToolRunner
+from .payments import PaidToolRunner, request_meta, tool_resource_url
 from .results import failure_result, result_text
 
 __all__ = ["MCP_PATH", "SERVER_NAME", "SIGN_IN_META", "RegistryTool", "build_mcp_server"]
@@ -92,7 +92,7 @@ class RegistryTool(FastMCPTool):
             return failure_result(tool, exc)
         spec = tool.paid_spec
         if spec is not None and spec.sign_in is not None:
-            credential = _meta(context).get(SIGN_IN_META)
+            credential = request_meta(context).get(SIGN_IN_META)
             if credential is not None or not spec.charges:
                 return await self._signed_in(arguments, credential, context)
         if self._paid is not None:
@@ -116,7 +116,6 @@ class RegistryTool(FastMCPTool):
         ``payment_required`` with the sign-in-with-x extension offered.
         """
         from ..payment_gate import call_tool
-        from .payments import tool_resource_url
 
         tool = self._tool
         try:
@@ -143,32 +142,31 @@ def _offering_sign_in(result: CallToolResult, tool: Tool, origin: str | None) ->
 
     from x402.schemas import PaymentRequired
 
+    from ...payments.failures import PaymentFailure
+    from ...payments.paid_call import sign_in_offer
     from ...payments.runtime import get_runtime
-    from ...payments.sign_in import offer, target_of
 
     structured = result.structuredContent
     if not result.isError or not isinstance(structured, dict) or "accepts" not in structured:
         return result
     spec = tool.paid_spec
     assert spec is not None
-    runtime = get_runtime()
-    origin = runtime.config.origin or origin
-    if origin is None:
-        return result
     try:
         required = PaymentRequired.model_validate(structured)
     except ValueError:  # pragma: no cover - the SDK built it
         return result
-    _, path = target_of(spec.resource, f"/tools/{tool.name}")
-    offered = offer(
-        required,
-        url=required.resource.url if required.resource else f"mcp://tool/{tool.name}",
-        path=path,
-        origin=origin,
-        network=spec.network or runtime.config.network,
-        max_age=runtime.config.sign_in_max_age,
-        description=spec.description,
-    )
+    url = required.resource.url if required.resource else tool_resource_url(tool.name)
+    try:
+        offered = sign_in_offer(
+            get_runtime(),
+            spec,
+            required,
+            url=url,
+            request_path=f"/tools/{tool.name}",
+            origin=origin,
+        )
+    except PaymentFailure:  # no origin known: the payment alone is offered
+        return result
     extensions = offered.model_dump(by_alias=True, exclude_none=True)["extensions"]
     structured = {**structured, "extensions": extensions}
     content = list(result.content)
@@ -182,16 +180,6 @@ def _offering_sign_in(result: CallToolResult, tool: Tool, origin: str | None) ->
                 type="text", text=json.dumps({**shown, "extensions": extensions})
             )
     return result.model_copy(update={"structuredContent": structured, "content": content})
-
-
-def _meta(context: Any) -> dict[str, Any]:
-    """The extra ``_meta`` fields of the MCP request (FastMCP keeps them as model extras)."""
-    try:
-        meta = context.request_context.meta
-    except (AttributeError, ValueError):
-        return {}
-    extra = getattr(meta, "model_extra", None) if meta is not None else None
-    return extra if isinstance(extra, dict) else {}
 
 
 def _origin(context: Any) -> str | None:
