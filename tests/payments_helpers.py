@@ -85,3 +85,17 @@ def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def paid_views() -> Iterator[None]:
+    """``tests.payments_urls`` behind X402Middleware over the local facilitator."""
+    from django.test import override_settings
+
+    from aixyz_sessions.payments.local import get_local_facilitator
+
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
+    ):
+        yield
+    get_local_facilitator().ledger.fail_settlements = None

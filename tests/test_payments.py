@@ -16,7 +16,13 @@ from x402.http import decode_payment_required_header, decode_payment_response_he
 from aixyz_sessions import get_store, payments
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing.paying import PayingClient, SyncPayingClient
-from tests.payments_helpers import LOCAL, MIDDLEWARE, PAY_TO, assert_one_requirement, decode, encode
+from tests.payments_helpers import (
+    PAY_TO,
+    assert_one_requirement,
+    decode,
+    encode,
+    paid_views,
+)
 from tests.payments_urls import OTHER_PAY_TO
 
 pytestmark = pytest.mark.django_db
@@ -24,11 +30,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _payments() -> Iterator[None]:
-    with override_settings(
-        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
-    ):
+    with paid_views():
         yield
-    get_local_facilitator().ledger.fail_settlements = None
 
 
 async def test_unpaid_gets_402_with_sdk_header() -> None:

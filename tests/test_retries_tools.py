@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import override_settings
 from x402.extensions.payment_identifier import (
     PAYMENT_IDENTIFIER,
     append_payment_identifier_to_extensions,
@@ -19,13 +18,12 @@ from x402.schemas import PaymentRequired
 
 from aixyz_sessions import get_session, get_store
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import reset_runtime
-from aixyz_sessions.tools import registry, tool
-from aixyz_sessions.tools.mcp import mcp_asgi_app, reset_mcp_server
+from aixyz_sessions.tools import tool
+from aixyz_sessions.tools.mcp import mcp_asgi_app
 from tests import mcp_helpers
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.payments_helpers import serve
 from tests.test_staged_writes import store  # noqa: F401 - the fixture: memory, Redis, database
-from tests.tools_app import Wallet, websocket
+from tests.tools_app import Wallet, serving, websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,17 +42,8 @@ async def counter(step: int = 1) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def tools(store: str) -> Iterator[None]:  # noqa: F811 - the imported fixture
     tool(counter, name=COUNTER, price="$0.01")
-    with override_settings(
-        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.tools_app", AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
-    ):
-        reset_runtime()
-        reset_mcp_server()
-        try:
-            yield
-        finally:
-            registry.unregister(COUNTER)
-            reset_runtime()
-            reset_mcp_server()
+    with serving(COUNTER):
+        yield
 
 
 def _settled() -> int:

@@ -21,18 +21,15 @@ from x402.http import decode_payment_required_header
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.replay import InMemoryReplayGuard, ReplayGuard
 from aixyz_sessions.testing.paying import PayingClient, sign_in_header
-from tests.payments_helpers import LOCAL, MIDDLEWARE
+from tests.payments_helpers import LOCAL, paid_views
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def _payments() -> Iterator[None]:
-    with override_settings(
-        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
-    ):
+    with paid_views():
         yield
-    get_local_facilitator().ledger.fail_settlements = None
 
 
 def _settlements() -> int:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import override_settings
 from x402 import x402Client
 from x402.extensions.sign_in_with_x import SIGN_IN_WITH_X
 from x402.http import decode_payment_required_header
@@ -21,15 +20,14 @@ from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from aixyz_sessions import get_session
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.testing import PayingClient
 from aixyz_sessions.testing.paying import sign_in_header
-from aixyz_sessions.tools import registry, tool
-from aixyz_sessions.tools.mcp import SIGN_IN_META, mcp_asgi_app, reset_mcp_server
+from aixyz_sessions.tools import tool
+from aixyz_sessions.tools.mcp import SIGN_IN_META, mcp_asgi_app
 from tests import mcp_helpers
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.payments_helpers import serve
 from tests.test_staged_writes import store  # noqa: F401 - the fixture: memory, Redis, database
-from tests.tools_app import Wallet, paid_ws_call, websocket
+from tests.tools_app import Wallet, paid_ws_call, serving, websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,21 +52,8 @@ async def whoami() -> dict[str, Any]:
 def tools(store: str) -> Iterator[None]:  # noqa: F811 - the imported fixture
     tool(notebook, name=NOTEBOOK, price="$0.01", sign_in="after_payment")
     tool(whoami, name=WHOAMI, sign_in="required")
-    with override_settings(
-        MIDDLEWARE=MIDDLEWARE,
-        ROOT_URLCONF="tests.tools_app",
-        AIXYZ_X402=LOCAL,
-        ALLOWED_HOSTS=["*"],
-    ):
-        reset_runtime()
-        reset_mcp_server()
-        try:
-            yield
-        finally:
-            for name in (NOTEBOOK, WHOAMI):
-                registry.unregister(name)
-            reset_runtime()
-            reset_mcp_server()
+    with serving(NOTEBOOK, WHOAMI):
+        yield
 
 
 async def _pay_over_http(client: PayingClient) -> None:

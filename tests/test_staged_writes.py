@@ -18,12 +18,11 @@ from django.test import override_settings
 
 from aixyz_sessions import get_session, get_store
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.testing import PayingClient
-from aixyz_sessions.tools import ToolError, registry, tool
-from aixyz_sessions.tools.mcp import mcp_asgi_app, reset_mcp_server
+from aixyz_sessions.tools import ToolError, tool
+from aixyz_sessions.tools.mcp import mcp_asgi_app
 from tests import mcp_helpers
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.payments_helpers import serve
 from tests.test_replay_guard import (
     ALIAS,
     CACHE_STORE,
@@ -33,7 +32,7 @@ from tests.test_replay_guard import (
     redis_caches,
     unique_prefix,
 )
-from tests.tools_app import Wallet, paid_ws_call, websocket
+from tests.tools_app import Wallet, paid_ws_call, serving, websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,22 +84,8 @@ def store(request: pytest.FixtureRequest) -> Iterator[str]:
 def tools(store: str) -> Iterator[None]:
     tool(write, name=WRITE, price="$0.01")
     tool(write_then_fail, name=WRITE_FAIL, price="$0.01")
-    with override_settings(
-        MIDDLEWARE=MIDDLEWARE,
-        ROOT_URLCONF="tests.tools_app",
-        AIXYZ_X402=LOCAL,
-        ALLOWED_HOSTS=["*"],
-    ):
-        reset_runtime()
-        reset_mcp_server()
-        try:
-            yield
-        finally:
-            for name in (WRITE, WRITE_FAIL):
-                registry.unregister(name)
-            get_local_facilitator().ledger.fail_settlements = None
-            reset_runtime()
-            reset_mcp_server()
+    with serving(WRITE, WRITE_FAIL):
+        yield
 
 
 ARGUMENTS = {"key": "note", "value": "v"}

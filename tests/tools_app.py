@@ -105,6 +105,32 @@ class Wallet:
         return data
 
 
+@contextmanager
+def serving(*registered: str) -> Iterator[None]:
+    """This URLconf on every transport over the local facilitator; ``registered`` tools
+    are taken out of the registry afterwards (the caller registered them)."""
+    from django.test import override_settings
+
+    from aixyz_sessions.payments.local import get_local_facilitator
+    from aixyz_sessions.payments.runtime import reset_runtime
+    from aixyz_sessions.tools.mcp import reset_mcp_server
+    from tests.payments_helpers import LOCAL, MIDDLEWARE
+
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=__name__, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
+    ):
+        reset_runtime()
+        reset_mcp_server()
+        try:
+            yield
+        finally:
+            for name in registered:
+                registry.unregister(name)
+            get_local_facilitator().ledger.fail_settlements = None
+            reset_runtime()
+            reset_mcp_server()
+
+
 @asynccontextmanager
 async def websocket() -> AsyncIterator[Any]:
     """A channels test communicator connected to the app's ``/ws/tools/``."""
