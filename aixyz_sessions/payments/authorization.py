@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from eth_utils.address import is_address, to_checksum_address
 from x402.http import safe_base64_decode
@@ -66,10 +66,11 @@ def checksummed(address: str) -> str:
     return str(to_checksum_address(address))
 
 
-def screen_payment_header(header: str) -> None:
+def screen_payment_header(header: str) -> dict[str, Any]:
     """The cheap checks before the SDK decodes a header: its length and JSON depth.
 
-    Raises :class:`PaymentHeaderError`. The full shape check
+    Returns the decoded JSON object (for a look at its extensions without
+    decoding it again). Raises :class:`PaymentHeaderError`. The full shape check
     (:func:`read_payment`) runs only to explain a payment the SDK refused;
     the verified payment's shape is checked again in :func:`after_verify`.
     """
@@ -86,6 +87,7 @@ def screen_payment_header(header: str) -> None:
         raise PaymentHeaderError("payment header is not a JSON object (an x402 payment payload)")
     if data.get("x402Version") != 2:
         raise PaymentHeaderError("only x402Version 2 payment payloads are accepted")
+    return data
 
 
 class PaymentHeaderError(ValueError):

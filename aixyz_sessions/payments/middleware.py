@@ -288,13 +288,13 @@ class X402Middleware:
         if header is None:
             return _from_instructions(await self._challenge(request, spec, runtime))
         try:
-            screen_payment_header(header)  # size and depth, before the SDK parses it
+            payload = screen_payment_header(header)  # size and depth, before the SDK parses it
         except PaymentHeaderError as exc:
             challenge = await self._challenge(request, spec, runtime)
             return _with_error(challenge, INVALID_PAYMENT, str(exc))
         http_server = runtime.http_server(spec)
         context = self._context(request, adapter)
-        retry = retry_of(header, lambda: _request_fingerprint(request))
+        retry = retry_of(header, payload, lambda: _request_fingerprint(request))
         async with PaidCall(
             runtime, where=request.path, spec=spec, request_path=request.path, retry=retry
         ) as call:

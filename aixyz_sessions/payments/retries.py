@@ -28,7 +28,6 @@ so naming somebody else's address gets nothing. An answer larger than
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import time
@@ -36,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..bounded_json import loads
 from ..replay import ReplayGuard
 from .failures import (
     INVALID_PAYMENT_IDENTIFIER,
@@ -95,47 +93,33 @@ def fingerprint(*parts: object) -> str:
     return digest.hexdigest()
 
 
-def retry_of(header: str, request: Callable[[], str]) -> Retry | None:
-    """The payment identifier a payment header carries, or ``None`` (not every call has one).
+def retry_of(header: str, payload: dict[str, Any], request: Callable[[], str]) -> Retry | None:
+    """The payment identifier a payment carries, or ``None`` (not every call has one).
 
-    ``header`` is the screened payment header (base64 JSON); ``request()``
-    gives the request's :func:`fingerprint` (asked only when there is an id).
-    Raises :class:`PaymentFailure` ``invalid_payment_identifier`` (400) for an
-    id that breaks the extension's rules (16 to 128 letters, digits, ``-``
-    and ``_``).
+    ``header`` is the screened payment header and ``payload`` its decoded JSON
+    (:func:`~aixyz_sessions.payments.authorization.screen_payment_header`);
+    ``request()`` gives the request's :func:`fingerprint` (asked only when
+    there is an id). Raises :class:`PaymentFailure` ``invalid_payment_identifier``
+    (400) for an id that breaks the extension's rules (16 to 128 letters,
+    digits, ``-`` and ``_``).
     """
     from x402.extensions.payment_identifier import is_valid_payment_id
 
-    try:
-        raw = base64.b64decode(header + "=" * (-len(header) % 4))
-    except ValueError:
-        return None  # not base64: the payment itself is refused later, with its reason
-    if _KEY.encode() not in raw or b'"id"' not in raw:
-        return None  # the common case (no id; SDK clients echo the declaration) costs two finds
-    try:
-        data = loads(raw)
-    except ValueError:
-        return None  # the payment itself is refused later, with its reason
-    if not isinstance(data, dict):
-        return None
-    extension = (
-        (data.get("extensions") or {}).get(_KEY)
-        if isinstance(data.get("extensions"), dict)
-        else None
-    )
+    extensions = payload.get("extensions")
+    extension = extensions.get(_KEY) if isinstance(extensions, dict) else None
     info = extension.get("info") if isinstance(extension, dict) else None
     if not isinstance(info, dict) or "id" not in info:
-        return None  # declared back without an id: no retries asked for
+        return None  # no id (SDK clients echo the declaration without one): no retries asked
     payment_id = info["id"]
     if not isinstance(payment_id, str) or not is_valid_payment_id(payment_id):
         raise PaymentFailure(
             INVALID_PAYMENT_IDENTIFIER,
             "payment-identifier id must be 16 to 128 letters, digits, '-' or '_'",
         )
-    payload = data.get("payload")
+    inner = payload.get("payload")
     branch = None
-    if isinstance(payload, dict):
-        branch = payload.get("permit2Authorization") or payload.get("authorization")
+    if isinstance(inner, dict):
+        branch = inner.get("permit2Authorization") or inner.get("authorization")
     payer = branch.get("from") if isinstance(branch, dict) else None
     if not isinstance(payer, str) or not 0 < len(payer) <= 256:
         return None  # no payer named: the payment is refused later anyway

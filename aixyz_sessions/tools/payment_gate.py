@@ -61,6 +61,7 @@ __all__ = [
     "call_tool",
     "payment_header_of",
     "payment_required_for",
+    "screened_payment",
 ]
 
 logger = logging.getLogger("aixyz_sessions.payments")
@@ -92,6 +93,14 @@ ToolPaymentError = PaymentFailure
 def payment_header_of(payment: object) -> str:
     """The payment a message carries, as the header the SDK reads: screened, not decoded.
 
+    See :func:`screened_payment` (this is its header alone).
+    """
+    return screened_payment(payment)[0]
+
+
+def screened_payment(payment: object) -> tuple[str, dict[str, Any]]:
+    """The payment a message carries, as the header the SDK reads, and that header's JSON.
+
     A string is taken as the header itself; an object is the payload, encoded
     as the header is. Either way only its size, JSON depth and version are
     checked here (:func:`~aixyz_sessions.payments.authorization.screen_payment_header`):
@@ -110,8 +119,7 @@ def payment_header_of(payment: object) -> str:
         raise PaymentHeaderError(
             f"payment must be an x402 payment payload object, not {type(payment).__name__}"
         )
-    screen_payment_header(header)
-    return header
+    return header, screen_payment_header(header)
 
 
 class _MessageAdapter:
@@ -287,7 +295,7 @@ async def call_tool(
             payment_required=required,
         )
     try:
-        header = payment_header_of(payment)
+        header, payload = screened_payment(payment)
     except PaymentHeaderError as exc:
         required = await payment_required_for(item, resource=resource, origin=origin)
         raise PaymentFailure(INVALID_PAYMENT, str(exc), payment_required=required) from None
@@ -296,7 +304,7 @@ async def call_tool(
         runtime = await _ready_runtime(failures)
     http_server = runtime.http_server(spec)
     context = _context(item, resource, header)
-    retry = retry_of(header, lambda: fingerprint("tool", item.name, arguments or {}))
+    retry = retry_of(header, payload, lambda: fingerprint("tool", item.name, arguments or {}))
     where = f"tool {item.name!r}"
     async with PaidCall(
         runtime, where=where, spec=spec, request_path=_path(item), retry=retry

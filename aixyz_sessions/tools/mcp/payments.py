@@ -225,16 +225,16 @@ def _retry_of(tool: Tool, arguments: dict[str, Any], context: Any) -> Retry | No
     """The payment identifier of the MCP call's payment (``_meta["x402/payment"]``), if any."""
     from x402.mcp import MCP_PAYMENT_META_KEY
 
-    from ..payment_gate import payment_header_of
+    from ..payment_gate import screened_payment
 
     payment = request_meta(context).get(MCP_PAYMENT_META_KEY)
     if payment is None:
         return None
     try:
-        header = payment_header_of(payment)
+        header, payload = screened_payment(payment)
     except PaymentHeaderError:
         return None  # the wrapper refuses the payment itself, with its reason
-    return retry_of(header, lambda: fingerprint("tool", tool.name, arguments))
+    return retry_of(header, payload, lambda: fingerprint("tool", tool.name, arguments))
 
 
 def _failure_result(failure: PaymentFailure) -> CallToolResult:
