@@ -13,7 +13,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 
 from aixyz_sessions import get_payer, get_session
-from aixyz_sessions.payments import paid, sign_in_required
+from aixyz_sessions.payments import paid, refused_before_work, sign_in_required
 
 OTHER_PAY_TO = "0x" + "cd" * 20
 
@@ -57,6 +57,14 @@ async def boom_view(request: HttpRequest) -> HttpResponse:
 @paid("$0.01")
 async def missing_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse("nope", status=404)
+
+
+@paid("$0.01")
+async def refusing_view(request: HttpRequest) -> HttpResponse:
+    """Refuses a request without ``?ok`` before doing anything (its payment stays usable)."""
+    if "ok" not in request.GET:
+        return refused_before_work(HttpResponse("say ok", status=400))
+    return JsonResponse(await _count())
 
 
 @paid("$0.01")
@@ -140,6 +148,7 @@ urlpatterns = [
     path("expensive/", expensive_view),
     path("boom/", boom_view),
     path("missing/", missing_view),
+    path("refusing/", refusing_view),
     path("stream/", stream_view),
     path("astream/", astream_view),
     path("nested/", nested_view),

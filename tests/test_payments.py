@@ -14,6 +14,7 @@ from django.test import AsyncClient, Client, override_settings
 from x402.http import decode_payment_required_header, decode_payment_response_header
 
 from aixyz_sessions import get_store, payments
+from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing.paying import PayingClient, SyncPayingClient
 from tests.payments_helpers import (
@@ -230,7 +231,8 @@ async def test_view_exception_is_not_settled() -> None:
     assert ledger.settled_count == before
 
 
-async def test_non_2xx_is_not_settled_and_authorization_stays_usable() -> None:
+async def test_non_2xx_is_not_settled_and_spends_the_authorization() -> None:
+    """The view ran: its answer was not charged, and the same payment cannot start it again."""
     ledger = get_local_facilitator().ledger
     before = ledger.settled_count
     client = PayingClient()
@@ -238,8 +240,26 @@ async def test_non_2xx_is_not_settled_and_authorization_stays_usable() -> None:
     response = await AsyncClient().get("/missing/", headers=headers)
     assert response.status_code == 404 and "PAYMENT-RESPONSE" not in response
     assert ledger.settled_count == before
-    # not settled, not claimed: the same authorization can still pay once
-    assert (await AsyncClient().get("/missing/", headers=headers)).status_code == 404
+    again = await AsyncClient().get("/missing/", headers=headers)
+    assert again.status_code == 402
+    assert json.loads(again.content)["reason"] == REPLAYED
+    assert ledger.settled_count == before
+
+
+async def test_a_refusal_before_work_leaves_the_authorization_usable() -> None:
+    """``refused_before_work``: the view did nothing, so the same payment can pay once more."""
+    ledger = get_local_facilitator().ledger
+    before = ledger.settled_count
+    client = PayingClient()
+    headers = await client.payment_headers(await client.get("/refusing/", pay=False))
+    refused = await AsyncClient().get("/refusing/", headers=headers)
+    assert refused.status_code == 400 and "PAYMENT-RESPONSE" not in refused
+    assert ledger.settled_count == before
+    served = await AsyncClient().get("/refusing/?ok=1", headers=headers)
+    assert served.status_code == 200 and "PAYMENT-RESPONSE" in served
+    assert ledger.settled_count == before + 1
+    spent = await AsyncClient().get("/refusing/?ok=1", headers=headers)
+    assert spent.status_code == 402
 
 
 async def test_sync_view_sees_session() -> None:

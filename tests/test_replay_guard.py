@@ -33,6 +33,7 @@ from aixyz_sessions.exceptions import SessionStoreUnavailable
 from aixyz_sessions.models import PaymentClaim
 from aixyz_sessions.payments.authorization import read_payment
 from aixyz_sessions.payments.conf import get_config
+from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.runtime import (
     PaymentRuntime,
     build_replay_guard,
@@ -594,7 +595,7 @@ async def _replays_are_refused_across_processes() -> None:
     # Process A (the middleware's runtime) refuses it: 402, the view never runs.
     response = await AsyncClient().get("/paid/", headers=headers)
     assert response.status_code == 402
-    assert json.loads(response.content)["reason"] == "payment authorization already used"
+    assert json.loads(response.content)["reason"] == REPLAYED
     runtime = get_runtime()
     assert runtime is not other and type(runtime.replay_guard) is type(other.replay_guard)
     assert runtime.replay_guard is not other.replay_guard

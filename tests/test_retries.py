@@ -22,6 +22,7 @@ from x402.extensions.payment_identifier import (
 from x402.http import decode_payment_required_header, encode_payment_signature_header
 
 from aixyz_sessions import get_store
+from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.testing import PayingClient
@@ -114,7 +115,8 @@ async def test_eight_concurrent_retries_run_the_call_once() -> None:
     assert await _count(client) == "1"
 
 
-async def test_an_unsettled_call_keeps_nothing_and_its_retry_runs() -> None:
+async def test_an_unsettled_call_keeps_nothing_and_its_retry_signs_anew() -> None:
+    """Its payment started the call, so it is spent; the id is free for a new payment."""
     client, pid = PayingClient(), generate_payment_id()
     ledger = get_local_facilitator().ledger
     ledger.fail_settlements = "ERC20: transfer amount exceeds balance"
@@ -123,7 +125,10 @@ async def test_an_unsettled_call_keeps_nothing_and_its_retry_runs() -> None:
     assert failed.status_code == 402  # settlement failed: nothing kept, nothing stored
     ledger.fail_settlements = None
     retried = await AsyncClient().get("/paid/", headers=payment)
-    assert retried.status_code == 200 and json.loads(retried.content)["count"] == 1
+    assert retried.status_code == 402 and json.loads(retried.content)["reason"] == REPLAYED
+    assert await _count(client) is None
+    signed_anew = await AsyncClient().get("/paid/", headers=await _payment(client, "/paid/", pid))
+    assert signed_anew.status_code == 200 and json.loads(signed_anew.content)["count"] == 1
 
 
 async def test_an_invalid_id_is_a_400_and_charges_nothing() -> None:

@@ -13,6 +13,7 @@ from x402.http import decode_payment_response_header
 
 from aixyz_sessions import get_store
 from aixyz_sessions.payments.decorators import PaidSpec, paid_spec_of, priced_per_request
+from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.testing.paying import PayingClient
 from tests.payments_helpers import LOCAL, MIDDLEWARE, assert_one_requirement
@@ -118,6 +119,31 @@ async def test_paid_call_with_bad_arguments_is_400_and_not_settled() -> None:
     assert response.status_code == 400
     assert [e["field"] for e in body(response)["errors"]] == ["value"]
     assert "PAYMENT-RESPONSE" not in response and ledger.settled_count == before
+
+
+async def test_refusals_before_the_tool_runs_leave_the_payment_usable() -> None:
+    """Bad JSON or arguments: nothing ran, so the same signed payment pays the fixed call."""
+    client = PayingClient()
+    headers = await client.payment_headers(await post(client, "put", {}, pay=False))
+    for wrong in ('{"key": ', {"key": "k"}, {"key": 1, "value": "v"}):
+        refused = await post(AsyncClient(), "put", wrong, headers=headers)
+        assert refused.status_code == 400, refused.content
+    fixed = await post(AsyncClient(), "put", {"key": "k", "value": "v"}, headers=headers)
+    assert fixed.status_code == 200 and "PAYMENT-RESPONSE" in fixed
+    assert await get_store().get(client.address.lower(), "k") == "v"
+
+
+async def test_a_paid_tool_that_failed_cannot_run_again_on_the_same_payment() -> None:
+    """It ran (and was not charged): its authorization is spent, not handed back."""
+    client = PayingClient()
+    headers = await client.payment_headers(await post(client, "paid_explode", {}, pay=False))
+    first = await post(AsyncClient(), "paid_explode", {"reason": "costly"}, headers=headers)
+    assert first.status_code == 422 and "PAYMENT-RESPONSE" not in first
+    again = await post(AsyncClient(), "paid_explode", {"reason": "costly"}, headers=headers)
+    assert again.status_code == 402 and body(again)["reason"] == REPLAYED
+    other = await post(AsyncClient(), "put", {"key": "k", "value": "v"}, headers=headers)
+    assert other.status_code == 402 and body(other)["reason"] == REPLAYED
+    assert await get_store().get(client.address.lower(), "k") is None
 
 
 @pytest.mark.parametrize("raw", ["{not json", '{"text": "a"', b"\xff\xfe"])

@@ -19,6 +19,7 @@ from x402.schemas import PaymentRequired
 
 from aixyz_sessions import get_payer, get_store
 from aixyz_sessions.asgi import McpRouter, get_asgi_application
+from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.tools import ToolPaymentError, call_tool, registry
 from tests.payments_helpers import (
@@ -144,7 +145,8 @@ async def test_payment_header_string_is_accepted(app: Any) -> None:
     assert reply["result"] == wallet.address
 
 
-async def test_bad_arguments_or_failing_tool_never_spend_the_payment(app: Any) -> None:
+async def test_bad_arguments_never_spend_the_payment_but_a_failing_tool_does(app: Any) -> None:
+    """Arguments are refused before the call starts; a tool that ran and failed spent it."""
     ledger = get_local_facilitator().ledger
     before = ledger.settled_count
     wallet = Wallet()
@@ -153,15 +155,17 @@ async def test_bad_arguments_or_failing_tool_never_spend_the_payment(app: Any) -
         bad = await ask(ws, {"id": 1, "tool": "put", "arguments": {"key": 1}, "payment": payment})
         assert bad["error"]["code"] == "invalid_arguments"
         assert sorted(e["field"] for e in bad["error"]["errors"]) == ["key", "value"]
+        # not started: the same authorization still pays once
         failed = await ask(
             ws, {"id": 2, "tool": "paid_explode", "arguments": {"reason": "r"}, "payment": payment}
         )
         assert failed["error"] == {"code": "tool_error", "message": "exploded: r"}
         assert ledger.settled_count == before
-        # neither spent nor claimed: the authorization still pays once
-        ok = await ask(ws, {"id": 3, "tool": "whoami", "payment": payment})
-        assert ok["result"] == wallet.address
-    assert ledger.settled_count == before + 1
+        # the tool ran and failed: uncharged, and that payment cannot start another call
+        again = await ask(ws, {"id": 3, "tool": "whoami", "payment": payment})
+        assert again["error"]["code"] == "invalid_payment"
+        assert again["error"]["message"] == REPLAYED
+    assert ledger.settled_count == before
 
 
 async def test_invalid_payment_gives_reason_and_requirements(app: Any) -> None:
@@ -286,7 +290,7 @@ async def test_concurrent_replay_only_one_wins() -> None:
     wins = [o for o in outcomes if not isinstance(o, BaseException)]
     losses = [o for o in outcomes if isinstance(o, ToolPaymentError)]
     assert [w.result for w in wins] == [wallet.address]
-    assert [loss.message for loss in losses] == ["payment authorization already used"] * 3
+    assert [loss.message for loss in losses] == [REPLAYED] * 3
 
 
 async def test_facilitator_down_is_unavailable(app: Any) -> None:

@@ -11,6 +11,13 @@ wallet signature (x402's sign-in-with-x) instead of paying again;
 from __future__ import annotations
 
 from ..replay import InMemoryReplayGuard, ReplayGuard
-from .decorators import PaidSpec, paid, sign_in_required
+from .decorators import PaidSpec, paid, refused_before_work, sign_in_required
 
-__all__ = ["InMemoryReplayGuard", "PaidSpec", "ReplayGuard", "paid", "sign_in_required"]
+__all__ = [
+    "InMemoryReplayGuard",
+    "PaidSpec",
+    "ReplayGuard",
+    "paid",
+    "refused_before_work",
+    "sign_in_required",
+]

@@ -26,6 +26,7 @@ from .sign_in import SignInPolicy, check_sign_in
 __all__ = [
     "PAID_ATTR",
     "PRICE_OF_ATTR",
+    "REFUSED_BEFORE_WORK_ATTR",
     "VERIFIED_ATTR",
     "PaidSpec",
     "PaymentNeeded",
@@ -34,14 +35,32 @@ __all__ = [
     "paid",
     "paid_spec_of",
     "priced_per_request",
+    "refused_before_work",
     "sign_in_required",
 ]
 
 PAID_ATTR = "_aixyz_x402_paid"
 PRICE_OF_ATTR = "_aixyz_x402_price_of"
 VERIFIED_ATTR = "_aixyz_x402_verified"
+REFUSED_BEFORE_WORK_ATTR = "_aixyz_x402_refused_before_work"
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=HttpResponse)
+
+
+def refused_before_work(response: R) -> R:
+    """Mark a paid view's error answer as a refusal made before any of its work.
+
+    A paid request whose view has started spends its payment authorization,
+    whether or not it settles: a view that fails cannot be run again for free
+    with the same signed payment. A view that refuses the request before it
+    does anything (arguments it cannot use, a thing that does not exist)
+    returns its 4xx answer through this function instead; the middleware then
+    gives the authorization back, so the client may correct the request and
+    pay with the same signature. A 2xx answer is settled whatever it carries.
+    """
+    setattr(response, REFUSED_BEFORE_WORK_ATTR, True)
+    return response
 
 
 @dataclass(frozen=True)

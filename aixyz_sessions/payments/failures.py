@@ -72,8 +72,9 @@ RETRY_AFTER_SECONDS = 5
 
 logger = logging.getLogger("aixyz_sessions")
 
-#: The replay guard refused: this authorization already bought a call.
-REPLAYED = "payment authorization already used"
+#: The replay guard refused: this authorization already bought a call (one that
+#: started, even if it failed: a failed call does not hand its authorization back).
+REPLAYED = "payment authorization already used: each one buys one call; sign a new payment"
 #: A payment passed verification without the payer check running.
 NOT_VERIFIED = "the facilitator did not verify who signed this payment"
 #: The payment settled, but the call's session writes could not be stored.

@@ -23,7 +23,10 @@ FastAPI and Flask middleware are. Per request:
 5. a 2xx response -> settle and add ``PAYMENT-RESPONSE``; settlement failed
    -> 402 with the reason and the view's body withheld (facilitator failing or
    timing out: 502 / 504). A view that raises or answers non-2xx is not
-   settled; a session store that is down is a 503 with a JSON error.
+   settled; a session store that is down is a 503 with a JSON error. Either
+   way the authorization is spent once the view has run (one signed payment
+   starts one call), unless the view marked its answer
+   :func:`~aixyz_sessions.payments.decorators.refused_before_work`.
 
 Works in sync (WSGI) and async (ASGI) middleware chains.
 """
@@ -47,7 +50,13 @@ from ..exceptions import SessionStoreError
 from ..startup import NotReady, afirst_request_problem
 from .adapter import DjangoHTTPAdapter
 from .authorization import PaymentHeaderError, screen_payment_header
-from .decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, paid_spec_of
+from .decorators import (
+    REFUSED_BEFORE_WORK_ATTR,
+    VERIFIED_ATTR,
+    PaidSpec,
+    PaymentNeeded,
+    paid_spec_of,
+)
 from .facilitators import facilitator_failures
 from .failures import (
     INVALID_PAYMENT,
@@ -326,6 +335,8 @@ class X402Middleware:
             async with call.bound():
                 response = await call_view(request)
             if not 200 <= response.status_code < 300:
+                if getattr(response, REFUSED_BEFORE_WORK_ATTR, False):
+                    call.refused_before_work()  # the authorization may be used again
                 return response  # not settled; the staged writes are dropped
             try:
                 settlement = await call.settle(

@@ -14,9 +14,12 @@ outcome in their own protocol. What the rules are lives here:
 * the payer is the address the facilitator verified (see
   :mod:`~aixyz_sessions.payments.authorization`), never one read beside it;
 * one authorization buys one call: the claim, keyed by the payer and the
-  canonical nonce, is taken before the handler runs and kept once settled;
-  a call that ends unsettled gives it back, so the client may retry with
-  the same signature;
+  canonical nonce, is taken before the handler runs; once the handler has
+  started (:meth:`PaidCall.bound`) the authorization is spent here, settled
+  or not, so a call that fails, is aborted or cannot settle cannot be started
+  again with it. Only a call refused before its work started (the transport
+  found the request unusable: :meth:`PaidCall.refused_before_work`) gives the
+  claim back;
 * the handler's session writes take effect only if the payment settles;
 * an outage of the replay guard's store is ``session_store_unavailable``,
   the facilitator's ``facilitator_unavailable``/``facilitator_timeout``;
@@ -108,6 +111,8 @@ class PaidCall:
         self.authorization: Authorization | None = None
         self.session: StagedSession | None = None
         self.claimed = False
+        #: The handler began: the authorization is spent, whatever happens next.
+        self.started = False
         self.settled = False
 
     async def __aenter__(self) -> PaidCall:
@@ -201,9 +206,19 @@ class PaidCall:
         self.session = StagedSession(authorization.payer)
 
     def bound(self) -> payer_context:
-        """Bind the payer's staged session (``with`` or ``async with``) around the handler."""
+        """Bind the payer's staged session (``with`` or ``async with``) around the handler.
+
+        From here on the call has started: its authorization stays spent even
+        if the handler fails or nothing settles (see :meth:`close`).
+        """
         assert self.session is not None, "claim() first"
+        self.started = True
         return payer_context(self.session)
+
+    def refused_before_work(self) -> None:
+        """The handler refused the request before doing any of its work (bad arguments,
+        an unknown tool): the authorization is not spent, the client may use it again."""
+        self.started = False
 
     async def settle(
         self,
@@ -296,7 +311,8 @@ class PaidCall:
         await self._record()
 
     async def close(self) -> None:
-        """Drop unsettled writes; give back an unsettled claim and payment identifier."""
+        """Drop unsettled writes and the payment identifier; give the claim back only
+        when the handler never started (see :meth:`refused_before_work`)."""
         if self.settled:
             await self.keep(lambda: None)  # settled, no answer kept: retries get 409
             return
@@ -305,7 +321,7 @@ class PaidCall:
             await retries.forget(self.runtime.replay_guard, self.retry)
         if self.session is not None:
             self.session.discard()
-        if self.claimed and self.authorization is not None:
+        if self.claimed and self.authorization is not None and not self.started:
             self.claimed = False
             await self.runtime.replay_guard.release_quietly(
                 self.authorization.payer, self.authorization.nonce

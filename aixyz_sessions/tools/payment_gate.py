@@ -20,8 +20,8 @@ Order of a paid call, so that a bad call never spends a payment:
    ``FACILITATOR_TIMEOUT``), the replay guard claims it (``invalid_payment``
    if used), the tool runs in the payer's staged session, and the payment
    settles; the result comes back with the SDK-encoded settlement response.
-   A tool that raises is not settled, its writes are dropped and its claim
-   is released.
+   A tool that raises is not settled and its writes are dropped; its
+   authorization stays spent (it started a call).
 """
 
 from __future__ import annotations
@@ -252,15 +252,16 @@ async def call_tool(
     payment by a tool declared with ``sign_in=``; ``origin`` is the
     ``scheme://host`` a sign-in must name (``AIXYZ_X402["ORIGIN"]`` wins).
     ``resource`` is the URL reported in the requirements (default
-    ``tool://<name>``). Raises :class:`ToolArgumentsError`,
-    :class:`ToolPaymentError`, or what the tool raises (then nothing is
-    settled and the authorization may be used again).
+    ``tool://<name>``). Raises :class:`ToolArgumentsError` (before any
+    payment is looked at), :class:`ToolPaymentError`, or what the tool raises
+    (then nothing is settled, and the authorization stays spent: it started
+    a call).
     """
-    item.validate(arguments)
+    kwargs = item.validate(arguments)
     spec = item.paid_spec
     if spec is None:
         async with payer_context(None):
-            return ToolCallResult(await item.call(arguments))
+            return ToolCallResult(await item.run(kwargs))
     if sign_in is not None and spec.sign_in is not None:
         try:
             payer = await signed_in_payer(
@@ -278,7 +279,7 @@ async def call_tool(
                 )
             raise
         async with payer_context(payer):
-            return ToolCallResult(await item.call(arguments), payer=payer)
+            return ToolCallResult(await item.run(kwargs), payer=payer)
     if not spec.charges:
         required = await payment_required_for(item, resource=resource, origin=origin)
         raise PaymentFailure(
@@ -330,7 +331,7 @@ async def call_tool(
             )
         await call.claim()
         async with call.bound():
-            result = await item.call(arguments)
+            result = await item.run(kwargs)
         settlement = await call.settle(http_server, verified, context)
         assert call.authorization is not None
         outcome = ToolCallResult(

@@ -162,7 +162,10 @@ class Tool:
 
     async def call(self, arguments: object) -> Any:
         """Validate ``arguments``, run the tool, and check its result is JSON-serialisable."""
-        kwargs = self.validate(arguments)
+        return await self.run(self.validate(arguments))
+
+    async def run(self, kwargs: dict[str, Any]) -> Any:
+        """Run the tool with keyword arguments :meth:`validate` returned; a JSON result."""
         result = await self.func(**kwargs)
         try:
             json.dumps(result)

@@ -27,9 +27,15 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import bounded_json
 from ..context import payer_context
-from ..payments.decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, priced_per_request
+from ..payments.decorators import (
+    VERIFIED_ATTR,
+    PaidSpec,
+    PaymentNeeded,
+    priced_per_request,
+    refused_before_work,
+)
 from .failures import ToolFailure, invalid_arguments, tool_failure
-from .registry import registry
+from .registry import ToolArgumentsError, registry
 
 __all__ = ["call", "tool_list"]
 
@@ -101,23 +107,35 @@ async def call(request: HttpRequest, name: str) -> HttpResponse:
         return _error(404, "unknown_tool", f"no tool named {name!r}")
     if item.paid_spec is not None and not getattr(request, VERIFIED_ATTR, False):
         return PaymentNeeded(item.paid_spec)  # X402Middleware missing: a JSON 500 that says so
+    # Refusals before the tool runs leave a payment unspent (refused_before_work):
+    # the client may fix the request and send the same signed payment again.
     try:
         arguments = _query_arguments(request) if browsable else _read_arguments(request)
     except RequestDataTooBig:
-        return _error(
-            413,
-            "request_too_large",
-            f"request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
-            "(DATA_UPLOAD_MAX_MEMORY_SIZE)",
+        return refused_before_work(
+            _error(
+                413,
+                "request_too_large",
+                f"request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+                "(DATA_UPLOAD_MAX_MEMORY_SIZE)",
+            )
         )
     except (ValueError, UnicodeDecodeError) as exc:
-        return _failed(invalid_arguments(f"request body is not valid JSON: {exc}"))
+        return refused_before_work(
+            _failed(invalid_arguments(f"request body is not valid JSON: {exc}"))
+        )
+    try:
+        kwargs = item.validate(arguments)
+    except ToolArgumentsError as exc:
+        failure = tool_failure(exc, f"tool {name!r}")
+        assert failure is not None
+        return refused_before_work(_failed(failure))
     try:
         if item.gated:  # the middleware bound the payer's session (paid or signed in)
-            result = await item.call(arguments)
+            result = await item.run(kwargs)
         else:
             async with payer_context(None):
-                result = await item.call(arguments)
+                result = await item.run(kwargs)
     except Exception as exc:
         failure = tool_failure(exc, f"tool {name!r}")
         if failure is None:
