@@ -17,11 +17,13 @@ In a project's ``asgi.py``::
   (``aixyz_sessions.tools.mcp.mcp_asgi_app()``, imported on first use and
   given the request unchanged); every other HTTP path -> Django;
 * WebSocket ``/ws/tools/`` -> :class:`~aixyz_sessions.tools.consumers.ToolConsumer`
-  behind an origin check: a browser (it always sends ``Origin``) must come
-  from ``ALLOWED_HOSTS``, as with channels' ``AllowedHostsOriginValidator``;
-  a client without ``Origin`` (an agent, not a browser) is let in, since
-  every paid message carries its own signed payment and no ambient
-  credentials are used;
+  behind two checks: its ``Host`` must be one of ``ALLOWED_HOSTS`` (as Django
+  checks every HTTP request's; channels checks none), and a browser (it
+  always sends ``Origin``) must come from ``ALLOWED_HOSTS``, as with
+  channels' ``AllowedHostsOriginValidator``; a client without ``Origin`` (an
+  agent, not a browser) is let in, since every paid message carries its own
+  signed payment and a sign-in names this server's own origin (see
+  :func:`~aixyz_sessions.payments.paid_call.sign_in_origin`);
 * ``lifespan``: startup and shutdown are acknowledged and forwarded to the
   MCP app (its session manager runs for the server's lifetime); channels'
   router alone would raise on this scope.
@@ -180,9 +182,30 @@ class _Application:
             await self.router(scope, receive, send)
 
 
+def _host_checked(app: ASGIApp) -> ASGIApp:
+    """Refuse a WebSocket whose ``Host`` Django would refuse (``ALLOWED_HOSTS``).
+
+    A scope that names no host at all (no ``Host`` header, no server address)
+    does not come from a network client: an in-process test communicator.
+    """
+    from channels.security.websocket import WebsocketDenier  # type: ignore[import-untyped]
+
+    from .hosts import host_error, scope_host
+
+    async def checked(scope: Scope, receive: Receive, send: Send) -> None:
+        problem = host_error(scope) if scope_host(scope) else None
+        if problem is not None:
+            logger.warning("WebSocket refused: %s", problem)
+            await WebsocketDenier()(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return checked
+
+
 def _origin_checked(app: ASGIApp) -> ASGIApp:
     """``AllowedHostsOriginValidator`` that also admits connections without ``Origin``."""
-    from channels.security.websocket import OriginValidator  # type: ignore[import-untyped]
+    from channels.security.websocket import OriginValidator
     from django.conf import settings
 
     class AgentOriginValidator(OriginValidator):  # type: ignore[misc]
@@ -226,7 +249,8 @@ def get_asgi_application() -> ASGIApp:
     from .tools.consumers import ToolConsumer
 
     http = McpRouter(django_app)
-    websocket = _origin_checked(URLRouter([re_path(r"^ws/tools/?$", ToolConsumer.as_asgi())]))
+    tools = URLRouter([re_path(r"^ws/tools/?$", ToolConsumer.as_asgi())])
+    websocket = _host_checked(_origin_checked(tools))
     router = ProtocolTypeRouter({"http": http, "websocket": websocket})
     return _Application(router, _Lifespan(http))
 

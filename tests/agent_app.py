@@ -8,6 +8,8 @@ from typing import Any
 
 from django.urls import include, path
 
+from tests.settings import LOOPBACK_HOSTS
+
 AGENT = {
     "NAME": "Test Agent",
     "DESCRIPTION": "Invokes the example tools.",
@@ -41,7 +43,7 @@ def agent_server(**settings: Any) -> Iterator[str]:
         "ROOT_URLCONF": __name__,
         "AIXYZ_X402": LOCAL,
         "AIXYZ_AGENT": AGENT,
-        "ALLOWED_HOSTS": ["*"],
+        "ALLOWED_HOSTS": LOOPBACK_HOSTS,
         **settings,
     }
     with override_settings(**values):

@@ -9,7 +9,10 @@ from tests.services import PG_HOST, PG_PORT, postgres_up
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
-ALLOWED_HOSTS = ["*"]
+#: The names the test servers answer to (Django's test client, loopback under uvicorn).
+#: Not "*": a sign-in must name a host the server owns (see aixyz_sessions.hosts).
+LOOPBACK_HOSTS = ["testserver", "127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = LOOPBACK_HOSTS
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

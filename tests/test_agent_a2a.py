@@ -33,6 +33,7 @@ from aixyz_sessions.testing.paying import sign_in_header
 from tests import mcp_helpers
 from tests.agent_app import AGENT, agent_server
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.settings import LOOPBACK_HOSTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PUT, GET = mcp_helpers.PUT, mcp_helpers.GET
@@ -310,7 +311,7 @@ async def test_one_payer_one_session_over_a2a_http_mcp_and_websocket() -> None:
         ROOT_URLCONF="tests.agent_app",
         AIXYZ_X402=LOCAL,
         AIXYZ_AGENT=AGENT,
-        ALLOWED_HOSTS=["*"],
+        ALLOWED_HOSTS=LOOPBACK_HOSTS,
     ):
         reset_runtime()
         reset_agent()

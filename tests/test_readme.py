@@ -30,6 +30,7 @@ from aixyz_sessions.stores.memory import InMemorySessionStore
 from aixyz_sessions.tools import registry
 from aixyz_sessions.tools.mcp import reset_mcp_server
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.settings import LOOPBACK_HOSTS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
@@ -250,7 +251,10 @@ def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
     for name in urlconf("readme_sign_in", patterns):
         with (
             override_settings(
-                MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
+                MIDDLEWARE=MIDDLEWARE,
+                ROOT_URLCONF=name,
+                AIXYZ_X402=LOCAL,
+                ALLOWED_HOSTS=LOOPBACK_HOSTS,
             ),
             serve(get_asgi_application()) as base,
         ):
@@ -278,7 +282,10 @@ def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
     for name in urlconf("readme_retries", patterns):
         with (
             override_settings(
-                MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
+                MIDDLEWARE=MIDDLEWARE,
+                ROOT_URLCONF=name,
+                AIXYZ_X402=LOCAL,
+                ALLOWED_HOSTS=LOOPBACK_HOSTS,
             ),
             serve(get_asgi_application()) as base,
         ):
@@ -318,7 +325,7 @@ def test_a2a_client_example() -> None:
                     ROOT_URLCONF=name,
                     AIXYZ_X402=LOCAL,
                     AIXYZ_AGENT={**AGENT, **namespace["AIXYZ_AGENT"]},
-                    ALLOWED_HOSTS=["*"],
+                    ALLOWED_HOSTS=LOOPBACK_HOSTS,
                 ),
                 serve(get_asgi_application()) as base,
             ):

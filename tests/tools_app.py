@@ -21,6 +21,7 @@ from x402.schemas import PaymentRequired
 
 from aixyz_sessions import get_payer, get_session
 from aixyz_sessions.tools import Tool, ToolError, ToolRegistry, registry, tool
+from tests.settings import LOOPBACK_HOSTS
 
 PRICE = "$0.01"
 EXAMPLES = ToolRegistry()
@@ -117,7 +118,7 @@ def serving(*registered: str) -> Iterator[None]:
     from tests.payments_helpers import LOCAL, MIDDLEWARE
 
     with override_settings(
-        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=__name__, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=["*"]
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=__name__, AIXYZ_X402=LOCAL, ALLOWED_HOSTS=LOOPBACK_HOSTS
     ):
         reset_runtime()
         reset_mcp_server()

@@ -1,7 +1,8 @@
 """System checks for payments (ids ``aixyz_sessions.E1xx`` / ``W1xx``).
 
-``AIXYZ_X402`` itself, a paid view routed without ``X402Middleware``, and
-(``check --deploy``) a facilitator reached over plain HTTP.
+``AIXYZ_X402`` itself, a paid view routed without ``X402Middleware``, sign-in
+with no origin it could trust, and (``check --deploy``) a facilitator reached
+over plain HTTP.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def check_x402_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     ]
     if not messages:
         messages.extend(_guard_records(value))
+        messages.extend(_sign_in_origin(value))
     if not messages and value.get("FACILITATOR") == "local" and not settings.DEBUG:
         messages.append(
             checks.Warning(
@@ -84,6 +86,26 @@ def _guard_records(value: dict[str, Any]) -> list[checks.CheckMessage]:
             hint="Implement remember() and recall() on the guard (see "
             "aixyz_sessions.replay.ReplayGuard), or leave REPLAY_GUARD out to use the store's.",
             id="aixyz_sessions.W104",
+        )
+    ]
+
+
+def _sign_in_origin(value: dict[str, Any]) -> list[checks.CheckMessage]:
+    """W105: sign-in is declared, ``ALLOWED_HOSTS`` takes any host and no ORIGIN is set."""
+    from ..hosts import any_host_allowed
+    from .sign_in import sign_in_declared
+
+    declared = sign_in_declared() or getattr(settings, "AIXYZ_AGENT", None) is not None
+    if value.get("ORIGIN") or not declared or not any_host_allowed():
+        return []
+    return [
+        checks.Warning(
+            "sign-in is declared but ALLOWED_HOSTS takes any host ('*') and "
+            f"{SETTING}['ORIGIN'] is not set: sign-ins are refused, since a request's "
+            "host would prove nothing (a sign-in signed for another site could be used here)",
+            hint=f"Set {SETTING}['ORIGIN'] to the public origin clients reach, e.g. "
+            "'https://api.example.com', or name your hosts in ALLOWED_HOSTS.",
+            id="aixyz_sessions.W105",
         )
     ]
 

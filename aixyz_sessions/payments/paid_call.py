@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
+from urllib.parse import urlsplit
 
 from x402.http import x402HTTPResourceServer
 from x402.http.types import (
@@ -77,7 +78,7 @@ from .sign_in import (
     verify_sign_in,
 )
 
-__all__ = ["PaidCall", "sign_in_offer", "signed_in_payer"]
+__all__ = ["PaidCall", "sign_in_offer", "sign_in_origin", "signed_in_payer"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -338,16 +339,44 @@ class PaidCall:
         return headers
 
 
-def _sign_in_origin(runtime: PaymentRuntime, origin: str | None) -> str:
-    """The ``scheme://host`` sign-in messages name: ``AIXYZ_X402["ORIGIN"]``, else the request's."""
-    chosen = runtime.config.origin or origin
-    if not chosen:
+def sign_in_origin(runtime: PaymentRuntime, origin: str | None) -> str:
+    """The ``scheme://host`` a sign-in must name, on every transport.
+
+    ``AIXYZ_X402["ORIGIN"]`` when set; else ``origin`` (where the request
+    arrived) only if ``ALLOWED_HOSTS`` names its host. A host header is the
+    client's to choose: were it trusted, a phishing site could get a payer
+    to sign an ordinary sign-in for ``evil.example`` and replay it here with
+    ``Host: evil.example``. A bare ``"*"`` names no host, so with it the
+    origin must be configured. Raises :class:`PaymentFailure`:
+    ``invalid_sign_in`` for a host this server does not own,
+    ``server_misconfigured`` when no origin can be trusted.
+    """
+    from ..hosts import any_host_allowed, owns_host
+
+    if runtime.config.origin:
+        return runtime.config.origin
+    if not origin:
         raise PaymentFailure(
             SERVER_MISCONFIGURED,
             "sign-in needs the server's public origin: set AIXYZ_X402['ORIGIN'] "
             "(or pass origin= to call_tool)",
         )
-    return chosen
+    host = urlsplit(origin).netloc
+    if owns_host(host):
+        return origin
+    if any_host_allowed():
+        raise PaymentFailure(
+            SERVER_MISCONFIGURED,
+            "ALLOWED_HOSTS takes any host ('*'), so a request's host proves nothing about "
+            "this server: set AIXYZ_X402['ORIGIN'] to the origin clients reach, for sign-in",
+        )
+    raise PaymentFailure(
+        INVALID_SIGN_IN,
+        f"sign-in is for this server's own origin, and {host!r} is not one of ALLOWED_HOSTS",
+    )
+
+
+_unusable_origin_logged = False
 
 
 def sign_in_offer(
@@ -361,14 +390,26 @@ def sign_in_offer(
 ) -> PaymentRequired:
     """``required`` with ``spec``'s sign-in offered (``None``: the auth-only form), any transport.
 
-    Raises :class:`PaymentFailure` ``server_misconfigured`` when no origin is known.
+    When no origin can be trusted (:func:`sign_in_origin`) the payment alone
+    is offered, and the reason logged once; with nothing else to offer
+    (``required`` is ``None``) the :class:`PaymentFailure` is raised.
     """
+    global _unusable_origin_logged
     _, path = target_of(spec.resource, request_path)
+    try:
+        trusted = sign_in_origin(runtime, origin)
+    except PaymentFailure as failure:
+        if required is None:
+            raise
+        if not _unusable_origin_logged:
+            _unusable_origin_logged = True
+            logger.warning("x402: sign-in not offered: %s", failure.message)
+        return required
     offered: PaymentRequired = offer(
         required,
         url=url,
         path=path,
-        origin=_sign_in_origin(runtime, origin),
+        origin=trusted,
         network=spec.network or runtime.config.network,
         max_age=runtime.config.sign_in_max_age,
         description=spec.description,
@@ -397,7 +438,7 @@ async def signed_in_payer(
     try:
         return await verify_sign_in(
             credential,
-            origin=_sign_in_origin(runtime, origin),
+            origin=sign_in_origin(runtime, origin),
             path=path,
             network=spec.network or runtime.config.network,
             policy=spec.sign_in,

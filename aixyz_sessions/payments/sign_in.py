@@ -47,6 +47,7 @@ __all__ = [
     "origin_of",
     "record_payment",
     "records_for",
+    "sign_in_declared",
     "target_of",
     "verify_sign_in",
 ]
@@ -63,6 +64,7 @@ _NONCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 _lock = threading.Lock()
 _any_payment_read = False  # set once a route declares "after_any_payment"
+_declared = False  # set once a route declares any sign-in
 
 
 class SignInRefused(Exception):
@@ -75,7 +77,7 @@ def check_sign_in(value: object, *, what: str) -> SignInPolicy | None:
     Declaring ``"after_any_payment"`` makes every settlement of this process
     record its payer (what that policy reads).
     """
-    global _any_payment_read
+    global _any_payment_read, _declared
     if value is None:
         return None
     if value not in POLICIES:
@@ -87,10 +89,16 @@ def check_sign_in(value: object, *, what: str) -> SignInPolicy | None:
             'again; "after_any_payment": a payer of any paid resource here; "required": '
             "a free resource that needs a proven payer.",
         )
-    if value == "after_any_payment":
-        with _lock:
+    with _lock:
+        _declared = True
+        if value == "after_any_payment":
             _any_payment_read = True
     return value  # type: ignore[return-value]
+
+
+def sign_in_declared() -> bool:
+    """Whether some view or tool of this process takes a sign-in."""
+    return _declared
 
 
 def _record_name(resource: str) -> str:

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from mcp.server.fastmcp import FastMCP
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
 from ... import bounded_json
 from ...asgi_json import send_json
+from ...hosts import host_error
 from .server import MCP_PATH, build_mcp_server
 
 __all__ = ["MCPApp", "bump_generation"]
@@ -79,36 +79,6 @@ async def _run_manager(
         logger.exception("the MCP session manager stopped")
         if not started.done():
             started.set_exception(exc)
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1")
-        for name, value in scope.get("headers", [])
-    }
-
-
-def _host(scope: Scope) -> str:
-    """The request's host the way ``HttpRequest._get_raw_host`` finds it."""
-    headers = _headers(scope)
-    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
-        return headers["x-forwarded-host"]
-    if "host" in headers:
-        return headers["host"]
-    server = scope.get("server")
-    return f"{server[0]}:{server[1]}" if server else ""
-
-
-def host_error(scope: Scope) -> str | None:
-    """Why Django would refuse this request's host, or ``None`` if it is allowed."""
-    host = _host(scope)
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    domain, _ = split_domain_port(host)
-    if domain and validate_host(domain, allowed):
-        return None
-    return f"Invalid HTTP_HOST header: {host!r}. You may need to add {domain!r} to ALLOWED_HOSTS."
 
 
 class _TooLarge(Exception):
@@ -162,10 +132,13 @@ async def _buffered(receive: Receive, limit: int | None) -> tuple[Receive, bytes
 
 
 def _declared_length(scope: Scope) -> int | None:
-    try:
-        return int(_headers(scope).get("content-length", ""))
-    except ValueError:
-        return None
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 class MCPApp:

@@ -1,0 +1,76 @@
+"""Which host names this server answers to: Django's ``ALLOWED_HOSTS``, for every transport.
+
+Django checks the ``Host`` of each HTTP request it handles
+(``HttpRequest.get_host``). The MCP endpoint and the WebSocket never pass
+through that code, and a sign-in message names an origin that must be this
+server's own, so the same rule lives here once:
+
+* :func:`host_error` is what Django would say of an ASGI scope's host
+  (``X-Forwarded-Host`` when ``USE_X_FORWARDED_HOST``, else ``Host``, else
+  the server address); ``None`` when the host is allowed;
+* :func:`owns_host` is stricter: a bare ``"*"`` in ``ALLOWED_HOSTS`` lets any
+  name in, so it proves nothing about who the server is. A sign-in names an
+  origin this server *owns*: ``AIXYZ_X402["ORIGIN"]``, else a host that
+  ``ALLOWED_HOSTS`` names (see
+  :func:`~aixyz_sessions.payments.paid_call.sign_in_origin`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+__all__ = ["allowed_hosts", "any_host_allowed", "host_error", "owns_host", "scope_host"]
+
+#: What Django allows when ``DEBUG`` is on and ``ALLOWED_HOSTS`` is empty.
+DEBUG_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+
+
+def allowed_hosts() -> list[str]:
+    """``ALLOWED_HOSTS``, or Django's own loopback names under ``DEBUG`` when it is empty."""
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = list(DEBUG_HOSTS)
+    return allowed
+
+
+def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
+
+
+def scope_host(scope: Mapping[str, Any]) -> str:
+    """An ASGI scope's host the way ``HttpRequest._get_raw_host`` finds it (port included)."""
+    headers = _headers(scope)
+    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
+        return headers["x-forwarded-host"]
+    if "host" in headers:
+        return headers["host"]
+    server = scope.get("server")
+    return f"{server[0]}:{server[1]}" if server else ""
+
+
+def host_error(scope: Mapping[str, Any]) -> str | None:
+    """Why Django would refuse this scope's host, or ``None`` if it is allowed."""
+    host = scope_host(scope)
+    domain, _ = split_domain_port(host)
+    if domain and validate_host(domain, allowed_hosts()):
+        return None
+    return f"Invalid HTTP_HOST header: {host!r}. You may need to add {domain!r} to ALLOWED_HOSTS."
+
+
+def owns_host(netloc: str) -> bool:
+    """Whether ``host[:port]`` is a name ``ALLOWED_HOSTS`` gives this server (not just ``"*"``)."""
+    domain, _ = split_domain_port(netloc)
+    named = [host for host in allowed_hosts() if host != "*"]
+    return bool(domain) and validate_host(domain, named)
+
+
+def any_host_allowed() -> bool:
+    """Whether ``ALLOWED_HOSTS`` holds the bare ``"*"`` (every ``Host`` header is taken)."""
+    return "*" in allowed_hosts()

@@ -1,0 +1,150 @@
+"""What a payment buys, attacked against the real demo server (uvicorn, its one ASGI app).
+
+The rules (DESIGN.md, "What a payment buys"): one authorization starts one
+unit of work, and once started it is spent, settled or not; a call that is
+not charged delivers nothing of its work; a tool costs its own price
+wherever it is called; a sign-in names an origin this server owns; a kept
+answer dies with its authorization. Each test here is an attack that worked
+before those rules were kept, run as a client would run it: over loopback,
+paying with the x402 SDK, against one demo process or two sharing Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import websockets
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client
+from x402.extensions.sign_in_with_x import create_siwx_payload, encode_siwx_header
+from x402.http.clients.httpx import x402HttpxClient
+from x402.mechanisms.evm.exact import register_exact_evm_client
+
+from aixyz_sessions.payments.sign_in import declaration
+from tests.demo_server import DemoServer, demo_server
+from tests.services import need_redis
+
+GET, PUT = "get-content", "put-content"
+SECRET = "the victim's own data"
+EVIL = "evil.example"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+    with demo_server(tmp_path_factory.mktemp("paid-work")) as running:
+        yield running
+
+
+async def _paid_put(base: str, account: LocalAccount, key: str, value: str) -> None:
+    signer = x402Client()
+    register_exact_evm_client(signer, account)
+    async with x402HttpxClient(signer, base_url=base, timeout=30) as http:
+        response = await http.post(f"/tools/{PUT}", json={"key": key, "value": value})
+    assert response.status_code == 200, response.text
+
+
+# -- a sign-in names an origin this server owns ----------------------------------------------
+
+
+async def _phished_sign_in(victim: LocalAccount) -> str:
+    """What a phishing site at evil.example gets the victim to sign: an ordinary sign-in.
+
+    The message is the one evil.example's own 402 would offer for the same
+    path (a fresh nonce, its domain, the chain the demo uses).
+    """
+    offer = declaration(
+        f"/tools/{GET}", origin=f"http://{EVIL}", network="eip155:84532", max_age=300
+    )
+    info = {**offer["info"], "chainId": "eip155:84532", "type": "eip191"}
+    payload = await create_siwx_payload(info, victim, f"http://{EVIL}/tools/{GET}")
+    return encode_siwx_header(payload)
+
+
+@asynccontextmanager
+async def _socket_as(base: str, host: str | None = None) -> AsyncIterator[Any]:
+    """A WebSocket to ``base``'s server whose ``Host`` header says ``host`` (no ``Origin``).
+
+    ``None``: the server's own ``host:port``.
+    """
+    port = urlsplit(base).port
+    netloc = host or urlsplit(base).netloc
+    async with websockets.connect(
+        f"ws://{netloc}/ws/tools/", host="127.0.0.1", port=port, max_size=None
+    ) as ws:
+        yield ws
+
+
+async def _ask(ws: Any, message: dict[str, Any]) -> dict[str, Any]:
+    await ws.send(json.dumps(message))
+    reply: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return reply
+
+
+async def _phishing_reads_nothing(victim_server: DemoServer, attacked: DemoServer) -> None:
+    victim = Account.create()
+    await _paid_put(victim_server.url, victim, "secret", SECRET)
+    header = await _phished_sign_in(victim)
+    read = {"id": 1, "tool": GET, "arguments": {}, "sign_in": header}
+    # The socket that names the phishing site's host is not let in at all ...
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with _socket_as(attacked.url, EVIL) as ws:
+            stolen = await _ask(ws, read)
+            pytest.fail(f"a socket for {EVIL} was served: {stolen}")
+    assert refused.value.response.status_code == 403
+    # ... and on a socket for this server's own name the message is for another site.
+    async with _socket_as(attacked.url) as ws:
+        reply = await _ask(ws, read)
+    assert "result" not in reply and reply["error"]["code"] == "invalid_sign_in", reply
+    assert SECRET not in json.dumps(reply)
+
+
+async def test_a_sign_in_phished_for_another_site_reads_nothing_over_websocket(
+    server: DemoServer,
+) -> None:
+    """evil.example had a payer sign its own sign-in; replayed here with ``Host: evil.example``."""
+    await _phishing_reads_nothing(server, server)
+
+
+@pytest.mark.redis
+async def test_a_phished_sign_in_reads_nothing_on_two_workers_over_redis(tmp_path: Path) -> None:
+    need_redis()
+    env = {"AIXYZ_DEMO_STORE": "cache"}
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    with (
+        demo_server(tmp_path / "a", env, name="first") as first,
+        demo_server(tmp_path / "b", env, name="second") as second,
+    ):
+        await _phishing_reads_nothing(first, second)
+        await _phishing_reads_nothing(second, first)
+
+
+async def test_the_victims_own_sign_in_still_reads_over_websocket(server: DemoServer) -> None:
+    """The honest path through the same checks: a sign-in for this server's origin."""
+    from aixyz_sessions.testing.paying import sign_in_header
+
+    victim = Account.create()
+    await _paid_put(server.url, victim, "secret", SECRET)
+    async with _socket_as(server.url) as ws:
+        asked = await _ask(ws, {"id": 1, "tool": GET, "arguments": {"key": "secret"}})
+        offer = asked["error"]["payment_required"]
+        header = await sign_in_header(victim, offer, f"{server.url}/tools/{GET}")
+        reply = await _ask(
+            ws, {"id": 2, "tool": GET, "arguments": {"key": "secret"}, "sign_in": header}
+        )
+    assert reply["result"] == {"success": True, "key": "secret", "value": SECRET}
+
+
+def test_a_host_outside_allowed_hosts_gets_no_http_answer_either(server: DemoServer) -> None:
+    """The same rule as Django's for HTTP (so the transports agree)."""
+    response = httpx.get(f"{server.url}/tools/", headers={"Host": EVIL}, timeout=10)
+    assert response.status_code == 400
