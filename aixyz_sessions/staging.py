@@ -14,6 +14,11 @@ is produced after settlement still writes). Free calls and
 :func:`~aixyz_sessions.payer_context` used by hand bind a plain
 :class:`~aixyz_sessions.Session`, which always writes through.
 
+Other records that belong to the paid work and must not outlive an unpaid
+call (the A2A task a message creates, say) wait the same way:
+:meth:`~StagedSession.defer` keeps the write until the commit, and the
+discard drops it.
+
 What staging cannot cover: side effects outside the session (your own
 database rows, e-mails, calls to other services) happen when the code runs,
 paid or not.
@@ -30,7 +35,7 @@ page only.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .context import Session
@@ -49,12 +54,14 @@ _UNKNOWN = object()
 class StagedSession(Session):
     """A :class:`~aixyz_sessions.Session` whose writes wait for :meth:`commit`."""
 
-    __slots__ = ("_committed", "_pending")
+    __slots__ = ("_committed", "_deferred", "_discarded", "_pending")
 
     def __init__(self, payer: str, store: SessionStore | None = None) -> None:
         super().__init__(payer, store)
         self._pending: dict[str, Pending] = {}
+        self._deferred: dict[str, tuple[object, Callable[[], Awaitable[None]]]] = {}
         self._committed = False
+        self._discarded = False
 
     @property
     def has_pending_writes(self) -> bool:
@@ -157,6 +164,27 @@ class StagedSession(Session):
             next_cursor = store.encode_cursor(self.key, kept[-1])
         return ListResult(ordered, next_cursor)
 
+    # -- other writes of the paid work -------------------------------------------------
+
+    def defer(self, name: str, value: object, apply: Callable[[], Awaitable[None]]) -> bool:
+        """Keep ``apply`` (the write of ``value``) until the commit; the last under ``name`` wins.
+
+        ``False`` when the session already writes through (the payment
+        settled): the caller writes now. After a discard the write is dropped
+        (``True``): the call was not paid for, and work still running in the
+        background must leave nothing behind.
+        """
+        if self._committed:
+            return False
+        if not self._discarded:
+            self._deferred[name] = (value, apply)
+        return True
+
+    def deferred(self, name: str) -> object | None:
+        """The value of the write waiting under ``name``, if any (reads see the call's own)."""
+        entry = self._deferred.get(name)
+        return None if entry is None else entry[0]
+
     # -- the outcome of the paid call ---------------------------------------------------
 
     async def ready(self) -> None:
@@ -174,11 +202,13 @@ class StagedSession(Session):
         """Apply the pending writes (the payment settled); later writes go straight through.
 
         Sets are written with ``set_many`` per TTL and deletes with
-        ``delete_many``, in batches the store accepts. Raises what the store
+        ``delete_many``, in batches the store accepts; then the deferred
+        writes, in the order they were first deferred. Raises what the store
         raises (:class:`~aixyz_sessions.SessionStoreError`); the writes not
         yet applied stay pending.
         """
         if not self._pending:  # a call that only read: nothing to store
+            await self._apply_deferred()
             self._committed = True
             return
         store = self.store
@@ -202,8 +232,17 @@ class StagedSession(Session):
             await store.delete_many(self.key, gone)
             for key in gone:
                 del self._pending[key]
+        await self._apply_deferred()
         self._committed = True
 
+    async def _apply_deferred(self) -> None:
+        while self._deferred:
+            name = next(iter(self._deferred))
+            await self._deferred[name][1]()
+            del self._deferred[name]
+
     def discard(self) -> None:
-        """Forget the pending writes (the call failed or was not paid for)."""
+        """Forget the pending and deferred writes (the call failed or was not paid for)."""
         self._pending.clear()
+        self._deferred.clear()
+        self._discarded = True

@@ -27,6 +27,7 @@ from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from aixyz_sessions import get_store
 from aixyz_sessions.agent.server import reset_agent
+from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.testing.paying import sign_in_header
@@ -82,13 +83,22 @@ async def test_the_card_names_the_agent_its_url_and_the_tools(base: str) -> None
     assert card["capabilities"]["streaming"] is True
 
 
-async def test_an_unpaid_message_is_a_402(base: str) -> None:
-    response = await post(
-        f"{base}/agent", json=rpc("message/send", v03_message(invoke(PUT, key="k", value="v")))
+async def test_an_unpaid_message_asks_for_the_price_of_the_tool_it_invokes(base: str) -> None:
+    for tool, arguments, amount in (
+        (PUT, {"key": "k", "value": "v"}, "10000"),
+        (GET, {"key": "k"}, "1000"),
+    ):
+        response = await post(
+            f"{base}/agent", json=rpc("message/send", v03_message(invoke(tool, **arguments)))
+        )
+        assert response.status_code == 402
+        required = decode_payment_required_header(response.headers["PAYMENT-REQUIRED"])
+        assert required.accepts[0].amount == amount  # the tool's own price (USDC, 6 decimals)
+    free_tool = await post(
+        f"{base}/agent", json=rpc("message/send", v03_message(invoke(mcp_helpers.ECHO, text="a")))
     )
-    assert response.status_code == 402
-    required = decode_payment_required_header(response.headers["PAYMENT-REQUIRED"])
-    assert required.accepts[0].amount == "1000"  # $0.001 in USDC's 6 decimals
+    required = decode_payment_required_header(free_tool.headers["PAYMENT-REQUIRED"])
+    assert required.accepts[0].amount == "1000"  # no price of its own: the agent's $0.001
 
 
 async def test_a_paid_v03_message_invokes_the_tool_in_the_payers_session(base: str) -> None:
@@ -130,17 +140,61 @@ async def test_the_official_client_sends_a_paid_message(base: str) -> None:
     assert await get_store().get(account.address.lower(), "n") == "1.0"
 
 
-async def test_a_failed_invocation_is_not_charged(base: str) -> None:
-    account = Account.create()
+@pytest.mark.parametrize(
+    ("parts", "why"),
+    [
+        ([invoke("nope")], "no tool named 'nope'"),
+        ([invoke(PUT)], "invalid arguments"),
+        ([invoke(GET, key="a"), invoke(GET, key="b")], "at most one tool"),
+        ([{"kind": "text", "text": "hello"}], "No model is configured"),
+    ],
+)
+async def test_a_message_that_cannot_run_is_refused_before_payment(
+    base: str, parts: list[dict[str, Any]], why: str
+) -> None:
+    """Refused without a 402 (nothing to pay for), and a payment sent along is not spent."""
     before = get_local_facilitator().ledger.settled_count
-    async with paying(account, base) as http:
-        unknown = await http.post("/agent", json=rpc("message/send", v03_message(invoke("nope"))))
-        invalid = await http.post("/agent", json=rpc("message/send", v03_message(invoke(PUT))))
-    for response, why in ((unknown, "no tool named"), (invalid, "invalid_arguments")):
-        assert response.status_code == 422, response.text
-        task = response.json()["result"]
-        assert task["status"]["state"] == "failed"
-        assert why in json.dumps(task["status"]["message"])
+    body = rpc("message/send", v03_message(*parts))
+    unpaid = await post(f"{base}/agent", json=body)
+    assert unpaid.status_code == 400, unpaid.text
+    assert why in unpaid.json()["error"]["message"]
+    signer = x402Client()
+    register_exact_evm_client(signer, Account.create())
+    asked = await post(
+        f"{base}/agent", json=rpc("message/send", v03_message(invoke(PUT, key="k", value="v")))
+    )
+    required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+    headers = {
+        "PAYMENT-SIGNATURE": encode_payment_signature_header(
+            await signer.create_payment_payload(required)
+        )
+    }
+    paid = await post(f"{base}/agent", json=body, headers=headers)
+    assert paid.status_code == 400 and "PAYMENT-RESPONSE" not in paid.headers
+    assert get_local_facilitator().ledger.settled_count == before
+    # The payment was not spent: it still buys the call it was signed for.
+    good = rpc("message/send", v03_message(invoke(PUT, key="k", value="v")))
+    assert (await post(f"{base}/agent", json=good, headers=headers)).status_code == 200
+
+
+async def test_a_tool_that_fails_is_not_charged_shows_nothing_and_spends_the_payment(
+    base: str,
+) -> None:
+    before = get_local_facilitator().ledger.settled_count
+    signer = x402Client()
+    register_exact_evm_client(signer, Account.create())
+    body = rpc("message/send", v03_message(invoke(mcp_helpers.FAIL, reason="broken")))
+    asked = await post(f"{base}/agent", json=body)
+    required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+    payload = await signer.create_payment_payload(required)
+    headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+    failed = await post(f"{base}/agent", json=body, headers=headers)
+    assert failed.status_code == 422, failed.text
+    task = failed.json()["result"]
+    assert task["status"]["state"] == "failed" and "artifacts" not in task
+    assert "refused: broken" in json.dumps(task["status"]["message"])
+    again = await post(f"{base}/agent", json=body, headers=headers)
+    assert again.status_code == 402 and again.json()["reason"] == REPLAYED
     assert get_local_facilitator().ledger.settled_count == before
 
 
@@ -197,16 +251,6 @@ async def test_one_payer_one_session_over_a2a_and_http_tools(base: str) -> None:
     assert read.json()["result"] == {"key": "shared", "value": "x"}
 
 
-async def test_a_text_message_without_a_model_says_how_to_invoke_tools(base: str) -> None:
-    async with paying(Account.create(), base) as http:
-        response = await http.post(
-            "/agent", json=rpc("message/send", v03_message({"kind": "text", "text": "hello"}))
-        )
-    task = response.json()["result"]
-    text = task["artifacts"][0]["parts"][0]["text"]
-    assert '"tool"' in text and "No model is configured" in text
-
-
 async def test_a_v03_stream_is_paid_once_and_carries_the_events(base: str) -> None:
     account = Account.create()
     before = get_local_facilitator().ledger.settled_count
@@ -238,10 +282,10 @@ async def test_a_failing_stream_is_not_charged(base: str) -> None:
     before = get_local_facilitator().ledger.settled_count
     async with paying(Account.create(), base) as http:
         response = await http.post(
-            "/agent", json=rpc("message/stream", v03_message(invoke("nope")))
+            "/agent", json=rpc("message/stream", v03_message(invoke(mcp_helpers.FAIL, reason="x")))
         )
     assert response.status_code == 422
-    assert "no tool named" in response.text
+    assert "refused: x" in response.text and "artifact" not in response.text
     assert get_local_facilitator().ledger.settled_count == before
 
 

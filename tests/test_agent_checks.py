@@ -26,13 +26,14 @@ async def test_configured_skills_are_the_cards_and_messages_are_priced() -> None
 
     skills = [{"id": "s", "name": "S", "description": "d", "tags": ["t"], "examples": ["e"]}]
     with override_settings(
-        AIXYZ_AGENT={**AGENT, "SKILLS": skills},
+        AIXYZ_AGENT={**AGENT, "SKILLS": skills, "AGENT": "tests.test_agent_loop.loop_agent"},
         AIXYZ_X402=LOCAL,
         MIDDLEWARE=MIDDLEWARE,
         ROOT_URLCONF="tests.agent_app",
     ):
         card = (await AsyncClient().get("/.well-known/agent-card.json")).json()
-        body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}}
+        text = {"role": "user", "messageId": "m1", "parts": [{"kind": "text", "text": "hi"}]}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": text}}
         asked = await AsyncClient().post("/agent", body, "application/json")
     assert [s["id"] for s in card["skills"]] == ["s"] and card["skills"][0]["examples"] == ["e"]
     assert asked.status_code == 402

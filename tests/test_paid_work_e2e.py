@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from x402 import x402Client
 from x402.extensions.sign_in_with_x import create_siwx_payload, encode_siwx_header
+from x402.http import decode_payment_required_header, encode_payment_signature_header
 from x402.http.clients.httpx import x402HttpxClient
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
@@ -148,3 +150,123 @@ def test_a_host_outside_allowed_hosts_gets_no_http_answer_either(server: DemoSer
     """The same rule as Django's for HTTP (so the transports agree)."""
     response = httpx.get(f"{server.url}/tools/", headers={"Host": EVIL}, timeout=10)
     assert response.status_code == 400
+
+
+# -- A2A: one message, one tool at its price; a failed turn is empty and spent ---------------
+
+
+def _message(*parts: dict[str, Any], method: str = "message/send") -> dict[str, Any]:
+    message = {"role": "user", "messageId": uuid.uuid4().hex, "parts": list(parts)}
+    return {
+        "jsonrpc": "2.0",
+        "id": uuid.uuid4().hex,
+        "method": method,
+        "params": {"message": message},
+    }
+
+
+def _invoke(tool: str, **arguments: Any) -> dict[str, Any]:
+    return {"kind": "data", "data": {"tool": tool, "arguments": arguments}}
+
+
+async def _payment_for(base: str, body: dict[str, Any], account: LocalAccount) -> dict[str, str]:
+    """The PAYMENT-SIGNATURE header for ``body``'s 402, signed by ``account`` (SDK client)."""
+    async with httpx.AsyncClient(timeout=30) as plain:
+        asked = await plain.post(f"{base}/agent", json=body)
+    assert asked.status_code == 402, asked.text
+    signer = x402Client()
+    register_exact_evm_client(signer, account)
+    required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+    payload = await signer.create_payment_payload(required)
+    return {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+
+
+async def _signed_in_tasks(base: str, account: LocalAccount) -> list[dict[str, Any]]:
+    from aixyz_sessions.testing.paying import sign_in_header
+
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}}
+    headers = {"A2A-Version": "1.0"}
+    async with httpx.AsyncClient(timeout=30) as plain:
+        asked = await plain.post(f"{base}/agent", json=body, headers=headers)
+        header = await sign_in_header(account, asked.headers["PAYMENT-REQUIRED"], f"{base}/agent")
+        listed = await plain.post(
+            f"{base}/agent", json=body, headers={**headers, "SIGN-IN-WITH-X": header}
+        )
+    assert listed.status_code == 200, listed.text
+    tasks: list[dict[str, Any]] = listed.json()["result"].get("tasks", [])
+    return tasks
+
+
+async def test_one_a2a_message_cannot_run_a_tool_beside_one_that_fails(server: DemoServer) -> None:
+    """[get-content, no-such-tool] once answered 422 carrying get-content's result, 5 times over."""
+    victim = Account.create()
+    await _paid_put(server.url, victim, "secret", SECRET)
+    body = _message(_invoke(GET, key="secret"), _invoke("no-such-tool"))
+    async with httpx.AsyncClient(timeout=30) as plain:
+        unpaid = await plain.post(f"{server.url}/agent", json=body)
+        assert unpaid.status_code == 400 and "at most one tool" in unpaid.text
+        # With the victim's own payment for a proper message: still nothing runs.
+        headers = await _payment_for(server.url, _message(_invoke(GET, key="secret")), victim)
+        for _ in range(5):
+            replay = await plain.post(f"{server.url}/agent", json=body, headers=headers)
+            assert replay.status_code == 400, replay.text
+            assert SECRET not in replay.text and "PAYMENT-RESPONSE" not in replay.headers
+    assert await _signed_in_tasks(server.url, victim) == []
+
+
+async def _failed_turn_is_spent(paid_on: DemoServer, replayed_on: DemoServer) -> None:
+    payer = Account.create()
+    body = _message(_invoke(PUT, key="k" * 600, value="too long a key for the store"))
+    headers = await _payment_for(paid_on.url, body, payer)
+    async with httpx.AsyncClient(timeout=30) as plain:
+        failed = await plain.post(f"{paid_on.url}/agent", json=body, headers=headers)
+        assert failed.status_code == 422, failed.text
+        task = failed.json()["result"]
+        assert task["status"]["state"] == "failed" and "artifacts" not in task
+        assert "PAYMENT-RESPONSE" not in failed.headers
+        for server in (paid_on, replayed_on):
+            again = await plain.post(f"{server.url}/agent", json=body, headers=headers)
+            assert again.status_code == 402, again.text
+            assert "already used" in again.json()["reason"]
+    for server in (paid_on, replayed_on):
+        assert await _signed_in_tasks(server.url, payer) == []
+
+
+async def test_a_failed_a2a_turn_is_empty_and_its_payment_spent(server: DemoServer) -> None:
+    await _failed_turn_is_spent(server, server)
+
+
+@pytest.mark.redis
+async def test_a_failed_a2a_turn_is_spent_on_two_workers_over_redis(tmp_path: Path) -> None:
+    need_redis()
+    env = {"AIXYZ_DEMO_STORE": "cache"}
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    with (
+        demo_server(tmp_path / "a", env, name="first") as first,
+        demo_server(tmp_path / "b", env, name="second") as second,
+    ):
+        await _failed_turn_is_spent(first, second)
+        await _failed_turn_is_spent(second, first)
+
+
+async def test_a_tool_over_a2a_costs_its_own_price(server: DemoServer) -> None:
+    """put-content is $0.01 over HTTP, WebSocket and MCP: a message invoking it is too."""
+    async with httpx.AsyncClient(timeout=30) as plain:
+        for tool, arguments, amount in (
+            (PUT, {"key": "k", "value": "v"}, "10000"),
+            (GET, {"key": "k"}, "1000"),
+        ):
+            asked = await plain.post(
+                f"{server.url}/agent", json=_message(_invoke(tool, **arguments))
+            )
+            required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+            assert [a.amount for a in required.accepts] == [amount]
+
+
+@pytest.mark.parametrize("method", [["message/send"], {"m": "message/send"}, 1, None])
+def test_a_json_rpc_method_that_is_not_a_string_is_refused(server: DemoServer, method: Any) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}
+    response = httpx.post(f"{server.url}/agent", json=body, timeout=10)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == -32600

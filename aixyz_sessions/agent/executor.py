@@ -1,20 +1,23 @@
 """What the agent does with one A2A message, inside the payer's session.
 
-* A message whose parts hold a data part ``{"tool": <name>, "arguments":
-  {...}}`` invokes that registered tool directly (no model), with the same
-  argument validation as every other transport; the task completes with the
-  result as a data part of an artifact named after the tool, or fails with the error
-  message. Several such parts run in order.
-* Any other message goes to ``AIXYZ_AGENT["AGENT"]`` (an async callable
+It runs what the message was priced for (:func:`~aixyz_sessions.agent.turns.asked`,
+see :mod:`~aixyz_sessions.agent.asks`):
+
+* a direct tool invocation runs that one registered tool with its validated
+  arguments (no model); the task completes with the tool's result as a data
+  part of an artifact named after the tool, or fails with the error message;
+* a text turn goes to ``AIXYZ_AGENT["AGENT"]`` (an async callable
   ``(text, context) -> str``, such as a
-  :class:`~aixyz_sessions.agent.loop.ToolLoopAgent`) when one is configured;
-  its :class:`~aixyz_sessions.agent.loop.AgentError` fails the task with the
-  reason. Without one, the reply says how to invoke a tool.
+  :class:`~aixyz_sessions.agent.loop.ToolLoopAgent`); its
+  :class:`~aixyz_sessions.agent.loop.AgentError` fails the task with the
+  reason.
 
 The payer binding (:func:`~aixyz_sessions.payer_context`) comes from the
 HTTP request the message arrived in: the SDK runs this executor in a task
-created inside it, which copies the binding. The message's price covers what
-its tools do: a tool's own price is for calling it on the other transports.
+created inside it, which copies the binding, and the priced ask with it.
+The executor joins the request's turn, so a request that ends early stops
+it. Called outside a priced turn (a test driving the SDK directly), it reads
+the message itself by the same rules.
 """
 
 from __future__ import annotations
@@ -36,19 +39,14 @@ from a2a.server.tasks import TaskUpdater
 
 from ..tools.failures import tool_failure
 from ..tools.registry import ToolRegistry, registry
+from .asks import HELP, Ask
 from .loop import AgentError
+from .turns import asked, join
 
 __all__ = ["Answer", "RegistryAgentExecutor", "ToolInvocationFailed"]
 
 #: ``AIXYZ_AGENT["AGENT"]``: the answer to a text message.
 Answer = Callable[[str, RequestContext], Awaitable[str]]
-
-HELP = (
-    "This agent runs its tools directly: send a data part "
-    '{"tool": "<name>", "arguments": {...}} (the agent card lists the tools as skills). '
-    "No model is configured for text messages: the server sets AIXYZ_AGENT['AGENT'] "
-    "(a ToolLoopAgent with OPENAI_API_KEY) to answer them."
-)
 
 
 class ToolInvocationFailed(Exception):
@@ -61,13 +59,14 @@ def tool_calls(parts: Any) -> list[dict[str, Any]]:
 
 
 class RegistryAgentExecutor(AgentExecutor):
-    """Direct tool invocations, else the configured answer, else a help text."""
+    """A direct tool invocation, else the configured answer (see the module)."""
 
     def __init__(self, *, tools: ToolRegistry = registry, answer: Answer | None = None) -> None:
         self.tools = tools
         self.answer = answer
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        join()  # stopped with the request that paid for it
         message = context.message
         assert message is not None
         task = context.current_task
@@ -76,35 +75,42 @@ class RegistryAgentExecutor(AgentExecutor):
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         try:
-            calls = tool_calls(message.parts)
-            if calls:
-                for call in calls:
-                    name, result = await self._invoke(call)
-                    await updater.add_artifact([new_data_part(result)], name=name)
+            ask = asked() or self._read(message.parts)
+            if ask.tool is not None:
+                result = await self._invoke(ask)
+                await updater.add_artifact([new_data_part(result)], name=ask.tool.name)
             else:
-                text = (
-                    HELP
-                    if self.answer is None
-                    else await self.answer(get_message_text(message), context)
-                )
+                if self.answer is None:
+                    raise ToolInvocationFailed(HELP)
+                text = await self.answer(get_message_text(message), context)
                 await updater.add_artifact([new_text_part(text)], name="answer")
         except (ToolInvocationFailed, AgentError) as exc:
             await updater.failed(message=new_text_message(str(exc)))
             return
         await updater.complete()
 
-    async def _invoke(self, call: dict[str, Any]) -> tuple[str, Any]:
-        name = call.get("tool")
-        if not isinstance(name, str):
-            raise ToolInvocationFailed("'tool' must be a tool name (a string)")
-        item = self.tools.get(name)
+    def _read(self, parts: Any) -> Ask:
+        """The message's ask by :func:`~aixyz_sessions.agent.asks.read_ask`'s rules."""
+        calls = tool_calls(parts)
+        if len(calls) > 1:
+            raise ToolInvocationFailed("a message invokes at most one tool")
+        if not calls:
+            return Ask()
+        name = calls[0].get("tool")
+        item = self.tools.get(name) if isinstance(name, str) else None
         if item is None:
             raise ToolInvocationFailed(f"no tool named {name!r}")
-        arguments = call.get("arguments", {})
         try:
-            return name, await item.call(arguments)
+            return Ask(item, item.validate(calls[0].get("arguments", {})))
         except Exception as exc:
-            failure = tool_failure(exc, f"A2A tool {name!r}")
+            raise ToolInvocationFailed(str(exc)) from None
+
+    async def _invoke(self, ask: Ask) -> Any:
+        assert ask.tool is not None
+        try:
+            return await ask.tool.run(ask.arguments)
+        except Exception as exc:
+            failure = tool_failure(exc, f"A2A tool {ask.tool.name!r}")
             if failure is None:
                 raise  # a bug in the tool: the SDK fails the task
             raise ToolInvocationFailed(f"{failure.code}: {failure.message}") from exc

@@ -4,9 +4,10 @@ The counterpart of the TypeScript template's ``ToolLoopAgent``: instructions,
 a model name, an OpenAI-compatible chat-completions client (the ``openai``
 package, ``pip install "aixyz-sessions[agent]"``), the registered tools
 offered as functions with their JSON schemas, and at most ``max_steps``
-model calls per message. Tool calls run like direct invocations: validated,
-inside the payer's session (staged with the paid message, so they count only
-if it settles). Name an instance in ``AIXYZ_AGENT["AGENT"]``::
+model calls and ``max_tool_calls`` tool calls per message: the work one paid
+turn can cause is bounded. Tool calls run like direct invocations:
+validated, inside the payer's session (staged with the paid message, so they
+count only if it settles). Name an instance in ``AIXYZ_AGENT["AGENT"]``::
 
     # myapp/agents.py
     from aixyz_sessions.agent.loop import ToolLoopAgent
@@ -18,10 +19,14 @@ if it settles). Name an instance in ``AIXYZ_AGENT["AGENT"]``::
     )
 
 The client reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` from the
-environment unless ``api_key``/``base_url`` are given. A model that fails
-(unreachable, refused, no answer within ``max_steps``) fails the task with a
-readable :class:`AgentError`; a tool that fails is reported to the model,
-which may recover.
+environment unless ``api_key``/``base_url`` are given.
+
+A turn in which the model ran is a turn the payer pays for (the operator
+pays the model): reaching ``max_steps`` ends the turn with what the model
+said so far, and so does a model that fails after it has answered once. Only
+a model that cannot answer at all (unreachable, refused on the first call)
+fails the task, uncharged, with a readable :class:`AgentError`. A tool that
+fails is reported to the model, which may recover.
 """
 
 from __future__ import annotations
@@ -55,16 +60,19 @@ class ToolLoopAgent:
         model: str,
         tools: Iterable[str] | None = None,
         max_steps: int = 10,
+        max_tool_calls: int = 20,
         base_url: str | None = None,
         api_key: str | None = None,
         registry: ToolRegistry = registry,
     ) -> None:
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        for name, value in (("max_steps", max_steps), ("max_tool_calls", max_tool_calls)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.instructions = instructions
         self.model = model
         self.tool_names = None if tools is None else list(tools)
         self.max_steps = max_steps
+        self.max_tool_calls = max_tool_calls
         self.base_url = base_url
         self.api_key = api_key
         self.registry = registry
@@ -114,18 +122,33 @@ class ToolLoopAgent:
             {"role": "user", "content": text},
         ]
         client = self._client()
-        for _ in range(self.max_steps):
-            reply = await self._ask(client, messages, functions)
+        said = ""  # what the model has said so far: the turn's answer if it stops early
+        calls_left = self.max_tool_calls
+        for step in range(self.max_steps):
+            try:
+                reply = await self._ask(client, messages, functions)
+            except AgentError as exc:
+                if step == 0:
+                    raise  # the model never ran: nothing to charge for
+                return _partial(said, f"the model failed after {step} step(s): {exc}")
+            said = str(reply.content or "") or said
             calls = reply.tool_calls or []
             if not calls:
-                return str(reply.content or "")
+                return said
             messages.append(reply.model_dump(exclude_none=True))
             for call in calls:
-                result = await self._run(offered, call.function.name, call.function.arguments)
+                if calls_left > 0:
+                    calls_left -= 1
+                    result = await self._run(offered, call.function.name, call.function.arguments)
+                else:
+                    result = {
+                        "error": "tool_call_limit",
+                        "message": f"at most {self.max_tool_calls} tool calls per message",
+                    }
                 messages.append(
                     {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                 )
-        raise AgentError(f"the model did not finish within {self.max_steps} steps")
+        return _partial(said, f"stopped after {self.max_steps} model steps")
 
     async def _ask(self, client: Any, messages: list[dict[str, Any]], functions: Any) -> Any:
         import openai
@@ -157,3 +180,8 @@ class ToolLoopAgent:
             if failure is None:
                 raise
             return {"error": failure.code, "message": failure.message}
+
+
+def _partial(said: str, why: str) -> str:
+    """The answer of a turn the model did not finish: what it said, and why it ended."""
+    return f"{said}\n\n({why})" if said else f"({why} without a final answer)"

@@ -3,9 +3,12 @@
 ``POST /agent`` is priced per request (:func:`price_of_agent_call`) and paid
 through :class:`~aixyz_sessions.payments.middleware.X402Middleware`:
 
-* ``SendMessage`` / ``message/send``: ``AIXYZ_AGENT["PRICE"]`` per message
-  (402 challenge, verification, the replay guard, settlement after success;
-  payment identifiers and staged session writes as for every paid view);
+* ``SendMessage`` / ``message/send`` (and the streaming forms): what the
+  message asks for (:mod:`~aixyz_sessions.agent.asks`): one tool invoked
+  directly at that tool's price, or a text turn at ``AIXYZ_AGENT["PRICE"]``;
+  a message that cannot run (several tools, an unknown one, arguments
+  against its schema, text with no model configured) is a JSON-RPC error
+  before any payment;
 * the extended card: free;
 * every other method (``GetTask``/``tasks/get``, ``CancelTask``,
   ``ListTasks``..., and names the SDK does not know): no charge, but a proven
@@ -13,10 +16,17 @@ through :class:`~aixyz_sessions.payments.middleware.X402Middleware`:
   ``@sign_in_required``), since a task belongs to the payer that created it.
 
 The SDK gets the JSON-RPC object that was priced, re-encoded, never the raw
-body: no parser difference can turn a priced method into another one.
+body: no parser difference can turn a priced method into another one. A paid
+message is answered when its turn ends (``returnImmediately`` and 0.3's
+``blocking: false`` are turned off): its payment settles on the turn's
+outcome, not on a task that has only been submitted.
 
-An answer that is a JSON-RPC error is sent with HTTP 400, and a task that
-failed with 422, so that neither is settled: a client pays for work done.
+What a payment buys (DESIGN.md): an answer that is a JSON-RPC error is sent
+with HTTP 400, and a task that failed with 422, so that neither is settled,
+and neither carries the turn's artifacts; the turn's task is kept only once
+its payment settled (:mod:`~aixyz_sessions.agent.tasks`); a request that ends
+early stops its turn (:mod:`~aixyz_sessions.agent.turns`). An internal error
+is answered with a generic message and logged, never shown.
 
 Streaming (``SendStreamingMessage``/``message/stream``) answers Server-Sent
 Events, paid like a message: the turn runs to its end inside the payer's
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -37,12 +48,22 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import bounded_json
-from ..payments.decorators import VERIFIED_ATTR, PaidSpec, PaymentNeeded, priced_per_request
+from ..payments.decorators import (
+    VERIFIED_ATTR,
+    PaidSpec,
+    PaymentNeeded,
+    priced_per_request,
+    refused_before_work,
+)
+from .asks import INVALID_REQUEST, Ask, MessageRefused, read_ask
 from .card import build_card, card_json
 from .conf import AgentConfigError, get_agent_config
 from .server import call_agent
+from .turns import turn
 
 __all__ = ["agent", "agent_card", "price_of_agent_call"]
+
+logger = logging.getLogger("aixyz_sessions.agent")
 
 #: Paid per message: the methods that run the agent.
 MESSAGE_METHODS = frozenset(
@@ -50,18 +71,27 @@ MESSAGE_METHODS = frozenset(
 )
 #: No payer needed (they show no task): the extended card.
 FREE_METHODS = frozenset({"GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"})
-FAILED_STATES = frozenset({"failed", "rejected", "TASK_STATE_FAILED", "TASK_STATE_REJECTED"})
+FAILED_STATES = frozenset(
+    {
+        "failed",
+        "rejected",
+        "canceled",
+        "TASK_STATE_FAILED",
+        "TASK_STATE_REJECTED",
+        "TASK_STATE_CANCELED",
+    }
+)
+INTERNAL_ERROR = -32603
 
 
 @functools.lru_cache(maxsize=8)
-def _specs(price: str, name: str) -> tuple[PaidSpec, PaidSpec]:
-    """(per message, task methods): one spec object each per price and agent name."""
-    message = PaidSpec(price=price, description=name, resource="agent")
-    tasks = PaidSpec(price="", description=name, sign_in="required", resource="agent")
-    return message, tasks
+def _task_spec(name: str) -> PaidSpec:
+    """The task methods: no price, a proven payer (one spec object per agent name)."""
+    return PaidSpec(price="", description=name, sign_in="required", resource="agent")
 
 
 _RPC_ATTR = "_aixyz_agent_rpc"
+_ASK_ATTR = "_aixyz_agent_ask"
 
 
 def _rpc(request: HttpRequest) -> dict[str, Any] | None:
@@ -83,8 +113,25 @@ def _rpc(request: HttpRequest) -> dict[str, Any] | None:
     return parsed
 
 
+def _ask(request: HttpRequest, rpc: dict[str, Any]) -> Ask | MessageRefused:
+    """What the message asks for, or why it cannot run; read once per request."""
+    if not hasattr(request, _ASK_ATTR):
+        try:
+            found: Ask | MessageRefused = read_ask(rpc, get_agent_config())
+        except MessageRefused as refused:
+            found = refused
+        setattr(request, _ASK_ATTR, found)
+    answer: Ask | MessageRefused = getattr(request, _ASK_ATTR)
+    return answer
+
+
 def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
-    """What a ``POST /agent`` costs: a message, a proven payer for tasks, or nothing."""
+    """What a ``POST /agent`` costs: a message's ask, a proven payer for tasks, or nothing.
+
+    ``None`` also for a request the view refuses before anything runs (not
+    one JSON-RPC object, a ``method`` that is not a string, a message that
+    cannot run): no payment is asked for what would be refused anyway.
+    """
     if request.method != "POST":
         return None
     try:
@@ -95,17 +142,29 @@ def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpe
     if rpc is None:
         return None  # not one JSON-RPC object: the view refuses it, nothing runs
     method = rpc.get("method")
-    message, tasks = _specs(config.price, config.name)
+    if not isinstance(method, str):
+        return None  # an invalid request: the view refuses it
     if method in MESSAGE_METHODS:
-        return message
+        ask = _ask(request, rpc)
+        return ask.spec if isinstance(ask, Ask) else None
     if method in FREE_METHODS:
         return None
-    return tasks  # every other method reads or changes tasks (unknown ones too): a payer
+    return _task_spec(config.name)  # every other method reads or changes tasks: a payer
 
 
-def _error(status: int, code: int, message: str, rpc_id: Any = None) -> JsonResponse:
-    body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}}
-    return JsonResponse(body, status=status)
+def _error(
+    status: int, code: int, message: str, rpc_id: Any = None, data: Any = None
+) -> JsonResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return JsonResponse({"jsonrpc": "2.0", "id": rpc_id, "error": error}, status=status)
+
+
+def _id(rpc: dict[str, Any]) -> Any:
+    """The request's ``id`` when it is one JSON-RPC allows (a string, a number, null)."""
+    value = rpc.get("id")
+    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
 def _responses(body: bytes, content_type: str) -> list[Any]:
@@ -142,18 +201,69 @@ def _states(value: Any) -> list[str]:
     return found
 
 
-def _status_of(status: int, body: bytes, content_type: str) -> int:
+def _status_of(responses: list[Any]) -> int:
     """HTTP 400 for a JSON-RPC error, 422 for a failed task: neither is settled."""
-    if status != 200:
-        return status
-    for response in _responses(body, content_type):
+    for response in responses:
         if not isinstance(response, dict):
             continue
         if "error" in response:
             return 400
         if FAILED_STATES.intersection(_states(response.get("result"))):
             return 422
-    return status
+    return 200
+
+
+def _blocking(rpc: dict[str, Any]) -> dict[str, Any]:
+    """``rpc`` with the message answered when its turn ends (1.0 and 0.3 spellings)."""
+    params = rpc.get("params")
+    if not isinstance(params, dict) or not isinstance(params.get("configuration"), dict):
+        return rpc
+    immediate = ("returnImmediately", "return_immediately")
+    configuration = {k: v for k, v in params["configuration"].items() if k not in immediate}
+    if "blocking" in configuration:
+        configuration["blocking"] = True
+    return {**rpc, "params": {**params, "configuration": configuration}}
+
+
+def _without_work(value: Any) -> Any:
+    """An answer with every artifact taken out (what an uncharged turn may still say)."""
+    if isinstance(value, list):
+        return [_without_work(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: _without_work(item)
+        for key, item in value.items()
+        if key not in ("artifacts", "artifact", "artifactUpdate")
+    }
+
+
+def _hide_internal(response: Any) -> Any:
+    """A JSON-RPC internal error says "internal error"; what went wrong goes to the log."""
+    error = response.get("error") if isinstance(response, dict) else None
+    if not isinstance(error, dict) or error.get("code") != INTERNAL_ERROR:
+        return response
+    logger.warning("A2A internal error answered to a client: %r", error.get("message"))
+    return {**response, "error": {"code": INTERNAL_ERROR, "message": "internal error"}}
+
+
+def _answer(status: int, body: bytes, content_type: str) -> tuple[int, bytes]:
+    """The HTTP status and body the client gets for the SDK's answer.
+
+    HTTP 400 for a JSON-RPC error and 422 for a failed or cancelled task, so
+    neither is settled; then neither carries the turn's artifacts.
+    """
+    responses = _responses(body, content_type)
+    if status == 200:
+        status = _status_of(responses)
+    cleaned = [_hide_internal(r) for r in responses]
+    if status != 200:
+        cleaned = [_without_work(r) for r in cleaned]
+    if cleaned == responses:
+        return status, body
+    if content_type.startswith("text/event-stream"):
+        return status, b"".join(b"data: " + json.dumps(r).encode() + b"\r\n\r\n" for r in cleaned)
+    return status, json.dumps(cleaned[0]).encode() if cleaned else body
 
 
 @priced_per_request(price_of_agent_call)
@@ -173,11 +283,26 @@ async def agent(request: HttpRequest) -> HttpResponse:
         return PaymentNeeded(spec)  # X402Middleware missing: a JSON 500 that says so
     rpc = _rpc(request)
     if rpc is None:
-        return _error(400, -32700, "the body must be one JSON-RPC request object")
-    answer = await call_agent(request, json.dumps(rpc).encode())
+        return refused_before_work(
+            _error(400, -32700, "the body must be one JSON-RPC request object")
+        )
+    method = rpc.get("method")
+    if not isinstance(method, str):
+        return refused_before_work(
+            _error(400, INVALID_REQUEST, "'method' must be a string", _id(rpc))
+        )
+    ask: Ask | None = None
+    if method in MESSAGE_METHODS:
+        found = _ask(request, rpc)
+        if isinstance(found, MessageRefused):
+            refused = _error(400, found.code, found.message, _id(rpc), found.data)
+            return refused_before_work(refused)
+        ask, rpc = found, _blocking(rpc)
+    async with turn(ask):
+        answer = await call_agent(request, json.dumps(rpc).encode())
     content_type = answer.headers.get("content-type", "application/json")
-    status = _status_of(answer.status, answer.body, content_type)
-    response = HttpResponse(answer.body, status=status, content_type=content_type)
+    status, body = _answer(answer.status, answer.body, content_type)
+    response = HttpResponse(body, status=status, content_type=content_type)
     if content_type.startswith("text/event-stream"):
         response["Cache-Control"] = "no-store"
         response["X-Accel-Buffering"] = "no"

@@ -72,6 +72,10 @@ class PaidSpec:
     ``price=""`` with ``sign_in="required"`` takes no payment at all, only a
     sign-in. ``resource`` names what a payment or sign-in is for: a tool's
     ``"tool:<name>"`` (the same on every transport), else the request path.
+    ``payment_only`` sells the resource here for a payment alone, taking and
+    offering no sign-in, while a settled payment is still recorded for
+    ``sign_in`` (an A2A message that invokes a tool: the tool's sign-in opens
+    it on the tool transports, not on ``/agent``).
     """
 
     price: str
@@ -80,11 +84,17 @@ class PaidSpec:
     description: str | None = None
     sign_in: SignInPolicy | None = None
     resource: str | None = None
+    payment_only: bool = False
 
     @property
     def charges(self) -> bool:
         """Whether a payment is taken (``False``: sign-in only)."""
         return bool(self.price)
+
+    @property
+    def takes_sign_in(self) -> bool:
+        """Whether a returning payer's sign-in is taken (and offered) instead of a payment."""
+        return self.sign_in is not None and not self.payment_only
 
 
 def check_price(price: object, *, what: str = "paid()") -> str:

@@ -287,7 +287,7 @@ class X402Middleware:
         if request.method == "HEAD":
             return self._head(await self._challenge(request, spec, runtime))
         adapter = DjangoHTTPAdapter(request)
-        if spec.sign_in is not None:
+        if spec.takes_sign_in:
             credential = adapter.get_header(SIGN_IN_HEADER)
             if credential is not None:
                 return await self._signed_in(request, spec, credential, call_view, runtime)
@@ -412,7 +412,7 @@ class X402Middleware:
         resource gets a 402 of its own: ``accepts`` empty, the extension's
         auth-only mode.
         """
-        if spec.sign_in is None:
+        if not spec.takes_sign_in:
             return instructions
         from x402.http import decode_payment_required_header, encode_payment_required_header
         from x402.schemas import PaymentRequired

@@ -227,7 +227,7 @@ async def payment_required_for(
             required = _payment_required_of(result.response)
             if failures or required is None:
                 raise PaymentFailure.facilitator(failures)
-    if spec.sign_in is None:
+    if not spec.takes_sign_in:
         assert required is not None
         return required
     url = resource or f"tool://{item.name}"
@@ -262,7 +262,7 @@ async def call_tool(
     if spec is None:
         async with payer_context(None):
             return ToolCallResult(await item.run(kwargs))
-    if sign_in is not None and spec.sign_in is not None:
+    if sign_in is not None and spec.takes_sign_in:
         try:
             payer = await signed_in_payer(
                 get_runtime(),

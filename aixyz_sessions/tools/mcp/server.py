@@ -91,13 +91,13 @@ class RegistryTool(FastMCPTool):
         except ToolArgumentsError as exc:
             return failure_result(tool, exc)
         spec = tool.paid_spec
-        if spec is not None and spec.sign_in is not None:
+        if spec is not None and spec.takes_sign_in:
             credential = request_meta(context).get(SIGN_IN_META)
             if credential is not None or not spec.charges:
                 return await self._signed_in(arguments, credential, context)
         if self._paid is not None:
             result = await self._paid.run(arguments, context)
-            if spec is not None and spec.sign_in is not None:
+            if spec is not None and spec.takes_sign_in:
                 result = _offering_sign_in(result, tool, _origin(context))
             return result
         try:
