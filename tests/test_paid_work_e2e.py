@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -270,3 +271,98 @@ def test_a_json_rpc_method_that_is_not_a_string_is_refused(server: DemoServer, m
     response = httpx.post(f"{server.url}/agent", json=body, timeout=10)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == -32600
+
+
+# -- kept answers: the same in every tool transport's shape, and no longer than validBefore --
+
+
+def _with_payment_id(required: Any, account: LocalAccount, *, valid_for: int | None = None) -> Any:
+    """A payment for ``required`` carrying a fresh payment identifier (x402 payment-identifier).
+
+    ``valid_for``: seconds until its ``validBefore`` (default: the requirements' own).
+    """
+    from x402.extensions.payment_identifier import (
+        append_payment_identifier_to_extensions,
+        generate_payment_id,
+    )
+    from x402.mechanisms.evm.exact.client import ExactEvmScheme
+    from x402.mechanisms.evm.signers import EthAccountSigner
+    from x402.schemas import PaymentPayload
+
+    extensions = dict(required.extensions or {})
+    append_payment_identifier_to_extensions(extensions, generate_payment_id())
+    accepted = required.accepts[0]
+    signing = accepted
+    if valid_for is not None:
+        signing = accepted.model_copy(update={"max_timeout_seconds": valid_for})
+    inner = ExactEvmScheme(EthAccountSigner(account)).create_payment_payload(signing)
+    return PaymentPayload(
+        x402_version=2,
+        payload=inner,
+        accepted=accepted,
+        resource=required.resource,
+        extensions={k: v for k, v in extensions.items() if k == "payment-identifier"},
+    )
+
+
+async def test_a_call_paid_over_websocket_and_retried_over_mcp_gets_its_answer(
+    server: DemoServer,
+) -> None:
+    from x402.schemas import PaymentRequired
+
+    from tests.mcp_helpers import connect
+
+    account = Account.create()
+    args = {"key": "k", "value": "once, over ws"}
+    async with _socket_as(server.url) as ws:
+        asked = await _ask(ws, {"id": 1, "tool": PUT, "arguments": args})
+        required = PaymentRequired.model_validate(asked["error"]["payment_required"])
+        payment = _with_payment_id(required, account).model_dump(by_alias=True, exclude_none=True)
+        first = await _ask(ws, {"id": 2, "tool": PUT, "arguments": args, "payment": payment})
+    assert first["result"] == {"success": True, "key": "k", "value": "once, over ws"}, first
+    async with connect(server.url) as session:
+        retried = await session.call_tool(PUT, args, meta={"x402/payment": payment})
+    assert not retried.isError, retried.content
+    assert json.loads(retried.content[0].text) == first["result"]  # type: ignore[union-attr]
+    settlement = (retried.meta or {})["x402/payment-response"]
+    assert settlement["success"] is True and settlement["payer"] == account.address
+
+
+async def test_a_call_paid_over_mcp_and_retried_over_websocket_gets_its_answer(
+    server: DemoServer,
+) -> None:
+    from tests.mcp_helpers import connect, payment_required
+
+    account = Account.create()
+    args = {"key": "k", "value": "once, over mcp"}
+    async with connect(server.url) as session:
+        required = payment_required(await session.call_tool(PUT, args))
+        assert required is not None
+        payment = _with_payment_id(required, account).model_dump(by_alias=True, exclude_none=True)
+        first = await session.call_tool(PUT, args, meta={"x402/payment": payment})
+    assert not first.isError, first.content
+    async with _socket_as(server.url) as ws:
+        retried = await _ask(ws, {"id": 1, "tool": PUT, "arguments": args, "payment": payment})
+    assert retried["result"] == json.loads(first.content[0].text)  # type: ignore[union-attr]
+    assert retried["result"] == {"success": True, "key": "k", "value": "once, over mcp"}
+    assert retried["payment_response"]
+
+
+async def test_a_kept_answer_dies_with_its_authorization(server: DemoServer) -> None:
+    """A header seen by someone else buys nothing once its validBefore has passed."""
+    account = Account.create()
+    args = {"key": "secret", "value": SECRET}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as plain:
+        asked = await plain.post(f"/tools/{PUT}", json=args)
+        required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+        payment = _with_payment_id(required, account, valid_for=8)
+        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payment)}
+        first = await plain.post(f"/tools/{PUT}", json=args, headers=headers)
+        assert first.status_code == 200, first.text
+        kept = await plain.post(f"/tools/{PUT}", json=args, headers=headers)
+        assert kept.status_code == 200 and kept.text == first.text  # a retry, in time
+        valid_before = int(payment.payload["authorization"]["validBefore"])
+        await asyncio.sleep(max(0.0, valid_before - time.time()) + 1.5)
+        late = await plain.post(f"/tools/{PUT}", json=args, headers=headers)
+    assert late.status_code == 402, late.text
+    assert SECRET not in late.text

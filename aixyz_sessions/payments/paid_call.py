@@ -31,6 +31,7 @@ outcome in their own protocol. What the rules are lives here:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -47,6 +48,7 @@ from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
+from ..replay import MAX_EXPIRY
 from ..staging import StagedSession
 from . import retries
 from .authorization import (
@@ -147,17 +149,23 @@ class PaidCall:
         """After settlement: keep ``answer()`` (JSON-able) for retries of this payment identifier.
 
         ``answer`` is called only when the payment carried an id; ``None`` from
-        it marks an answer too large (or streamed) to keep. A store failure
-        here is logged: the payment settled, and a retry is refused by the
-        replay guard rather than run twice.
+        it marks an answer too large (or streamed) to keep. It is kept for
+        ``PAYMENT_ID_TTL`` or until the authorization's ``validBefore``,
+        whichever ends first. A store failure here is logged: the payment
+        settled, and a retry is refused by the replay guard rather than run
+        twice.
         """
         if self.retry is None or not self._retry_open:
             return
         self._retry_open = False
+        ttl = self.runtime.config.payment_id_ttl
+        if self.authorization is not None:  # never beyond the authorization's validBefore
+            ttl = min(ttl, min(self.authorization.valid_before, MAX_EXPIRY) - time.time())
         try:
-            await retries.keep(
-                self.runtime.replay_guard, self.retry, answer(), self.runtime.config.payment_id_ttl
-            )
+            if ttl <= 0:
+                await retries.forget(self.runtime.replay_guard, self.retry)
+                return
+            await retries.keep(self.runtime.replay_guard, self.retry, answer(), ttl)
         except SessionStoreError as exc:
             logger.warning("x402: could not keep the answer of %s for retries: %s", self.where, exc)
 

@@ -23,6 +23,14 @@ Records are keyed by the payer the payment names and the id. The kept answer
 is served only to the same payment bytes (its digest is part of the record),
 so naming somebody else's address gets nothing. An answer larger than
 :data:`MAX_KEPT_BYTES` (or a streamed one) is not kept: its retries get 409.
+A kept answer lives no longer than its authorization (``validBefore``): once
+that has passed, a header somebody saw buys nothing here any more.
+
+A tool call is one request whichever transport carries it (WebSocket, MCP):
+its answer is kept in one form (:class:`ToolAnswer`) that each transport
+renders in its own shape, so a call paid over one and retried over the other
+gets the same answer. (HTTP keeps the response it sent; its requests are told
+apart from message-borne ones, so such a retry is a clear 409.)
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..replay import ReplayGuard
@@ -47,6 +55,7 @@ __all__ = [
     "MAX_KEPT_BYTES",
     "WAIT_SECONDS",
     "Retry",
+    "ToolAnswer",
     "begin",
     "fingerprint",
     "forget",
@@ -77,6 +86,57 @@ class Retry:
     def name(self) -> str:
         """The guard's record name (hashed: ids are case-sensitive, the guard's names not)."""
         return "pid:" + hashlib.sha256(self.id.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class ToolAnswer:
+    """A settled tool call as kept for retries, whatever transport carried it.
+
+    ``result`` is the tool's JSON result, ``settlement`` the SDK's
+    ``SettleResponse`` as JSON (what MCP puts in ``_meta``), and
+    ``payment_response`` its ``PAYMENT-RESPONSE`` encoding.
+    """
+
+    result: Any
+    payer: str | None
+    settlement: dict[str, Any] = field(default_factory=dict)
+    payment_response: str | None = None
+
+    FORM = "tool"
+
+    def kept(self) -> dict[str, Any] | None:
+        """The JSON kept for it (``None``: a result that is not JSON cannot be kept)."""
+        data = {
+            "form": self.FORM,
+            "result": self.result,
+            "payer": self.payer,
+            "settlement": self.settlement,
+            "payment_response": self.payment_response,
+        }
+        try:
+            json.dumps(data)
+        except (TypeError, ValueError):
+            return None
+        return data
+
+    @classmethod
+    def of(cls, kept: dict[str, Any]) -> ToolAnswer:
+        """The answer a record holds; 409 when it was kept by another kind of call."""
+        if kept.get("form") != cls.FORM:
+            raise PaymentFailure(
+                PAYMENT_ID_CONFLICT,
+                "this payment identifier was used for another kind of call; "
+                "use a new id for a new call",
+            )
+        settlement = kept.get("settlement")
+        settlement = settlement if isinstance(settlement, dict) else {}
+        header = kept.get("payment_response")
+        if not header and settlement:
+            from x402.http import encode_payment_response_header
+            from x402.schemas import SettleResponse
+
+            header = encode_payment_response_header(SettleResponse.model_validate(settlement))
+        return cls(kept.get("result"), kept.get("payer"), settlement, header or None)
 
 
 def fingerprint(*parts: object) -> str:

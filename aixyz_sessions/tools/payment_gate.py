@@ -51,7 +51,7 @@ from ..payments.failures import (
     PaymentFailure,
 )
 from ..payments.paid_call import PaidCall, sign_in_offer, signed_in_payer
-from ..payments.retries import fingerprint, retry_of
+from ..payments.retries import ToolAnswer, fingerprint, retry_of
 from ..payments.runtime import PaymentRuntime, get_runtime
 from .registry import Tool
 
@@ -311,11 +311,15 @@ async def call_tool(
         runtime, where=where, spec=spec, request_path=_path(item), retry=retry
     ) as call:
         kept = await call.kept_answer()
-        if kept is not None:  # a retry of a call already served: its answer again
+        if kept is not None:  # a retry of a call already served (on any transport): its answer
+            answer = ToolAnswer.of(kept)
             return ToolCallResult(
-                kept.get("result"),
-                payer=kept.get("payer"),
-                payment_response=kept.get("payment_response"),
+                answer.result,
+                payer=answer.payer,
+                settlement=SettleResponse.model_validate(answer.settlement)
+                if answer.settlement
+                else None,
+                payment_response=answer.payment_response,
             )
         with facilitator_failures() as failures, call.verifying():
             verified = await http_server.process_http_request(context)
@@ -340,19 +344,13 @@ async def call_tool(
             settlement=settlement.settle_response,
             payment_response=settlement.headers.get(PAYMENT_RESPONSE_HEADER),
         )
-        await call.keep(lambda: _kept(outcome))
+        receipt = settlement.settle_response
+        await call.keep(
+            lambda: ToolAnswer(
+                outcome.result,
+                outcome.payer,
+                {} if receipt is None else receipt.model_dump(by_alias=True, exclude_none=True),
+                outcome.payment_response,
+            ).kept()
+        )
         return outcome
-
-
-def _kept(outcome: ToolCallResult) -> dict[str, Any] | None:
-    """A settled tool call as kept for retries (``None``: a result that is not JSON)."""
-    kept = {
-        "result": outcome.result,
-        "payer": outcome.payer,
-        "payment_response": outcome.payment_response,
-    }
-    try:
-        json.dumps(kept)
-    except (TypeError, ValueError):
-        return None
-    return kept

@@ -27,12 +27,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, TextContent
 from x402.extensions.payment_identifier import (
     PAYMENT_IDENTIFIER,
     declare_payment_identifier_extension,
 )
 from x402.mcp import PaymentWrapperHooks, create_payment_wrapper
+from x402.mcp.constants import MCP_PAYMENT_RESPONSE_META_KEY
 from x402.mcp.types import ServerHookContext, SettlementContext
 from x402.schemas import ResourceConfig, ResourceInfo
 
@@ -41,7 +42,7 @@ from ...payments.authorization import PaymentHeaderError
 from ...payments.facilitators import facilitator_failures
 from ...payments.failures import INVALID_PAYMENT, REPLAYED, SERVER_MISCONFIGURED, PaymentFailure
 from ...payments.paid_call import PaidCall
-from ...payments.retries import Retry, fingerprint, retry_of
+from ...payments.retries import Retry, ToolAnswer, fingerprint, retry_of
 from ...payments.runtime import PaymentRuntime, get_runtime
 from ..failures import tool_failure
 from ..registry import Tool
@@ -59,11 +60,12 @@ def tool_resource_url(name: str) -> str:
 
 @dataclass
 class _McpCall:
-    """One paid MCP call: the core's :class:`PaidCall`, and what its hooks refused."""
+    """One paid MCP call: the core's :class:`PaidCall`, what its hooks refused, the tool's value."""
 
     arguments: dict[str, Any]
     paid: PaidCall
     failure: PaymentFailure | None = None
+    value: Any = None
 
 
 #: The paid call in progress in this task (the hooks and handler run inside it).
@@ -109,7 +111,7 @@ class PaidToolRunner:
         call = _call()
         try:
             async with call.paid.bound():
-                value = await self.tool.call(call.arguments)
+                value = call.value = await self.tool.call(call.arguments)
             await call.paid.ready()  # the wrapper has no hook before it settles
         except PaymentFailure as failure:  # the store is down: better unsettled than unstored
             return _failure_result(failure)
@@ -189,14 +191,14 @@ class PaidToolRunner:
         try:
             async with call.paid:
                 kept = await call.paid.kept_answer()
-                if kept is not None:  # a retry of a call already served: its answer again
-                    return CallToolResult.model_validate(kept)
+                if kept is not None:  # a retry of a call already served (on any transport)
+                    return _rendered(ToolAnswer.of(kept))
                 with facilitator_failures() as failures, call.paid.verifying():
                     # Tool arguments stay out of the wrapper's kwargs: it reserves ``ctx``.
                     result = await wrapped(ctx=context)
                 if call.paid.settled:
                     await call.paid.commit()
-                    await call.paid.keep(lambda: result.model_dump(mode="json", by_alias=True))
+                    await call.paid.keep(lambda: _answer_of(call, result))
         except PaymentFailure as failure:  # settled, but the staged writes were not stored
             return _failure_result(failure)
         finally:
@@ -235,6 +237,26 @@ def _retry_of(tool: Tool, arguments: dict[str, Any], context: Any) -> Retry | No
     except PaymentHeaderError:
         return None  # the wrapper refuses the payment itself, with its reason
     return retry_of(header, payload, lambda: fingerprint("tool", tool.name, arguments))
+
+
+def _answer_of(call: _McpCall, result: CallToolResult) -> dict[str, Any] | None:
+    """A settled MCP call in the form every tool transport keeps (see ``ToolAnswer``)."""
+    settlement = (result.meta or {}).get(MCP_PAYMENT_RESPONSE_META_KEY)
+    authorization = call.paid.authorization
+    return ToolAnswer(
+        call.value,
+        None if authorization is None else authorization.payer,
+        settlement if isinstance(settlement, dict) else {},
+    ).kept()
+
+
+def _rendered(answer: ToolAnswer) -> CallToolResult:
+    """A kept tool answer as the wrapper answers a paid call: the text and the settlement."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=result_text(answer.result))],
+        isError=False,
+        _meta={MCP_PAYMENT_RESPONSE_META_KEY: answer.settlement},
+    )
 
 
 def _failure_result(failure: PaymentFailure) -> CallToolResult:
