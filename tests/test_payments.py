@@ -8,6 +8,7 @@ import pkgutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
@@ -425,3 +426,32 @@ async def test_payment_requirements_are_built_once_per_price_and_recipient(
     assert_one_requirement(unpaid["PAYMENT-REQUIRED"], amount="50000", pay_to=OTHER_PAY_TO)
     unpaid = await client.get("/paid/?fresh=1", pay=False)
     assert_one_requirement(unpaid["PAYMENT-REQUIRED"], amount="10000")
+
+
+def _cache_bytes(challenges: dict[tuple[object, ...], Any]) -> int:
+    """About what the unpaid-answer cache holds: its keys' text and its answers' JSON."""
+    held = 0
+    for key, answer in challenges.items():
+        held += sum(len(part) for part in key if isinstance(part, str))
+        held += len(json.dumps(answer.body)) + sum(len(v) for v in answer.headers.values())
+    return held
+
+
+def test_long_urls_and_user_agents_cannot_fill_the_challenge_cache() -> None:
+    """Under uvicorn: 300 unpaid requests with 60 KB URLs and User-Agents once kept ~100 MB."""
+    import httpx
+    from django.core.asgi import get_asgi_application
+
+    from aixyz_sessions.payments.runtime import MAX_CHALLENGE_KEY_CHARS, get_runtime
+    from tests.payments_helpers import serve
+
+    with serve(get_asgi_application()) as base, httpx.Client(base_url=base, timeout=30) as http:
+        for i in range(300):
+            long = f"{i}-" + "x" * 30_000
+            response = http.get(f"/paid/?q={long}", headers={"User-Agent": long})
+            assert response.status_code == 402
+        short = http.get("/paid/?q=short")
+        assert short.status_code == 402
+        held = _cache_bytes(get_runtime().challenges)
+    assert len(get_runtime().challenges) >= 1  # short keys are still answered from the cache
+    assert held < 20 * MAX_CHALLENGE_KEY_CHARS, held

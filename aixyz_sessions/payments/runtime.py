@@ -37,10 +37,19 @@ from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
 
-__all__ = ["MAX_CHALLENGES", "PaymentRuntime", "get_runtime", "reset_runtime"]
+__all__ = [
+    "MAX_CHALLENGES",
+    "MAX_CHALLENGE_KEY_CHARS",
+    "PaymentRuntime",
+    "get_runtime",
+    "reset_runtime",
+]
 
 #: Most unpaid 402 answers a runtime keeps (one per resource and client kind).
 MAX_CHALLENGES = 1024
+#: Longest key (URL, Accept, User-Agent... together, in characters) whose 402 is kept: the
+#: client chooses them, and an answer repeats its URL, so the cache stays a few MB at most.
+MAX_CHALLENGE_KEY_CHARS = 2048
 
 
 def build_replay_guard(path: str | None) -> ReplayGuard:
@@ -123,7 +132,14 @@ class PaymentRuntime:
         self.challenges: dict[tuple[object, ...], HTTPResponseInstructions] = {}
 
     def remember_challenge(self, key: tuple[object, ...], value: HTTPResponseInstructions) -> None:
-        """Keep one unpaid answer (at most :data:`MAX_CHALLENGES`; then start afresh)."""
+        """Keep one unpaid answer (at most :data:`MAX_CHALLENGES`; then start afresh).
+
+        An answer whose key is longer than :data:`MAX_CHALLENGE_KEY_CHARS` is
+        not kept: bounding entries alone would let long client-chosen URLs and
+        User-Agents fill memory.
+        """
+        if sum(len(part) for part in key if isinstance(part, str)) > MAX_CHALLENGE_KEY_CHARS:
+            return
         if len(self.challenges) >= MAX_CHALLENGES:
             self.challenges.clear()
         self.challenges[key] = value
