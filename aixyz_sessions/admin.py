@@ -24,6 +24,7 @@ from django.utils.text import Truncator
 
 from .admin_sessions import StoredSessionAdmin
 from .models import SessionEntry, SessionEntryQuerySet, StoredSession, expired_q, live_q
+from .templatetags.aixyz_sessions_admin import shown
 
 if TYPE_CHECKING:
     _EntryAdmin = admin.ModelAdmin[SessionEntry]
@@ -60,8 +61,8 @@ admin.site.register(StoredSession, StoredSessionAdmin)
 
 @admin.register(SessionEntry)
 class SessionEntryAdmin(_EntryAdmin):
-    list_display = ("payer", "key", "value_preview", "expires_at", "updated_at")
-    list_display_links = ("payer", "key")
+    list_display = ("payer", "key_shown", "value_preview", "expires_at", "updated_at")
+    list_display_links = ("payer", "key_shown")
     search_fields = ("payer", "key")
     list_filter = (ExpiryFilter,)
     ordering = ("payer", "key")
@@ -78,11 +79,16 @@ class SessionEntryAdmin(_EntryAdmin):
             .defer("value")
         )
 
+    @admin.display(description="key", ordering="key")
+    def key_shown(self, entry: SessionEntry) -> str:
+        """The key, invisible and reordering characters shown as markers (``[U+202E]``)."""
+        return shown(entry.key)
+
     @admin.display(description="value")
     def value_preview(self, entry: SessionEntry) -> str:
         head = getattr(entry, "value_head", None)
         text = head if isinstance(head, str) else entry.value
-        return Truncator(text).chars(PREVIEW_CHARS)
+        return shown(Truncator(text).chars(PREVIEW_CHARS))
 
     @admin.action(description="Purge expired entries", permissions=["delete"])
     def purge_expired(self, request: HttpRequest, queryset: QuerySet[SessionEntry]) -> None:

@@ -41,6 +41,7 @@ from .models import StoredSession
 from .stores.base import SessionStore
 from .stores.memory import InMemorySessionStore
 from .stores.validation import check_key, check_payer
+from .templatetags.aixyz_sessions_admin import visible
 
 if TYPE_CHECKING:
     _SessionAdmin = admin.ModelAdmin[StoredSession]
@@ -324,7 +325,7 @@ class StoredSessionAdmin(_SessionAdmin):
             "size_text": _plural(len(entry.value.encode("utf-8")), "byte", "bytes"),
             "delete_url": self._url("delete_key", payer, key=entry.key),
         }
-        return self._render(request, "entry.html", entry.key, context)
+        return self._render(request, "entry.html", visible(entry.key), context)
 
     def delete_key_view(self, request: HttpRequest, payer: str) -> HttpResponse:
         """Delete one key: a confirmation page (GET), then the deletion (POST)."""
@@ -343,8 +344,9 @@ class StoredSessionAdmin(_SessionAdmin):
             }
             return self._render(request, "delete_key.html", "Are you sure?", context)
         if self._run(store.delete, payer, entry.key):
-            self._log_deletion(request, payer, entry.key, f"Deleted key “{entry.key}”.")
-            messages.success(request, f"Deleted “{entry.key}” of {payer}.")
+            shown_key = visible(entry.key)
+            self._log_deletion(request, payer, entry.key, f"Deleted key “{shown_key}”.")
+            messages.success(request, f"Deleted “{shown_key}” of {payer}.")
         else:
             messages.warning(request, f"“{entry.key}” of {payer} was already gone.")
         return HttpResponseRedirect(self._url("payer", payer))

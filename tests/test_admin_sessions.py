@@ -475,3 +475,22 @@ def test_a_missing_entry_and_a_forged_cursor(admin_client: Client, memory: Sessi
         "a/bc": payer_url("a_2Fbc")
     }
     assert builtins.list(row_links(admin_client.get(payer_url("a_2Fbc")), "field-key")) == ["k"]
+
+
+def test_keys_that_reorder_or_hide_text_are_marked_visibly(
+    admin_client: Client, memory: SessionStore
+) -> None:
+    """A bidi override makes "user\u202egpj.exe" read as "userexe.jpg": the admin shows its marker."""
+    alice = new_payer()
+    tricky = "user\u202egpj.exe"
+    write(memory, alice, {tricky: "zero\u200bwidth\nline", "plain": "ok"})
+    listed = text(admin_client.get(payer_url(alice)))
+    assert "\u202e" not in listed and "\u200b" not in listed
+    assert 'title="RIGHT-TO-LEFT OVERRIDE">[U+202E]</span>gpj.exe' in listed
+    assert "[U+200B]" in listed and "plain" in listed
+    entry = text(admin_client.get(payer_url(alice, "entry"), {"key": tricky}))
+    assert "\u202e" not in entry.split("<form")[0] and "[U+202E]" in entry
+    assert "zero<span" in entry and "width\nline" in entry  # the value's newline stays
+    # The key still round-trips through the page's links and its delete form.
+    confirm = text(admin_client.get(payer_url(alice, "delete_key"), {"key": tricky}))
+    assert f'value="{html.escape(tricky)}"' in confirm and "[U+202E]" in confirm
