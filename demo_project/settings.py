@@ -175,8 +175,9 @@ else:
     AIXYZ_X402["FACILITATOR"] = "local"
 
 # The agent over A2A (the TypeScript template's "x402 sessions" agent): its card
-# lists both tools as skills; each message costs $0.001 and invokes a tool in the
-# payer's session ({"tool": ..., "arguments": ...} data parts).
+# lists both tools as skills; a message invokes one tool in the payer's session
+# ({"tool": ..., "arguments": ...} data part) at that tool's price; PRICE is what
+# a text turn costs when a model answers them (OPENAI_API_KEY).
 AIXYZ_AGENT: dict[str, Any] = {
     "NAME": "Session Content Agent",
     "DESCRIPTION": "Stores and reads content in the session of whoever pays (x402).",

@@ -190,7 +190,7 @@ def _html_index(request: HttpRequest, base: str, ws_base: str) -> HttpResponse:
             ("WebSocket", f"{ws_base}/ws/tools/", "tool calls over one connection"),
         ]
         + (
-            [("A2A", f"POST {base}/agent", "JSON-RPC agent, paid per message")]
+            [("A2A", f"POST {base}/agent", "JSON-RPC agent: a message invokes a tool at its price")]
             if _resolves(request, "/agent")
             else []
         ),
