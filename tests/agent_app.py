@@ -56,3 +56,23 @@ def agent_server(**settings: Any) -> Iterator[str]:
             mcp_helpers.unregister_examples()
             reset_agent()
             reset_runtime()
+
+
+@contextmanager
+def model_agent_server(model: Any, monkeypatch: Any) -> Iterator[str]:
+    """:func:`agent_server` whose text turns go to ``tests.test_agent_loop.loop_agent``.
+
+    ``model`` is a :class:`tests.fake_openai.FakeModel`, reset and served on
+    loopback for the block; the ``openai`` client finds it through the
+    environment (``monkeypatch`` sets it and puts it back).
+    """
+    from tests.payments_helpers import serve
+
+    model.reset()
+    with serve(model.app()) as model_url:
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{model_url}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        with agent_server(
+            AIXYZ_AGENT={**AGENT, "AGENT": "tests.test_agent_loop.loop_agent"}
+        ) as url:
+            yield url

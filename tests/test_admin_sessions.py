@@ -480,7 +480,7 @@ def test_a_missing_entry_and_a_forged_cursor(admin_client: Client, memory: Sessi
 def test_keys_that_reorder_or_hide_text_are_marked_visibly(
     admin_client: Client, memory: SessionStore
 ) -> None:
-    """A bidi override makes "user\u202egpj.exe" read as "userexe.jpg": the admin shows its marker."""
+    """A bidi override (U+202E) makes a key read backwards: the admin shows a marker instead."""
     alice = new_payer()
     tricky = "user\u202egpj.exe"
     write(memory, alice, {tricky: "zero\u200bwidth\nline", "plain": "ok"})

@@ -22,7 +22,7 @@ from aixyz_sessions.agent.loop import ToolLoopAgent
 from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from tests import mcp_helpers
-from tests.agent_app import AGENT, agent_server
+from tests.agent_app import model_agent_server
 from tests.fake_openai import FakeModel
 from tests.payments_helpers import serve
 from tests.test_agent_a2a import paying, rpc, v03_message
@@ -39,12 +39,9 @@ MODEL = FakeModel([(PUT, {"key": "city", "value": "Lisbon"}), (GET, {"key": "cit
 
 @pytest.fixture
 def base(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    MODEL.reset()
-    with serve(MODEL.app()) as model_url:
-        monkeypatch.setenv("OPENAI_BASE_URL", f"{model_url}/v1")
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        with agent_server(AIXYZ_AGENT={**AGENT, "AGENT": f"{__name__}.loop_agent"}) as url:
-            yield url
+    """The agent with the scripted model for text turns (``loop_agent``)."""
+    with model_agent_server(MODEL, monkeypatch) as url:
+        yield url
 
 
 async def _say(base: str, account: Any, text: str) -> Any:

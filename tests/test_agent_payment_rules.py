@@ -22,9 +22,8 @@ from aixyz_sessions import get_store
 from aixyz_sessions.agent.tasks import MAX_PAGE, MAX_TASK_BYTES
 from aixyz_sessions.payments.local import get_local_facilitator
 from tests import mcp_helpers
-from tests.agent_app import AGENT, agent_server
+from tests.agent_app import model_agent_server
 from tests.fake_openai import FakeModel
-from tests.payments_helpers import serve
 from tests.test_agent_a2a import V1, _signed_rpc, invoke, paying, post, rpc, v03_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,14 +33,9 @@ MODEL = FakeModel([(PUT, {"key": "k", "value": "from the model"})])
 
 @pytest.fixture
 def base(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The agent with a scripted model for text turns (``tests.test_agent_loop.loop_agent``)."""
-    MODEL.reset()
-    with serve(MODEL.app()) as model_url:
-        monkeypatch.setenv("OPENAI_BASE_URL", f"{model_url}/v1")
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        agent = {**AGENT, "AGENT": "tests.test_agent_loop.loop_agent"}
-        with agent_server(AIXYZ_AGENT=agent) as url:
-            yield url
+    """The agent with the scripted model for text turns (``loop_agent``)."""
+    with model_agent_server(MODEL, monkeypatch) as url:
+        yield url
 
 
 async def _tasks(account: LocalAccount, base: str, **params: Any) -> list[dict[str, Any]]:

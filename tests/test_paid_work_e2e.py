@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,16 +117,23 @@ async def test_a_sign_in_phished_for_another_site_reads_nothing_over_websocket(
     await _phishing_reads_nothing(server, server)
 
 
-@pytest.mark.redis
-async def test_a_phished_sign_in_reads_nothing_on_two_workers_over_redis(tmp_path: Path) -> None:
+@contextmanager
+def _two_workers_over_redis(folder: Path) -> Iterator[tuple[DemoServer, DemoServer]]:
+    """Two demo processes whose sessions and claims live in one Redis (two workers)."""
     need_redis()
     env = {"AIXYZ_DEMO_STORE": "cache"}
-    for folder in ("a", "b"):
-        (tmp_path / folder).mkdir()
+    for name in ("a", "b"):
+        (folder / name).mkdir()
     with (
-        demo_server(tmp_path / "a", env, name="first") as first,
-        demo_server(tmp_path / "b", env, name="second") as second,
+        demo_server(folder / "a", env, name="first") as first,
+        demo_server(folder / "b", env, name="second") as second,
     ):
+        yield first, second
+
+
+@pytest.mark.redis
+async def test_a_phished_sign_in_reads_nothing_on_two_workers_over_redis(tmp_path: Path) -> None:
+    with _two_workers_over_redis(tmp_path) as (first, second):
         await _phishing_reads_nothing(first, second)
         await _phishing_reads_nothing(second, first)
 
@@ -239,14 +246,7 @@ async def test_a_failed_a2a_turn_is_empty_and_its_payment_spent(server: DemoServ
 
 @pytest.mark.redis
 async def test_a_failed_a2a_turn_is_spent_on_two_workers_over_redis(tmp_path: Path) -> None:
-    need_redis()
-    env = {"AIXYZ_DEMO_STORE": "cache"}
-    for folder in ("a", "b"):
-        (tmp_path / folder).mkdir()
-    with (
-        demo_server(tmp_path / "a", env, name="first") as first,
-        demo_server(tmp_path / "b", env, name="second") as second,
-    ):
+    with _two_workers_over_redis(tmp_path) as (first, second):
         await _failed_turn_is_spent(first, second)
         await _failed_turn_is_spent(second, first)
 
