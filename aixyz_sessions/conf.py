@@ -58,14 +58,28 @@ _FORMS_HINT = (
 )
 
 
+#: Packages an optional extra of this app brings, by the module a store imports.
+EXTRAS = {"redis": "redis", "psycopg": "postgres", "psycopg2": "postgres", "openai": "agent"}
+
+
+def missing_extra(exc: BaseException) -> str | None:
+    """``pip install "aixyz-sessions[<extra>]"`` when ``exc`` is a missing extra's package."""
+    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    extra = EXTRAS.get((name or "").split(".")[0])
+    return None if extra is None else f'pip install "aixyz-sessions[{extra}]"'
+
+
 def _import(path: str) -> Any:
     try:
         return import_string(path)
     except ImportError as exc:
+        install = missing_extra(exc)
         raise StoreConfigError(
             f"{SETTING} names {path!r}, which cannot be imported: {exc}",
             id="aixyz_sessions.E001",
-            hint=_FORMS_HINT,
+            hint=f"{path} needs a package that is not installed: {install}."
+            if install
+            else _FORMS_HINT,
         ) from exc
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
@@ -123,3 +125,25 @@ def test_default_store_outside_debug_is_a_warning_not_an_error() -> None:
     out, err = StringIO(), StringIO()
     call_command("check", stdout=out, stderr=err)  # tests.settings: DEBUG = False
     assert "aixyz_sessions.W010" in err.getvalue() and "ERRORS" not in err.getvalue()
+
+
+def test_a_store_whose_extra_is_not_installed_names_the_extra() -> None:
+    """``redis`` missing: E001 says which ``pip install`` brings it (in a fresh interpreter)."""
+    script = (
+        "import sys\n"
+        "sys.modules['redis'] = None  # as if the redis extra were not installed\n"
+        "import django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['aixyz_sessions'], SECRET_KEY='x')\n"
+        "django.setup()\n"
+        "from aixyz_sessions.conf import StoreConfigError, build_store\n"
+        "try:\n"
+        "    build_store('aixyz_sessions.stores.redis.RedisSessionStore')\n"
+        "except StoreConfigError as exc:\n"
+        "    print(exc.id, '|', exc.hint)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.startswith("aixyz_sessions.E001 |"), done.stdout + done.stderr
+    assert 'pip install "aixyz-sessions[redis]"' in done.stdout

@@ -71,6 +71,19 @@ def test_paid_arguments_checked_at_decoration() -> None:
     assert paid(0.5) is not None
 
 
+def test_stacked_paid_decorators_are_refused() -> None:
+    """The outer one used to win silently: one view has one price."""
+    from aixyz_sessions.payments import sign_in_required
+
+    async def view(request: object) -> None:
+        return None
+
+    for outer in (paid("$1"), sign_in_required()):
+        with pytest.raises(X402ConfigError, match="already marked paid") as refused:
+            outer(paid("$0.01")(view))
+        assert refused.value.id == "aixyz_sessions.E108"
+
+
 async def test_replay_guard_claims_once_and_forgets_after_expiry() -> None:
     now = [1000.0]
     guard = InMemoryReplayGuard(grace=10, clock=lambda: now[0])

@@ -231,6 +231,14 @@ def _marking(spec: PaidSpec) -> Callable[[F], F]:
     """The decorator that marks a view with ``spec`` (and refuses unverified calls)."""
 
     def decorate(view: F) -> F:
+        if getattr(view, PAID_ATTR, None) is not None or hasattr(view, PRICE_OF_ATTR):
+            name = getattr(view, "__qualname__", view)
+            raise X402ConfigError(
+                f"{name} is already marked paid: one view has one price (stacked @paid or "
+                "@sign_in_required decorators would leave only the outer one in force)",
+                id="aixyz_sessions.E108",
+                hint="Keep one @paid(...) (or @sign_in_required()) on the view.",
+            )
         wrapper: Callable[..., Any]
         if iscoroutinefunction(view):
 
