@@ -13,7 +13,7 @@ class AixyzSessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, single_process  # noqa: F401 - registers the checks
+        from . import checks, single_process, startup  # noqa: F401 - registers the checks
         from .agent import checks as agent_checks  # noqa: F401 - registers the checks
         from .payments import checks as payment_checks  # noqa: F401 - registers the checks
         from .tools import checks as tool_checks  # noqa: F401 - registers the checks

@@ -66,18 +66,37 @@ def test_asgi_refuses_to_start_with_the_tables_not_migrated(tmp_path: Path) -> N
     assert "aixyz_sessions.E012" in output and "manage.py migrate aixyz_sessions" in output, output
 
 
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_with_the_database_shows_e012_and_migrate_still_runs(tmp_path: Path) -> None:
+    """The command the refusal names finds it; ``migrate`` (which checks first) still fixes it."""
+    env = demo_env(tmp_path)  # a fresh SQLite file: nothing migrated
+    plain = _manage(env, "check")
+    assert plain.returncode == 0, plain.stdout + plain.stderr  # no database: nothing to see
+    checked = _manage(env, "check", "--database", "default")
+    assert checked.returncode != 0
+    output = checked.stdout + checked.stderr
+    assert "aixyz_sessions.E012" in output and "manage.py migrate aixyz_sessions" in output, output
+    migrated = _manage(env, "migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    again = _manage(env, "check", "--database", "default")
+    assert again.returncode == 0 and "E012" not in again.stdout + again.stderr
+
+
 def test_asgi_refuses_to_start_after_an_upgrade_without_migrate(tmp_path: Path) -> None:
     """Tables there, a newer migration not applied (a new column): refused, with the fix."""
     env = demo_env(tmp_path)
     for args in (("migrate", "--noinput"), ("migrate", "aixyz_sessions", "0003", "--noinput")):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _manage(env, *args)
         assert done.returncode == 0, done.stdout + done.stderr
     done = _start(env)
     assert done.returncode != 0
