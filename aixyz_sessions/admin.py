@@ -3,7 +3,9 @@
 "Sessions" (``StoredSession``, see :mod:`.admin_sessions`) browses whatever
 store is configured: payers, their keys and entries, with delete and erase.
 ``SessionEntry`` is the database store's table: look at sessions, find a
-payer's keys, purge what expired.
+payer's keys, purge what expired. It is listed on the admin's index only
+while the configured store is that table (with another store it would only
+show an empty table beside the payers that *Sessions* finds).
 
 Session values belong to the payers who wrote them, so the admin shows them
 read-only unless ``AIXYZ_SESSIONS_ADMIN_EDITABLE = True``; adding entries by
@@ -61,7 +63,9 @@ admin.site.register(StoredSession, StoredSessionAdmin)
 
 @admin.register(SessionEntry)
 class SessionEntryAdmin(_EntryAdmin):
-    list_display = ("payer", "key_shown", "value_preview", "expires_at", "updated_at")
+    # Four columns fit a 1280 px window beside the admin's sidebar and the filter;
+    # when an entry was written is on its own page.
+    list_display = ("payer", "key_shown", "value_preview", "expires_at")
     list_display_links = ("payer", "key_shown")
     search_fields = ("payer", "key")
     list_filter = (ExpiryFilter,)
@@ -69,6 +73,17 @@ class SessionEntryAdmin(_EntryAdmin):
     list_per_page = 100
     actions = ("purge_expired",)
     fields = ("payer", "key", "value", "ttl_ms", "expires_at", "created_at", "updated_at")
+
+    def get_model_perms(self, request: HttpRequest) -> dict[str, bool]:
+        """Listed on the index only for the database store (see the module)."""
+        from .conf import StoreConfigError, get_store
+        from .stores.db import DatabaseSessionStore
+
+        try:
+            in_use = isinstance(get_store(), DatabaseSessionStore)
+        except StoreConfigError:
+            in_use = False
+        return super().get_model_perms(request) if in_use else {}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SessionEntry]:
         # Values may be up to 1 MiB each: the list reads a short prefix only.
@@ -81,8 +96,8 @@ class SessionEntryAdmin(_EntryAdmin):
 
     @admin.display(description="key", ordering="key")
     def key_shown(self, entry: SessionEntry) -> str:
-        """The key, invisible and reordering characters shown as markers (``[U+202E]``)."""
-        return shown(entry.key)
+        """The key's start (a key may be 512 bytes), hidden characters as markers (``[U+202E]``)."""
+        return shown(Truncator(entry.key).chars(PREVIEW_CHARS))
 
     @admin.display(description="value")
     def value_preview(self, entry: SessionEntry) -> str:

@@ -121,3 +121,20 @@ def test_editable_setting_opens_the_form(
     url = reverse("admin:aixyz_sessions_sessionentry_change", args=[entries["cart"].pk])
     assert 'name="value"' in admin_client.get(url).content.decode()
     assert admin_client.get(reverse("admin:aixyz_sessions_sessionentry_add")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("store", "listed"),
+    [
+        ("aixyz_sessions.stores.db.DatabaseSessionStore", True),
+        ("aixyz_sessions.stores.memory.InMemorySessionStore", False),
+    ],
+)
+def test_session_entries_are_listed_only_for_the_database_store(
+    admin_client: Client, settings: Any, store: str, listed: bool
+) -> None:
+    """With another store the table is empty: the index shows *Sessions* only."""
+    settings.AIXYZ_SESSION_STORE = store
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Sessions" in index
+    assert (CHANGELIST in index) is listed

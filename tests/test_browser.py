@@ -61,6 +61,32 @@ def test_admin_shows_the_entries_of_a_payer(
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
 
 
+def test_session_entries_fit_a_1280_pixel_window(
+    driver: Any, server: DemoServer, tmp_path: Path
+) -> None:
+    """A 500-character key once pushed the table off the right edge of the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    server.paid_put("k" * 500, "v" * 200)
+    driver.set_window_size(1280, 900)
+    driver.get(f"{server.url}/admin/login/?next=/admin/")
+    if driver.find_elements(By.ID, "id_username"):  # not yet logged in by another test
+        driver.find_element(By.ID, "id_username").send_keys(ADMIN_USER)
+        driver.find_element(By.ID, "id_password").send_keys(ADMIN_PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "input[type=submit], button[type=submit]").click()
+        wait_for(driver, ec.presence_of_element_located((By.ID, "user-tools")))
+    driver.get(f"{server.url}/admin/aixyz_sessions/sessionentry/")
+    wait_for(driver, ec.presence_of_element_located((By.ID, "result_list")))
+    page, window, table, box = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth,"
+        " document.querySelector('#result_list').getBoundingClientRect().right,"
+        " document.querySelector('#changelist .results').getBoundingClientRect().right]"
+    )
+    assert page <= window and table <= box + 1, (page, window, table, box)
+    assert driver.save_screenshot(str(tmp_path / "session-entries-1280.png"))
+
+
 def test_paid_tool_url_renders_the_x402_paywall(driver: Any, server: DemoServer) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -72,6 +98,7 @@ def test_paid_tool_url_renders_the_x402_paywall(driver: Any, server: DemoServer)
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "$0.001" in body  # get-content's price
     assert "Connect wallet" in body  # the SDK paywall's wallet step
+    assert "next page). To access" in body and ".." not in body  # one period, not two
 
 
 def test_paywall_logs_no_console_errors(driver: Any, server: DemoServer, tmp_path: Path) -> None:

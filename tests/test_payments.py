@@ -455,3 +455,16 @@ def test_long_urls_and_user_agents_cannot_fill_the_challenge_cache() -> None:
         held = _cache_bytes(get_runtime().challenges)
     assert len(get_runtime().challenges) >= 1  # short keys are still answered from the cache
     assert held < 20 * MAX_CHALLENGE_KEY_CHARS, held
+
+
+async def test_the_402_that_starts_a_paid_call_is_not_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every paid call starts with one: logged at INFO; a refused payment stays a WARNING."""
+    with caplog.at_level("INFO", logger="django.request"):
+        asked = await AsyncClient().get("/paid/")
+        refused = await AsyncClient().get("/paid/", headers={"PAYMENT-SIGNATURE": "bm9wZQ=="})
+    assert asked.status_code == refused.status_code == 402
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "django.request"]
+    assert ("INFO", "Payment Required: /paid/") in records
+    assert [level for level, _ in records].count("WARNING") == 1  # the refused one only

@@ -73,6 +73,7 @@ from .sign_in import SIGN_IN_HEADER, origin_of
 __all__ = ["X402Middleware"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
+request_logger = logging.getLogger("django.request")
 
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 SUCCESS_CACHE_CONTROL = "private"
@@ -292,10 +293,10 @@ class X402Middleware:
             if credential is not None:
                 return await self._signed_in(request, spec, credential, call_view, runtime)
             if not spec.charges:  # a 402 that offers only the sign-in
-                return _from_instructions(await self._challenge(request, spec, runtime))
+                return _expected(request, await self._challenge(request, spec, runtime))
         header = adapter.payment_header()
         if header is None:
-            return _from_instructions(await self._challenge(request, spec, runtime))
+            return _expected(request, await self._challenge(request, spec, runtime))
         try:
             payload = screen_payment_header(header)  # size and depth, before the SDK parses it
         except PaymentHeaderError as exc:
@@ -556,6 +557,20 @@ def _replayed(answer: dict[str, Any]) -> HttpResponse:
     if answer.get("payment_response"):
         response["PAYMENT-RESPONSE"] = answer["payment_response"]
     response["Cache-Control"] = SUCCESS_CACHE_CONTROL
+    return response
+
+
+def _expected(request: HttpRequest, challenge: HTTPResponseInstructions | None) -> HttpResponse:
+    """The 402 that starts every paid call (no payment or sign-in sent yet).
+
+    Django logs every response of 400 and above as a ``django.request``
+    WARNING; this one is expected traffic, so it is logged there at INFO
+    instead. A refused payment or sign-in is still a WARNING.
+    """
+    response = _from_instructions(challenge)
+    if response.status_code == 402:
+        request_logger.info("%s: %s", response.reason_phrase, request.path)
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own flag
     return response
 
 

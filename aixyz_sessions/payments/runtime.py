@@ -169,7 +169,8 @@ class PaymentRuntime:
                             price=spec.price,
                             network=spec.network or self.config.network,
                         ),
-                        description=spec.description,
+                        # The SDK's paywall page appends ". To access this content...".
+                        description=(spec.description or "").rstrip(" .") or None,
                         # Safe retries: a payment may carry an id (see payments.retries).
                         extensions={PAYMENT_IDENTIFIER: declare_payment_identifier_extension()},
                     )
