@@ -12,7 +12,13 @@ server's own, so the same rule lives here once:
   name in, so it proves nothing about who the server is. A sign-in names an
   origin this server *owns*: ``AIXYZ_X402["ORIGIN"]``, else a host that
   ``ALLOWED_HOSTS`` names (see
-  :func:`~aixyz_sessions.payments.paid_call.sign_in_origin`).
+  :func:`~aixyz_sessions.payments.paid_call.sign_in_origin`);
+* :func:`request_origin` is the ``scheme://host[:port]`` a request reached,
+  as every transport reports it to that decision: only when the port its
+  ``Host`` names (or the scheme's default) is the port this server listens
+  on. ``ALLOWED_HOSTS`` names hosts, not ports, and another service on
+  another port of an allowed name (``localhost``, say) is not this server: a
+  sign-in signed for it must not open a session here.
 """
 
 from __future__ import annotations
@@ -23,10 +29,19 @@ from typing import Any
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-__all__ = ["allowed_hosts", "any_host_allowed", "host_error", "owns_host", "scope_host"]
+__all__ = [
+    "allowed_hosts",
+    "any_host_allowed",
+    "host_error",
+    "owns_host",
+    "request_origin",
+    "scope_host",
+    "scope_origin",
+]
 
 #: What Django allows when ``DEBUG`` is on and ``ALLOWED_HOSTS`` is empty.
 DEBUG_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def allowed_hosts() -> list[str]:
@@ -74,3 +89,36 @@ def owns_host(netloc: str) -> bool:
 def any_host_allowed() -> bool:
     """Whether ``ALLOWED_HOSTS`` holds the bare ``"*"`` (every ``Host`` header is taken)."""
     return "*" in allowed_hosts()
+
+
+def request_origin(scheme: str, host: str, server_port: object) -> str | None:
+    """``scheme://host[:port]`` a request reached, or ``None`` when its ``Host`` cannot be us.
+
+    ``server_port`` is the port this server listens on (the ASGI scope's
+    ``server``, Django's ``SERVER_PORT``; ``None`` when unknown, a Unix
+    socket). A ``Host`` naming another port, or none while the server listens
+    on a port that is not the scheme's default, reached something else (or
+    came through a proxy: then ``AIXYZ_X402["ORIGIN"]`` says the public origin).
+    """
+    domain, port = split_domain_port(host)
+    if not domain:
+        return None
+    text = str(server_port) if server_port is not None else ""
+    listening = int(text) if text.isdigit() else None
+    if listening is not None:
+        named = int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
+        if named != listening:
+            return None
+    return f"{scheme}://{domain}:{port}" if port else f"{scheme}://{domain}"
+
+
+def scope_origin(scope: Mapping[str, Any]) -> str | None:
+    """:func:`request_origin` of an ASGI scope (HTTP or WebSocket; ``ws``/``wss`` as ``http(s)``).
+
+    A scope that names no host at all (an in-process test communicator) is
+    ``http://localhost``.
+    """
+    secure = scope.get("scheme") in ("https", "wss")
+    server = scope.get("server")
+    port = server[1] if isinstance(server, list | tuple) and len(server) > 1 else None
+    return request_origin("https" if secure else "http", scope_host(scope) or "localhost", port)

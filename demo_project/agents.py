@@ -25,4 +25,5 @@ session_agent = ToolLoopAgent(
     model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
     tools=["put-content", "get-content"],
     max_steps=10,
+    max_tool_calls=5,  # with put-content at $0.01, a $0.05 text turn covers them (W207)
 )

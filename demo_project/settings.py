@@ -182,7 +182,7 @@ AIXYZ_AGENT: dict[str, Any] = {
     "NAME": "Session Content Agent",
     "DESCRIPTION": "Stores and reads content in the session of whoever pays (x402).",
     "VERSION": "1.0.0",
-    "PRICE": "$0.001",
+    "PRICE": "$0.05",  # a text turn (with a model): up to 10 model steps and 5 tool calls
     "SKILLS": [
         {
             "id": "put-content",

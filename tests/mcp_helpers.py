@@ -101,12 +101,17 @@ class Payer:
 
 
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[ClientSession]:
-    """An initialized official MCP client session on ``url``/mcp."""
-    async with streamable_http_client(f"{url}/mcp") as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
+async def connect(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
+    """An initialized official MCP client session on ``url``/mcp (``headers`` on every request)."""
+    import httpx
+
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
 
 
 def text(result: CallToolResult) -> str:

@@ -491,6 +491,11 @@ def test_keys_that_reorder_or_hide_text_are_marked_visibly(
     entry = text(admin_client.get(payer_url(alice, "entry"), {"key": tricky}))
     assert "\u202e" not in entry.split("<form")[0] and "[U+202E]" in entry
     assert "zero<span" in entry and "width\nline" in entry  # the value's newline stays
+    # Blank letters and marks show nothing either: marked too (a plain space is not).
+    for i, blank in enumerate(("\u034f", "\u2800", "\u3164", "\ufe0f", "\u00a0")):
+        write(memory, alice, {f"report{i}{blank}": "lookalike"})
+        page = text(admin_client.get(payer_url(alice), {"prefix": f"report{i}"}))
+        assert f"[U+{ord(blank):04X}]" in page, blank
     # The key still round-trips through the page's links and its delete form.
     confirm = text(admin_client.get(payer_url(alice, "delete_key"), {"key": tricky}))
     assert f'value="{html.escape(tricky)}"' in confirm and "[U+202E]" in confirm

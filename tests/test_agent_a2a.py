@@ -75,7 +75,9 @@ async def test_the_card_names_the_agent_its_url_and_the_tools(base: str) -> None
     async with httpx.AsyncClient(timeout=10) as plain:
         card = (await plain.get(f"{base}/.well-known/agent-card.json")).json()
     assert card["name"] == "Test Agent" and card["version"] == "2.0.0"
-    assert "$0.001" in card["description"]
+    assert "at that tool's price" in card["description"]  # no model: no text turns
+    skills = {skill["id"]: skill for skill in card["skills"]}
+    assert skills[PUT]["description"].endswith("($0.01 a call, x402)")
     assert card["url"] == f"{base}/agent" and card["protocolVersion"] == "0.3"  # 0.3 clients
     versions = {i["protocolVersion"] for i in card["supportedInterfaces"]}
     assert versions == {"1.0", "0.3"}

@@ -127,3 +127,23 @@ async def test_an_oversize_or_nested_body_is_a_json_rpc_error_not_a_500() -> Non
     for response in (big, deep, batch):
         assert response.status_code == 400, response.content
         assert response.json()["error"]["code"] == -32700
+
+
+def test_a_text_turn_priced_below_its_tools_is_a_warning() -> None:
+    """One model turn may call put ($0.01) max_tool_calls times: PRICE should cover that."""
+    from aixyz_sessions.agent.checks import check_agent_settings
+    from tests import mcp_helpers
+
+    mcp_helpers.register_examples()
+    try:
+        loop = "tests.test_agent_loop.loop_agent"  # offers put and get; 20 tool calls a turn
+        found = {}
+        for price in ("$0.001", "$0.2"):
+            with override_settings(AIXYZ_AGENT={**AGENT, "AGENT": loop, "PRICE": price}):
+                found[price] = [m for m in check_agent_settings() if m.id == "aixyz_sessions.W207"]
+        (warning,) = found["$0.001"]
+        assert f"{mcp_helpers.PUT} ($0.01 a call) up to 20 times" in warning.msg
+        assert "0.20" in (warning.hint or "")
+        assert found["$0.2"] == []
+    finally:
+        mcp_helpers.unregister_examples()

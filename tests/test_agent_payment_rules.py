@@ -61,12 +61,13 @@ async def test_a_turn_whose_settlement_fails_keeps_no_task(base: str) -> None:
 
 
 async def test_a_failed_turn_with_a_huge_message_keeps_nothing(base: str) -> None:
-    """2.4 MB of text to a model that fails: uncharged, so nothing is kept for 7 days."""
+    """A 2.4 MB message to a model that fails: uncharged, so nothing is kept for 7 days."""
     MODEL.fail = True
     account = Account.create()
-    text = {"kind": "text", "text": "x" * 2_400_000}
+    text = {"kind": "text", "text": "hello"}
+    bulk = {"kind": "data", "data": {"attachment": "x" * 2_400_000}}
     async with paying(account, base) as http:
-        response = await http.post("/agent", json=rpc("message/send", v03_message(text)))
+        response = await http.post("/agent", json=rpc("message/send", v03_message(text, bulk)))
     assert response.status_code == 422, response.text[:300]
     task_id = response.json()["result"]["id"]
     assert await _tasks(account, base) == []
@@ -179,3 +180,75 @@ async def test_a_refusal_before_payment_is_quick_even_for_many_parts(base: str) 
     async with httpx.AsyncClient(timeout=10) as plain:
         response = await plain.post(f"{base}/agent", json=rpc("message/send", v03_message(*parts)))
     assert response.status_code == 400 and "at most one tool" in response.text
+
+
+async def _paid_once(base: str, body: dict[str, Any]) -> tuple[httpx.Response, dict[str, str]]:
+    """``body`` paid with one signed payment (its 402 answered by the SDK's client)."""
+    from x402 import x402Client
+    from x402.http import decode_payment_required_header, encode_payment_signature_header
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
+        asked = await plain.post("/agent", json=body)
+        assert asked.status_code == 402, asked.text
+        signer = x402Client()
+        register_exact_evm_client(signer, Account.create())
+        required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+        payload = await signer.create_payment_payload(required)
+        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+        return await plain.post("/agent", json=body, headers=headers), headers
+
+
+POISON = {"status": {"state": "failed"}, "kind": "task"}
+
+
+@pytest.mark.parametrize("where", ["data part", "metadata"])
+async def test_a_message_that_echoes_a_failed_state_is_still_charged(base: str, where: str) -> None:
+    """What the answer says is the client's own words: the turn's outcome decides the charge."""
+    before = get_local_facilitator().ledger.settled_count
+    text = {"kind": "text", "text": "hello"}
+    params = v03_message(text, {"kind": "data", "data": {"echo": POISON}})
+    if where == "metadata":
+        params = v03_message(text)
+        params["message"]["metadata"] = {"x": POISON, "status": {"state": "TASK_STATE_FAILED"}}
+    response, _ = await _paid_once(base, rpc("message/send", params))
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["status"]["state"] == "completed"
+    assert "PAYMENT-RESPONSE" in response.headers
+    assert get_local_facilitator().ledger.settled_count == before + 1
+    tool = v03_message(invoke(GET, key="k"))
+    tool["message"]["metadata"] = {"status": {"state": "failed"}}
+    invoked, _ = await _paid_once(base, rpc("message/stream", tool))
+    assert invoked.status_code == 200 and "PAYMENT-RESPONSE" in invoked.headers
+
+
+@pytest.mark.parametrize("field", ["contextId", "messageId", "taskId"])
+async def test_long_ids_are_refused_before_payment(base: str, field: str) -> None:
+    """A 2 MB contextId was once kept whole in the task and in the payer's index."""
+    params = v03_message(invoke(GET, key="k"))
+    params["message"][field] = "c" * 2_000_000
+    response = await post(f"{base}/agent", json=rpc("message/send", params))
+    assert response.status_code == 400 and field in response.json()["error"]["message"]
+
+
+async def test_a_message_the_sdk_refuses_before_work_leaves_the_payment_usable(base: str) -> None:
+    """A taskId that does not exist: nothing ran, so the same payment still buys the call."""
+    params = v03_message(invoke(GET, key="k"))
+    params["message"]["taskId"] = "no-such-task"
+    refused, headers = await _paid_once(base, rpc("message/send", params))
+    assert refused.status_code == 400, refused.text
+    good = rpc("message/send", v03_message(invoke(GET, key="k")))
+    assert (await post(f"{base}/agent", json=good, headers=headers)).status_code == 200
+
+
+async def test_a_huge_page_token_is_an_invalid_param(base: str) -> None:
+    """Page tokens are parsed as JSON by the SDK: a long one is refused before that."""
+    account = Account.create()
+    listed = await _signed_rpc(account, base, rpc("ListTasks", {"pageToken": "[" * 100_000}), **V1)
+    assert listed.status_code == 400 and listed.json()["error"]["code"] == -32602
+
+
+async def test_a_text_turn_is_bounded(base: str) -> None:
+    text = {"kind": "text", "text": "x" * 100_001}
+    response = await post(f"{base}/agent", json=rpc("message/send", v03_message(text)))
+    assert response.status_code == 400 and "at most 100000 characters" in response.text

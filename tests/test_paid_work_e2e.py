@@ -58,17 +58,17 @@ async def _paid_put(base: str, account: LocalAccount, key: str, value: str) -> N
 # -- a sign-in names an origin this server owns ----------------------------------------------
 
 
-async def _phished_sign_in(victim: LocalAccount) -> str:
-    """What a phishing site at evil.example gets the victim to sign: an ordinary sign-in.
+async def _phished_sign_in(victim: LocalAccount, host: str = EVIL) -> str:
+    """What a site at ``host`` gets the victim to sign: an ordinary sign-in for itself.
 
-    The message is the one evil.example's own 402 would offer for the same
-    path (a fresh nonce, its domain, the chain the demo uses).
+    The message is the one that site's own 402 would offer for the same path
+    (a fresh nonce, its domain, the chain the demo uses).
     """
     offer = declaration(
-        f"/tools/{GET}", origin=f"http://{EVIL}", network="eip155:84532", max_age=300
+        f"/tools/{GET}", origin=f"http://{host}", network="eip155:84532", max_age=300
     )
     info = {**offer["info"], "chainId": "eip155:84532", "type": "eip191"}
-    payload = await create_siwx_payload(info, victim, f"http://{EVIL}/tools/{GET}")
+    payload = await create_siwx_payload(info, victim, f"http://{host}/tools/{GET}")
     return encode_siwx_header(payload)
 
 
@@ -152,6 +152,29 @@ async def test_the_victims_own_sign_in_still_reads_over_websocket(server: DemoSe
             ws, {"id": 2, "tool": GET, "arguments": {"key": "secret"}, "sign_in": header}
         )
     assert reply["result"] == {"success": True, "key": "secret", "value": SECRET}
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1:1", "LOCALHOST.:9"])
+async def test_a_sign_in_for_another_port_of_an_allowed_name_reads_nothing(
+    server: DemoServer, host: str
+) -> None:
+    """ALLOWED_HOSTS names hosts, not ports: another service on localhost is not this server."""
+    from tests.mcp_helpers import connect
+
+    victim = Account.create()
+    await _paid_put(server.url, victim, "secret", SECRET)
+    header = await _phished_sign_in(victim, host)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as plain:
+        over_http = await plain.post(
+            f"/tools/{GET}", json={}, headers={"Host": host, "SIGN-IN-WITH-X": header}
+        )
+    assert over_http.status_code in (400, 402) and SECRET not in over_http.text, over_http.text
+    async with _socket_as(server.url, host) as ws:
+        over_ws = await _ask(ws, {"id": 1, "tool": GET, "arguments": {}, "sign_in": header})
+    assert "result" not in over_ws and SECRET not in json.dumps(over_ws), over_ws
+    async with connect(server.url, headers={"Host": host}) as session:
+        over_mcp = await session.call_tool(GET, {}, meta={"x402/sign-in": header})
+    assert over_mcp.isError and SECRET not in str(over_mcp.content), over_mcp.content
 
 
 def test_a_host_outside_allowed_hosts_gets_no_http_answer_either(server: DemoServer) -> None:
@@ -366,3 +389,17 @@ async def test_a_kept_answer_dies_with_its_authorization(server: DemoServer) -> 
         late = await plain.post(f"/tools/{PUT}", json=args, headers=headers)
     assert late.status_code == 402, late.text
     assert SECRET not in late.text
+
+
+async def test_a_payment_given_to_mcp_as_deep_json_text_is_refused(server: DemoServer) -> None:
+    """The x402 MCP transport takes the payment as JSON text too; the SDK's wrapper parses it
+    unbounded (fatal under py_ecc's recursion limit), so it is bounded first."""
+    from tests.mcp_helpers import connect
+
+    async with connect(server.url) as session:
+        for payment in ("[" * 200_000, "[" * 10_000 + "]" * 10_000, "x" * 20_000):
+            result = await session.call_tool(GET, {"key": "k"}, meta={"x402/payment": payment})
+            assert result.isError, result.content
+            assert (result.structuredContent or {}).get("error") == "invalid_payment"
+    async with httpx.AsyncClient(timeout=10) as plain:
+        assert (await plain.get(f"{server.url}/tools/")).status_code == 200

@@ -74,9 +74,31 @@ def test_any_host_allowed_needs_the_origin_configured() -> None:
     assert named == "http://api.example.com"
 
 
-def test_no_origin_at_all_names_the_setting() -> None:
+def test_no_origin_known_names_the_setting() -> None:
     refused = _refused(None)
-    assert refused.code == SERVER_MISCONFIGURED and "AIXYZ_X402['ORIGIN']" in refused.message
+    assert refused.code == INVALID_SIGN_IN and "AIXYZ_X402['ORIGIN']" in refused.message
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "port", "origin"),
+    [
+        ("http", "127.0.0.1:8000", 8000, "http://127.0.0.1:8000"),
+        ("http", "testserver", "80", "http://testserver"),
+        ("https", "API.example.com", 443, "https://api.example.com"),
+        ("http", "[::1]:8000", 8000, "http://[::1]:8000"),
+        ("http", "localhost:8000", None, "http://localhost:8000"),  # a Unix socket: no port
+        ("http", "127.0.0.1:1", 8000, None),  # another port on an allowed name
+        ("http", "localhost", 8000, None),  # port 80: another service (or a proxy)
+        ("https", "api.example.com", 8000, None),
+        ("http", "bad host", 80, None),
+    ],
+)
+def test_the_origin_a_request_reached_names_the_port_the_server_listens_on(
+    scheme: str, host: str, port: object, origin: str | None
+) -> None:
+    from aixyz_sessions.hosts import request_origin
+
+    assert request_origin(scheme, host, port) == origin
 
 
 async def _who() -> dict[str, Any]:

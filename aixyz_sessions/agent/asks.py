@@ -10,6 +10,10 @@ decides which from the JSON-RPC object the middleware prices:
 * the tool must exist and its arguments must validate against its schema;
 * a text turn needs ``AIXYZ_AGENT["AGENT"]``: without one, the message is
   refused with how to invoke a tool instead of being charged for that advice;
+  its text is at most :data:`MAX_TEXT_CHARS` (the model reads it at every step);
+* the ids a task keeps (``messageId``, ``contextId``, ``taskId``,
+  ``referenceTaskIds``) are short strings: at most :data:`MAX_ID_CHARS` each,
+  :data:`MAX_REFERENCES` references (a task is kept for days, and indexed);
 * the price is the tool's own (:attr:`Tool.paid_spec`, taken here for a
   payment only) for an invocation, and ``AIXYZ_AGENT["PRICE"]`` for a text
   turn and for a tool that has no price of its own (the task it leaves is
@@ -46,6 +50,12 @@ __all__ = [
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
+#: Longest id a message may give (a UUID is 36 characters).
+MAX_ID_CHARS = 256
+#: Most ``referenceTaskIds`` one message may name.
+MAX_REFERENCES = 16
+#: Longest text a text turn takes, in characters.
+MAX_TEXT_CHARS = 100_000
 #: A2A's ``UnsupportedOperationError``.
 UNSUPPORTED = -32004
 
@@ -117,6 +127,7 @@ def read_ask(rpc: dict[str, Any], config: AgentConfig, tools: ToolRegistry = reg
     message = params.get("message") if isinstance(params, dict) else None
     if not isinstance(message, dict):
         raise MessageRefused(INVALID_PARAMS, "params.message must be a message object")
+    _check_ids(message)
     calls = tool_parts(message.get("parts"))
     if len(calls) > 1:
         raise MessageRefused(
@@ -127,6 +138,10 @@ def read_ask(rpc: dict[str, Any], config: AgentConfig, tools: ToolRegistry = reg
     if not calls:
         if config.agent is None:
             raise MessageRefused(UNSUPPORTED, HELP)
+        if _text_chars(message.get("parts")) > MAX_TEXT_CHARS:
+            raise MessageRefused(
+                INVALID_PARAMS, f"a text turn takes at most {MAX_TEXT_CHARS} characters of text"
+            )
         return Ask(spec=message_spec(config.price, config.name))
     call = calls[0]
     name = call.get("tool")
@@ -143,3 +158,42 @@ def read_ask(rpc: dict[str, Any], config: AgentConfig, tools: ToolRegistry = reg
     if own is not None and own.charges:
         return Ask(item, arguments, _tool_spec(own))
     return Ask(item, arguments, message_spec(config.price, config.name))
+
+
+_ID_FIELDS = ("messageId", "message_id", "contextId", "context_id", "taskId", "task_id")
+
+
+def _check_ids(message: dict[str, Any]) -> None:
+    """The ids a message gives are short strings (see the module)."""
+    for name in _ID_FIELDS:
+        value = message.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_CHARS):
+            raise MessageRefused(
+                INVALID_PARAMS,
+                f"message.{name} must be a string of at most {MAX_ID_CHARS} characters",
+            )
+    for name in ("referenceTaskIds", "reference_task_ids"):
+        references = message.get(name)
+        if references is None:
+            continue
+        if (
+            not isinstance(references, list)
+            or len(references) > MAX_REFERENCES
+            or not all(isinstance(r, str) and len(r) <= MAX_ID_CHARS for r in references)
+        ):
+            raise MessageRefused(
+                INVALID_PARAMS,
+                f"message.{name} must list at most {MAX_REFERENCES} ids of at most "
+                f"{MAX_ID_CHARS} characters",
+            )
+
+
+def _text_chars(parts: object) -> int:
+    """How much text the message's parts carry."""
+    if not isinstance(parts, list):
+        return 0
+    return sum(
+        len(part["text"])
+        for part in parts
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    )

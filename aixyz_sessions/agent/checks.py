@@ -1,4 +1,4 @@
-"""System checks for ``AIXYZ_AGENT`` (ids ``aixyz_sessions.E2xx``)."""
+"""System checks for ``AIXYZ_AGENT`` (ids ``aixyz_sessions.E2xx``/``W2xx``)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,44 @@ def check_agent_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
                         id="aixyz_sessions.E206",
                     )
                 )
+            messages.extend(_turn_price(value.get("PRICE"), target))
     return messages
+
+
+def _turn_price(price: object, agent: object) -> list[checks.CheckMessage]:
+    """W207: a text turn's PRICE below what the tools its model may call cost elsewhere.
+
+    A tool costs its own price on every transport; a ``ToolLoopAgent`` turn
+    may call tools ``max_tool_calls`` times for one ``PRICE``.
+    """
+    from decimal import Decimal
+
+    from .loop import ToolLoopAgent
+
+    if not isinstance(agent, ToolLoopAgent) or not isinstance(price, str):
+        return []
+    priced = [
+        (t.name, Decimal(t.paid_spec.price.lstrip("$").replace(",", "")))
+        for t in agent.tools().values()
+        if t.paid_spec is not None and t.paid_spec.charges
+    ]
+    if not priced:
+        return []
+    name, most_value = max(priced, key=lambda item: item[1])
+    most = f"${most_value}"
+    turn = Decimal(price.lstrip("$").replace(",", ""))
+    if turn >= most_value * agent.max_tool_calls:
+        return []
+    return [
+        checks.Warning(
+            f"{SETTING}['PRICE'] is {price} per text turn, but the model may call {name} "
+            f"({most} a call) up to {agent.max_tool_calls} times in one turn: the tools "
+            "cost less through the agent than on every other transport",
+            hint=f"Raise PRICE to at least {most_value * agent.max_tool_calls:f}, lower the "
+            "agent's max_tool_calls, or offer it fewer tools.",
+            id="aixyz_sessions.W207",
+        )
+    ]
 
 
 def _routed_without_setting() -> list[checks.CheckMessage]:

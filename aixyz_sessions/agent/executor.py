@@ -15,9 +15,11 @@ see :mod:`~aixyz_sessions.agent.asks`):
 The payer binding (:func:`~aixyz_sessions.payer_context`) comes from the
 HTTP request the message arrived in: the SDK runs this executor in a task
 created inside it, which copies the binding, and the priced ask with it.
-The executor joins the request's turn, so a request that ends early stops
-it. Called outside a priced turn (a test driving the SDK directly), it reads
-the message itself by the same rules.
+The executor tells the request's turn (:mod:`~aixyz_sessions.agent.turns`)
+when the work starts and when it completed: that, not what the answer says,
+decides the charge; and a request that ends early stops it. Called outside
+a priced turn (a test driving the SDK directly), it reads the message itself
+by the same rules.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..tools.failures import tool_failure
 from ..tools.registry import ToolRegistry, registry
 from .asks import HELP, Ask
 from .loop import AgentError
-from .turns import asked, join
+from .turns import asked, completed, started
 
 __all__ = ["Answer", "RegistryAgentExecutor", "ToolInvocationFailed"]
 
@@ -66,7 +68,7 @@ class RegistryAgentExecutor(AgentExecutor):
         self.answer = answer
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        join()  # stopped with the request that paid for it
+        started()  # the payment is spent from here; stopped with the request that paid
         message = context.message
         assert message is not None
         task = context.current_task
@@ -87,6 +89,7 @@ class RegistryAgentExecutor(AgentExecutor):
         except (ToolInvocationFailed, AgentError) as exc:
             await updater.failed(message=new_text_message(str(exc)))
             return
+        completed()  # before the event: the answer may reach the view before this task resumes
         await updater.complete()
 
     def _read(self, parts: Any) -> Ask:

@@ -60,6 +60,8 @@ MAX_TASKS = 100
 MAX_TASK_BYTES = 256 * 1024
 #: Most tasks one ``ListTasks`` answer holds (a larger page size gets this many and a token).
 MAX_PAGE = 20
+#: Longest page token read (ours are about 100 characters; the SDK parses them as JSON).
+MAX_PAGE_TOKEN_CHARS = 512
 _INDEX = "a2a-tasks"
 _BINARY = "pb:"
 
@@ -87,6 +89,12 @@ def bounded(task: Task) -> Task:
         note.text = f"(this artifact was {size} bytes: too large to keep; it was in the answer)"
     if kept.ByteSize() > MAX_TASK_BYTES:
         kept.status.ClearField("message")
+        kept.ClearField("metadata")
+    if kept.ByteSize() > MAX_TASK_BYTES:  # ids no message should carry: the bare outcome
+        bare = Task(id=kept.id[:256], context_id=kept.context_id[:256])
+        bare.status.state = kept.status.state
+        bare.status.timestamp.CopyFrom(kept.status.timestamp)
+        kept = bare
     return kept
 
 
@@ -177,6 +185,8 @@ class PayerTaskStore(TaskStore):
         entries.sort(key=_sort_key, reverse=True)
         start = 0
         if params.page_token:
+            if len(params.page_token) > MAX_PAGE_TOKEN_CHARS:  # before the SDK parses its JSON
+                raise InvalidParamsError(message="invalid page token")
             cursor = decode_list_tasks_cursor(params.page_token)
             if cursor is None:
                 raise InvalidParamsError(message="invalid page token")

@@ -1,5 +1,13 @@
-"""One A2A turn's lifetime: the priced :class:`~aixyz_sessions.agent.asks.Ask` it runs,
-and the work it started, stopped when the request that paid for it goes away.
+"""One A2A turn: the priced :class:`~aixyz_sessions.agent.asks.Ask` it runs, whether its
+work started and completed, and that work stopped when the request that paid for it goes away.
+
+What the turn *did* decides what it costs, never what its answer says: the
+answer echoes the client's own message and metadata (a ``"status":
+{"state": "failed"}`` anywhere in them must not make a completed turn free).
+So the executor reports on the turn itself: :func:`started` when it begins
+the work (before that, the SDK refused the request and the payment is not
+spent), :func:`completed` when the work is done. The view charges a turn
+that completed, and only that.
 
 The SDK runs the executor in background tasks of its own (``ActiveTask``'s
 producer) that outlive the request unless told otherwise. A paid request
@@ -7,11 +15,11 @@ that ends early (the client disconnected, Django cancelled the view, the
 payment could not be taken) must not leave a model talking and tools running
 for nobody: that work would be unpaid and, were it to finish, its result
 would reach the store. So the view opens :func:`turn` around the SDK call,
-the executor :func:`joins <join>` it, and a turn that does not end normally
-cancels what joined.
+the executor joins it (:func:`started`), and a turn that does not end
+normally cancels what joined.
 
 The executor runs in a task created inside the request, which copies this
-module's context variables: that is how it finds the turn and its ask.
+module's context variable: that is how it finds the turn.
 """
 
 from __future__ import annotations
@@ -21,50 +29,69 @@ import contextvars
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from .asks import Ask
 
-__all__ = ["asked", "join", "turn"]
+__all__ = ["Turn", "asked", "completed", "started", "turn"]
 
 logger = logging.getLogger("aixyz_sessions.agent")
 
 #: How long a cancelled turn's work gets to stop before it is left to the loop.
 STOP_SECONDS = 5.0
 
-_ask: contextvars.ContextVar[Ask | None] = contextvars.ContextVar("aixyz_a2a_ask", default=None)
-_work: contextvars.ContextVar[set[asyncio.Task[Any]] | None] = contextvars.ContextVar(
-    "aixyz_a2a_turn", default=None
-)
+
+@dataclass
+class Turn:
+    """What one paid message runs, and what became of it."""
+
+    ask: Ask | None
+    #: The executor began the work (the payment is spent from here on).
+    started: bool = False
+    #: The executor finished the work and completed the task (the turn is charged).
+    completed: bool = False
+    work: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+_turn: contextvars.ContextVar[Turn | None] = contextvars.ContextVar("aixyz_a2a_turn", default=None)
 
 
 def asked() -> Ask | None:
     """The ask the current turn was priced for (``None`` outside :func:`turn`)."""
-    return _ask.get()
+    current = _turn.get()
+    return None if current is None else current.ask
 
 
-def join() -> None:
-    """Count the running task as the current turn's work (cancelled if the turn is cut short)."""
-    work = _work.get()
+def started() -> None:
+    """The executor begins the work: the running task joins the turn (stopped with it)."""
+    current = _turn.get()
     task = asyncio.current_task()
-    if work is not None and task is not None:
-        work.add(task)
+    if current is not None:
+        current.started = True
+        if task is not None:
+            current.work.add(task)
+
+
+def completed() -> None:
+    """The executor completed the task: the turn is charged."""
+    current = _turn.get()
+    if current is not None:
+        current.completed = True
 
 
 @asynccontextmanager
-async def turn(ask: Ask | None) -> AsyncIterator[None]:
-    """The block that answers one paid message; its work stops if the block does not finish."""
-    work: set[asyncio.Task[Any]] = set()
-    ask_token = _ask.set(ask)
-    work_token = _work.set(work)
+async def turn(ask: Ask | None) -> AsyncIterator[Turn]:
+    """The block that answers one message; its work stops if the block does not finish."""
+    current = Turn(ask)
+    token = _turn.set(current)
     finished = False
     try:
-        yield
+        yield current
         finished = True
     finally:
-        _ask.reset(ask_token)
-        _work.reset(work_token)
-        running = [task for task in work if not task.done()]
+        _turn.reset(token)
+        running = [task for task in current.work if not task.done()]
         if running and not finished:
             logger.info("A2A turn cut short: stopping %d task(s) of its work", len(running))
             for task in running:

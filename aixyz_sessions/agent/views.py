@@ -22,8 +22,10 @@ message is answered when its turn ends (``returnImmediately`` and 0.3's
 outcome, not on a task that has only been submitted.
 
 What a payment buys (DESIGN.md): an answer that is a JSON-RPC error is sent
-with HTTP 400, and a task that failed with 422, so that neither is settled,
-and neither carries the turn's artifacts; the turn's task is kept only once
+with HTTP 400, and a message whose turn did not complete (as the executor
+reports it, never as the answer's text says) with 422, so that neither is
+settled, and neither carries the turn's artifacts; a message the SDK refused
+before its work started leaves its payment unspent; the turn's task is kept only once
 its payment settled (:mod:`~aixyz_sessions.agent.tasks`); a request that ends
 early stops its turn (:mod:`~aixyz_sessions.agent.turns`). An internal error
 is answered with a generic message and logged, never shown.
@@ -71,16 +73,6 @@ MESSAGE_METHODS = frozenset(
 )
 #: No payer needed (they show no task): the extended card.
 FREE_METHODS = frozenset({"GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"})
-FAILED_STATES = frozenset(
-    {
-        "failed",
-        "rejected",
-        "canceled",
-        "TASK_STATE_FAILED",
-        "TASK_STATE_REJECTED",
-        "TASK_STATE_CANCELED",
-    }
-)
 INTERNAL_ERROR = -32603
 
 
@@ -185,44 +177,13 @@ def _responses(body: bytes, content_type: str) -> list[Any]:
     return responses
 
 
-def _states(value: Any) -> list[str]:
-    """Every task ``status.state`` in a JSON-RPC result (1.0 or 0.3 shapes, events too)."""
-    if isinstance(value, list):
-        return [state for item in value for state in _states(item)]
-    if not isinstance(value, dict):
-        return []
-    found = []
-    status = value.get("status")
-    if isinstance(status, dict) and isinstance(status.get("state"), str):
-        found.append(status["state"])
-    for key, item in value.items():
-        if key != "status" and isinstance(item, dict | list):
-            found.extend(_states(item))
-    return found
-
-
-def _status_of(responses: list[Any]) -> int:
-    """HTTP 400 for a JSON-RPC error, 422 for a failed task: neither is settled."""
-    for response in responses:
-        if not isinstance(response, dict):
-            continue
-        if "error" in response:
-            return 400
-        if FAILED_STATES.intersection(_states(response.get("result"))):
-            return 422
-    return 200
-
-
-def _blocking(rpc: dict[str, Any]) -> dict[str, Any]:
-    """``rpc`` with the message answered when its turn ends (1.0 and 0.3 spellings)."""
-    params = rpc.get("params")
-    if not isinstance(params, dict) or not isinstance(params.get("configuration"), dict):
-        return rpc
-    immediate = ("returnImmediately", "return_immediately")
-    configuration = {k: v for k, v in params["configuration"].items() if k not in immediate}
-    if "blocking" in configuration:
-        configuration["blocking"] = True
-    return {**rpc, "params": {**params, "configuration": configuration}}
+def _hide_internal(response: Any) -> Any:
+    """A JSON-RPC internal error says "internal error"; what went wrong goes to the log."""
+    error = response.get("error") if isinstance(response, dict) else None
+    if not isinstance(error, dict) or error.get("code") != INTERNAL_ERROR:
+        return response
+    logger.warning("A2A internal error answered to a client: %r", error.get("message"))
+    return {**response, "error": {"code": INTERNAL_ERROR, "message": "internal error"}}
 
 
 def _without_work(value: Any) -> Any:
@@ -238,24 +199,31 @@ def _without_work(value: Any) -> Any:
     }
 
 
-def _hide_internal(response: Any) -> Any:
-    """A JSON-RPC internal error says "internal error"; what went wrong goes to the log."""
-    error = response.get("error") if isinstance(response, dict) else None
-    if not isinstance(error, dict) or error.get("code") != INTERNAL_ERROR:
-        return response
-    logger.warning("A2A internal error answered to a client: %r", error.get("message"))
-    return {**response, "error": {"code": INTERNAL_ERROR, "message": "internal error"}}
+def _blocking(rpc: dict[str, Any]) -> dict[str, Any]:
+    """``rpc`` with the message answered when its turn ends (1.0 and 0.3 spellings)."""
+    params = rpc.get("params")
+    if not isinstance(params, dict) or not isinstance(params.get("configuration"), dict):
+        return rpc
+    immediate = ("returnImmediately", "return_immediately")
+    configuration = {k: v for k, v in params["configuration"].items() if k not in immediate}
+    if "blocking" in configuration:
+        configuration["blocking"] = True
+    return {**rpc, "params": {**params, "configuration": configuration}}
 
 
-def _answer(status: int, body: bytes, content_type: str) -> tuple[int, bytes]:
+def _answer(status: int, body: bytes, content_type: str, charged: bool | None) -> tuple[int, bytes]:
     """The HTTP status and body the client gets for the SDK's answer.
 
-    HTTP 400 for a JSON-RPC error and 422 for a failed or cancelled task, so
-    neither is settled; then neither carries the turn's artifacts.
+    HTTP 400 for a JSON-RPC error; for a message (``charged`` not ``None``),
+    422 for a turn that did not complete: neither is settled, and then
+    neither carries the turn's artifacts. Internal errors say nothing more.
     """
     responses = _responses(body, content_type)
     if status == 200:
-        status = _status_of(responses)
+        if any(isinstance(r, dict) and "error" in r for r in responses):
+            status = 400
+        elif charged is False:
+            status = 422
     cleaned = [_hide_internal(r) for r in responses]
     if status != 200:
         cleaned = [_without_work(r) for r in cleaned]
@@ -298,14 +266,17 @@ async def agent(request: HttpRequest) -> HttpResponse:
             refused = _error(400, found.code, found.message, _id(rpc), found.data)
             return refused_before_work(refused)
         ask, rpc = found, _blocking(rpc)
-    async with turn(ask):
+    async with turn(ask) as current:
         answer = await call_agent(request, json.dumps(rpc).encode())
     content_type = answer.headers.get("content-type", "application/json")
-    status, body = _answer(answer.status, answer.body, content_type)
+    charged = None if ask is None else current.completed
+    status, body = _answer(answer.status, answer.body, content_type, charged)
     response = HttpResponse(body, status=status, content_type=content_type)
     if content_type.startswith("text/event-stream"):
         response["Cache-Control"] = "no-store"
         response["X-Accel-Buffering"] = "no"
+    if ask is not None and not current.started:  # the SDK refused it before any work
+        refused_before_work(response)
     return response
 
 

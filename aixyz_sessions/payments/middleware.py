@@ -68,7 +68,7 @@ from .failures import (
 from .paid_call import PaidCall, sign_in_offer, signed_in_payer
 from .retries import fingerprint, retry_of
 from .runtime import PaymentRuntime, get_runtime
-from .sign_in import SIGN_IN_HEADER, origin_of
+from .sign_in import SIGN_IN_HEADER
 
 __all__ = ["X402Middleware"]
 
@@ -424,7 +424,7 @@ class X402Middleware:
         if current is not None and not isinstance(current, PaymentRequired):
             return instructions  # pragma: no cover - we send v2 only
         offered = sign_in_offer(
-            runtime, spec, current, url=url, request_path=request.path, origin=origin_of(url)
+            runtime, spec, current, url=url, request_path=request.path, origin=_origin(request)
         )
         encoded = encode_payment_required_header(offered)
         data = offered.model_dump(by_alias=True, exclude_none=True)
@@ -462,14 +462,13 @@ class X402Middleware:
         A refused sign-in is a 402 that offers a fresh one (and the payment,
         for a paid resource) with the reason.
         """
-        url = DjangoHTTPAdapter(request).get_url()
         try:
             payer = await signed_in_payer(
                 runtime,
                 spec,
                 credential,
                 request_path=request.path,
-                origin=origin_of(url),
+                origin=_origin(request),
                 where=request.path,
             )
         except PaymentFailure as failure:
@@ -522,6 +521,15 @@ class X402Middleware:
             method=request.method or "GET",
             payment_header=adapter.get_header("PAYMENT-SIGNATURE"),
         )
+
+
+def _origin(request: HttpRequest) -> str | None:
+    """The origin the request reached (``hosts.request_origin``): what a sign-in names."""
+    from ..hosts import request_origin
+
+    return request_origin(
+        request.scheme or "http", request.get_host(), request.META.get("SERVER_PORT")
+    )
 
 
 def _request_fingerprint(request: HttpRequest) -> str:

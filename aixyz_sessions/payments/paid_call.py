@@ -355,19 +355,23 @@ def sign_in_origin(runtime: PaymentRuntime, origin: str | None) -> str:
     client's to choose: were it trusted, a phishing site could get a payer
     to sign an ordinary sign-in for ``evil.example`` and replay it here with
     ``Host: evil.example``. A bare ``"*"`` names no host, so with it the
-    origin must be configured. Raises :class:`PaymentFailure`:
-    ``invalid_sign_in`` for a host this server does not own,
-    ``server_misconfigured`` when no origin can be trusted.
+    origin must be configured. ``origin`` comes from
+    :func:`~aixyz_sessions.hosts.request_origin` (``None`` when the request's
+    ``Host`` names another port than the one this server listens on).
+    Raises :class:`PaymentFailure`: ``invalid_sign_in`` for an origin this
+    server does not own or cannot know, ``server_misconfigured`` when
+    ``ALLOWED_HOSTS`` takes any host and ``ORIGIN`` is not set.
     """
     from ..hosts import any_host_allowed, owns_host
 
     if runtime.config.origin:
         return runtime.config.origin
-    if not origin:
+    if not origin:  # the transport could not tell (see hosts.request_origin)
         raise PaymentFailure(
-            SERVER_MISCONFIGURED,
-            "sign-in needs the server's public origin: set AIXYZ_X402['ORIGIN'] "
-            "(or pass origin= to call_tool)",
+            INVALID_SIGN_IN,
+            "this server's origin is not known for this request, so no sign-in can name it: "
+            "the server sets AIXYZ_X402['ORIGIN'] (a request whose Host does not name the "
+            "port the server listens on, as behind a proxy, cannot)",
         )
     host = urlsplit(origin).netloc
     if owns_host(host):

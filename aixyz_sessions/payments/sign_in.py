@@ -44,7 +44,6 @@ __all__ = [
     "check_sign_in",
     "declaration",
     "offer",
-    "origin_of",
     "record_payment",
     "records_for",
     "sign_in_declared",
@@ -123,12 +122,6 @@ async def record_payment(
     now = time.time()
     for resource in resources:
         await guard.remember(payer, _record_name(resource), f"{now:.3f}", now + window)
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of an absolute URL."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _iso(moment: datetime) -> str:

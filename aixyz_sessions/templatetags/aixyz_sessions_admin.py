@@ -21,8 +21,23 @@ __all__ = ["hidden_characters", "shown", "shown_value", "visible"]
 register = template.Library()
 
 
+#: Unicode categories whose characters do not show as themselves: controls and format
+#: characters (the bidi overrides, zero-width spaces), separators, private and unpaired.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs", "Co", "Cs"})
+#: Blank or default-ignorable characters of other categories (letters and marks that show
+#: nothing): the combining grapheme joiner, Hangul fillers, the braille blank, Khmer and
+#: Mongolian invisibles, variation selectors.
+HIDDEN_OTHERS = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0}.union(
+        range(0x180B, 0x1810), range(0xFE00, 0xFE10), range(0xE0100, 0xE01F0)
+    )
+)
+
+
 def _hidden(char: str, keep: str) -> bool:
-    return char not in keep and unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs")
+    if char in keep or char == " ":
+        return False
+    return unicodedata.category(char) in HIDDEN_CATEGORIES or ord(char) in HIDDEN_OTHERS
 
 
 def hidden_characters(text: str, keep: str = "") -> list[str]:

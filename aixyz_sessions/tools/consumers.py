@@ -192,12 +192,12 @@ class ToolConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         scheme = self.scope.get("scheme") or "ws"
         return f"{scheme}://{host}{self.scope.get('path', '/')}#{name}"
 
-    def _origin(self) -> str:
-        """``http(s)://host`` of this socket: what a sign-in message must name."""
-        headers = dict(self.scope.get("headers") or [])
-        host = headers.get(b"host", b"localhost").decode("latin1")
-        secure = self.scope.get("scheme") in ("wss", "https")
-        return f"{'https' if secure else 'http'}://{host}"
+    def _origin(self) -> str | None:
+        """``http(s)://host`` this socket reached (see ``hosts.scope_origin``): what a sign-in
+        must name, unless ``AIXYZ_X402["ORIGIN"]`` says otherwise."""
+        from ..hosts import scope_origin
+
+        return scope_origin(self.scope)
 
     async def _reply(self, message_id: str | int | None, **body: Any) -> None:
         await self.send(text_data=json.dumps({"id": message_id, **body}))

@@ -224,14 +224,31 @@ def request_meta(context: Any) -> dict[str, Any]:
 
 
 def _retry_of(tool: Tool, arguments: dict[str, Any], context: Any) -> Retry | None:
-    """The payment identifier of the MCP call's payment (``_meta["x402/payment"]``), if any."""
+    """The payment identifier of the MCP call's payment (``_meta["x402/payment"]``), if any.
+
+    The x402 MCP transport also takes the payment as JSON *text*, which the
+    SDK's wrapper parses with ``json.loads``: that text is bounded here first
+    (size and nesting, as every payment header is), or the call is refused.
+    Raises :class:`PaymentFailure` ``invalid_payment``.
+    """
     from x402.mcp import MCP_PAYMENT_META_KEY
 
+    from ... import bounded_json
+    from ...payments.authorization import MAX_HEADER_CHARS
     from ..payment_gate import screened_payment
 
     payment = request_meta(context).get(MCP_PAYMENT_META_KEY)
     if payment is None:
         return None
+    if isinstance(payment, str):
+        if len(payment) > MAX_HEADER_CHARS:
+            raise PaymentFailure(
+                INVALID_PAYMENT, f"payment is longer than {MAX_HEADER_CHARS} characters"
+            )
+        try:
+            payment = bounded_json.loads(payment)
+        except ValueError as exc:
+            raise PaymentFailure(INVALID_PAYMENT, f"payment is not a JSON object: {exc}") from None
     try:
         header, payload = screened_payment(payment)
     except PaymentHeaderError:

@@ -183,12 +183,15 @@ def _offering_sign_in(result: CallToolResult, tool: Tool, origin: str | None) ->
 
 
 def _origin(context: Any) -> str | None:
-    """``scheme://host`` of the HTTP request that carried the MCP call, if any."""
+    """``scheme://host`` the HTTP request that carried the MCP call reached, if any
+    (see ``hosts.scope_origin``)."""
+    from ...hosts import scope_origin
+
     try:
-        request = context.request_context.request
-        return f"{request.url.scheme}://{request.url.netloc}"
+        scope = context.request_context.request.scope
     except (AttributeError, ValueError):
         return None
+    return scope_origin(scope)
 
 
 def build_mcp_server(*, tools: ToolRegistry | None = None, name: str = SERVER_NAME) -> FastMCP[Any]:
