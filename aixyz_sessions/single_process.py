@@ -5,12 +5,16 @@ its own replay guard, so a payer's data is split between workers (a read
 lands on a worker that never saw the write) and one signed payment can be
 accepted once per worker. Nothing fails loudly; data just goes missing. So:
 
+* when the server runs more than one worker process and it can tell
+  (``WEB_CONCURRENCY``, or the parent server's ``--workers``/``-w`` option),
+  either in memory is an error, ``aixyz_sessions.E013``, whatever ``DEBUG``
+  is: the ASGI application refuses to start (the check runs at start).
+  ``AIXYZ_ALLOW_IN_MEMORY_WORKERS = True`` lets it start anyway, for those
+  who know (sticky sessions, a per-worker cache on purpose), with one log
+  line per worker;
 * ``manage.py check`` warns (``aixyz_sessions.W010`` for the store,
   ``aixyz_sessions.W103`` for the replay guard) when either is in memory and
-  ``DEBUG`` is off (a deployment, where several workers are the norm);
-* the ASGI application logs one line at start when it can tell that the
-  server runs more than one worker process (``WEB_CONCURRENCY``, or the
-  parent server's ``--workers``/``-w`` option).
+  ``DEBUG`` is off (a deployment, where several workers are the norm).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from django.conf import settings
 from django.core import checks
 
 __all__ = [
+    "ALLOW_SETTING",
+    "check_several_workers",
     "check_single_process_parts",
     "in_memory_parts",
     "warn_if_several_workers",
@@ -31,6 +37,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aixyz_sessions")
+
+#: ``True``: start with in-memory parts under several workers anyway (see the module).
+ALLOW_SETTING = "AIXYZ_ALLOW_IN_MEMORY_WORKERS"
 
 _HINT = (
     "Use CacheSessionStore (Redis) or DatabaseSessionStore when the server runs more than "
@@ -84,6 +93,31 @@ def check_single_process_parts(app_configs: Any = None, **kwargs: Any) -> list[c
     return messages
 
 
+@checks.register("aixyz_sessions")
+def check_several_workers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E013: several worker processes with an in-memory store or replay guard."""
+    if getattr(settings, ALLOW_SETTING, False):
+        return []
+    workers = worker_count()
+    if workers is None or workers <= 1:
+        return []
+    try:
+        parts = in_memory_parts()
+    except Exception:  # a store that cannot be built is reported by its own check
+        return []
+    if not parts:
+        return []
+    return [
+        checks.Error(
+            f"{workers} worker processes with the in-memory {' and '.join(parts)}: each worker "
+            "has its own, so a payer's reads miss their writes and one payment can be "
+            "accepted once per worker",
+            hint=_HINT + f" Or run one worker; or set {ALLOW_SETTING} = True to start anyway.",
+            id="aixyz_sessions.E013",
+        )
+    ]
+
+
 def _workers_option(argv: list[str]) -> int | None:
     for index, arg in enumerate(argv):
         for flag in ("--workers", "-w"):
@@ -119,7 +153,10 @@ def worker_count() -> int | None:
 
 
 def warn_if_several_workers() -> None:
-    """One warning line at start when in-memory parts meet several worker processes."""
+    """One warning line at start when in-memory parts meet several worker processes.
+
+    Reached only when :data:`ALLOW_SETTING` let the server start (E013 otherwise).
+    """
     workers = worker_count()
     if workers is None or workers <= 1:
         return

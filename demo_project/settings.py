@@ -11,6 +11,7 @@ Environment variables switch each part (see README.md, "The demo"):
 
 =========================  ==========================================================
 ``AIXYZ_DEMO_STORE``       ``db`` (default), ``memory`` or ``cache`` (Redis)
+``AIXYZ_ALLOW_IN_MEMORY_WORKERS``  ``1``: start ``memory`` under several workers anyway
 ``REDIS_URL``              Redis for ``AIXYZ_DEMO_STORE=cache``
                            (default ``redis://127.0.0.1:6379/0``)
 ``DATABASE_URL``           ``postgres://user:pass@host:port/name`` instead of SQLite
@@ -153,6 +154,8 @@ if DEMO_STORE not in _STORES:
         f"AIXYZ_DEMO_STORE={DEMO_STORE!r}: use one of {', '.join(sorted(_STORES))}"
     )
 AIXYZ_SESSION_STORE = _STORES[DEMO_STORE]
+# The in-memory store under several workers is refused at start (E013) unless this is set.
+AIXYZ_ALLOW_IN_MEMORY_WORKERS = _flag("AIXYZ_ALLOW_IN_MEMORY_WORKERS", "0")
 
 CACHES: dict[str, Any] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

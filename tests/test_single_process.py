@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.test import override_settings
@@ -62,9 +63,12 @@ def test_web_concurrency_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_count() == 5
 
 
-def test_asgi_start_under_two_workers_warns_once_per_worker(tmp_path: Path) -> None:
-    env = {**demo_env(tmp_path), "AIXYZ_DEMO_STORE": "memory"}
-    env.pop("WEB_CONCURRENCY", None)
+def _two_workers(env: dict[str, str], until: str, count: int = 2) -> list[str]:
+    """The demo under ``uvicorn --workers 2`` until ``until`` was printed ``count`` times.
+
+    Also tries one request while it runs: its status, or the error, is the last line.
+    """
+    env = {k: v for k, v in env.items() if k != "WEB_CONCURRENCY"}
     port = free_port()
     server = ["uvicorn", "demo_project.asgi:application", "--host", "127.0.0.1"]
     process = subprocess.Popen(
@@ -84,11 +88,37 @@ def test_asgi_start_under_two_workers_warns_once_per_worker(tmp_path: Path) -> N
             if not line:
                 break
             lines.append(line)
-            if sum("2 worker processes" in seen for seen in lines) == 2:
+            if sum(until in seen for seen in lines) >= count:
                 break
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/tools/", timeout=3)
+            lines.append(f"request answered {answer.status_code}")
+        except httpx.HTTPError as exc:
+            lines.append(f"request failed: {type(exc).__name__}")
     finally:
         process.terminate()
         process.wait(20)
+    return lines
+
+
+def test_two_workers_with_the_in_memory_store_refuse_to_start(tmp_path: Path) -> None:
+    """Sessions would split between workers and a payment be accepted once per worker."""
+    lines = _two_workers({**demo_env(tmp_path), "AIXYZ_DEMO_STORE": "memory"}, "E013")
+    refusals = [line for line in lines if "aixyz_sessions.E013" in line]
+    assert len(refusals) >= 2, "".join(lines)  # each worker refuses
+    assert "2 worker processes with the in-memory session store and replay guard" in refusals[0]
+    assert "AIXYZ_ALLOW_IN_MEMORY_WORKERS" in "".join(lines)
+    assert lines[-1].startswith("request failed"), lines[-1]  # nothing serves
+
+
+def test_two_workers_allowed_explicitly_start_and_warn_once_per_worker(tmp_path: Path) -> None:
+    env = {
+        **demo_env(tmp_path),
+        "AIXYZ_DEMO_STORE": "memory",
+        "AIXYZ_ALLOW_IN_MEMORY_WORKERS": "1",
+    }
+    lines = _two_workers(env, "2 worker processes")
     warnings = [line for line in lines if "2 worker processes" in line]
     assert len(warnings) == 2, "".join(lines)
     assert "in-memory session store and replay guard" in warnings[0]
+    assert "E013" not in "".join(lines)
