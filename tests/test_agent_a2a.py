@@ -422,3 +422,24 @@ async def test_a_method_the_table_does_not_know_needs_a_payer(base: str) -> None
         assert response.status_code == 402, (method, response.text)
     free = await post(f"{base}/agent", json=rpc("agent/getAuthenticatedExtendedCard", {}))
     assert free.status_code == 400  # answered by the SDK (no extended card), nothing paid
+
+
+async def test_tool_results_keep_their_integers(base: str) -> None:
+    """A data part is a protobuf Struct (doubles): 2 once came back as 2.0."""
+    from aixyz_sessions.tools import registry, tool
+
+    async def counts() -> dict[str, Any]:
+        return {"count": 2, "ratio": 0.5, "big": 2**40, "nested": [{"n": 3}], "flag": True}
+
+    tool(counts, name="a2a_counts", price="$0.001")
+    try:
+        async with paying(Account.create(), base) as http:
+            for method in ("message/send", "message/stream"):
+                response = await http.post(
+                    "/agent", json=rpc(method, v03_message(invoke("a2a_counts")))
+                )
+                assert response.status_code == 200, response.text
+                assert '"count": 2,' in response.text and '"count": 2.0' not in response.text
+                assert '"ratio": 0.5' in response.text and f'"big": {2**40}' in response.text
+    finally:
+        registry.unregister("a2a_counts")

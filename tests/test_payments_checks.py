@@ -95,3 +95,22 @@ async def test_replay_guard_claims_once_and_forgets_after_expiry() -> None:
     now[0] = 1111.0
     assert await guard.claim("0xcd", "0x02", 2000)
     assert len(guard) == 1  # the expired claim is gone
+
+
+def test_a_price_above_the_ceiling_is_a_warning() -> None:
+    """``price="10000"`` is $10,000 a call (the 402 shows "10000" only for $0.01)."""
+    from aixyz_sessions.tools import registry, tool
+
+    async def pricey() -> None:
+        return None
+
+    tool(pricey, name="pricey_tool", price="10000")
+    try:
+        with override_settings(AIXYZ_X402=LOCAL, DEBUG=True):
+            found = [m for m in check_x402_settings() if m.id == "aixyz_sessions.W106"]
+        (warning,) = [m for m in found if "'pricey_tool'" in m.msg]
+        assert "$10000 a call" in warning.msg and "10000000000" in warning.msg
+        assert "aixyz_sessions.W106" not in ids({**LOCAL, "MAX_PRICE": "$20000"}, DEBUG=True)
+        assert ids({**LOCAL, "MAX_PRICE": "lots"}) == ["aixyz_sessions.E109"]
+    finally:
+        registry.unregister("pricey_tool")

@@ -199,6 +199,24 @@ def _without_work(value: Any) -> Any:
     }
 
 
+def _whole_numbers(value: Any, *, inside_data: bool = False) -> Any:
+    """Data parts with their whole numbers written as integers again.
+
+    A data part travels as a protobuf ``Struct``, whose numbers are doubles:
+    a tool's ``{"count": 2}`` would reach the client as ``{"count": 2.0}``.
+    """
+    if isinstance(value, list):
+        return [_whole_numbers(item, inside_data=inside_data) for item in value]
+    if isinstance(value, dict):
+        return {
+            key: _whole_numbers(item, inside_data=inside_data or key == "data")
+            for key, item in value.items()
+        }
+    if inside_data and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def _blocking(rpc: dict[str, Any]) -> dict[str, Any]:
     """``rpc`` with the message answered when its turn ends (1.0 and 0.3 spellings)."""
     params = rpc.get("params")
@@ -224,10 +242,10 @@ def _answer(status: int, body: bytes, content_type: str, charged: bool | None) -
             status = 400
         elif charged is False:
             status = 422
-    cleaned = [_hide_internal(r) for r in responses]
+    cleaned = [_whole_numbers(_hide_internal(r)) for r in responses]
     if status != 200:
         cleaned = [_without_work(r) for r in cleaned]
-    if cleaned == responses:
+    if json.dumps(cleaned) == json.dumps(responses):  # (2.0 == 2: compare as written)
         return status, body
     if content_type.startswith("text/event-stream"):
         return status, b"".join(b"data: " + json.dumps(r).encode() + b"\r\n\r\n" for r in cleaned)

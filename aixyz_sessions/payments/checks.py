@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from .conf import SETTING, config_errors
+from .conf import DEFAULT_MAX_PRICE, SETTING, config_errors
 from .decorators import PRICE_OF_ATTR, paid_spec_of
 
 __all__ = [
@@ -48,6 +48,7 @@ def check_x402_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     if not messages:
         messages.extend(_guard_records(value))
         messages.extend(_sign_in_origin(value))
+        messages.extend(_prices_above(value.get("MAX_PRICE", DEFAULT_MAX_PRICE)))
     if not messages and value.get("FACILITATOR") == "local" and not settings.DEBUG:
         messages.append(
             checks.Warning(
@@ -108,6 +109,59 @@ def _sign_in_origin(value: dict[str, Any]) -> list[checks.CheckMessage]:
             id="aixyz_sessions.W105",
         )
     ]
+
+
+def _prices() -> Iterator[tuple[str, str]]:
+    """``(what, price)`` of every paid view routed, every paid tool and the agent's turns."""
+    from ..tools.registry import registry
+
+    try:
+        patterns = get_resolver().url_patterns
+    except Exception:  # Django's own URL checks report a broken URLconf
+        patterns = []
+    for view in _views(patterns):
+        for method in ("GET", "POST", "PUT"):
+            spec = paid_spec_of(view, method)
+            if spec is not None and spec.charges:
+                yield f"the view {_view_name(view)}", spec.price
+                break
+    for item in registry:
+        if item.paid_spec is not None and item.paid_spec.charges:
+            yield f"the tool {item.name!r}", item.paid_spec.price
+    agent = getattr(settings, "AIXYZ_AGENT", None)
+    if isinstance(agent, dict) and isinstance(agent.get("PRICE"), str):
+        yield "AIXYZ_AGENT['PRICE']", agent["PRICE"]
+
+
+def _prices_above(ceiling: str) -> list[checks.CheckMessage]:
+    """W106: a price above ``MAX_PRICE`` (``paid("10000")`` is $10,000, not 10,000 units)."""
+    from decimal import Decimal, InvalidOperation
+
+    def dollars(price: str) -> Decimal:
+        return Decimal(price.strip().removeprefix("$").replace(",", ""))
+
+    try:
+        limit = dollars(ceiling)
+    except (InvalidOperation, AttributeError):
+        return []
+    messages: list[checks.CheckMessage] = []
+    for what, price in _prices():
+        try:
+            amount = dollars(price)
+        except InvalidOperation:
+            continue
+        if amount > limit:
+            messages.append(
+                checks.Warning(
+                    f"{what} costs {price} a call, above {SETTING}['MAX_PRICE'] ({ceiling}); "
+                    "prices are dollars, and the 402 shows them in the token's atomic units "
+                    f"({amount * 10**6:f} for USDC)",
+                    hint="Write the price in dollars ('$0.01' is one cent), or raise "
+                    f"{SETTING}['MAX_PRICE'] if you mean it.",
+                    id="aixyz_sessions.W106",
+                )
+            )
+    return messages
 
 
 @checks.register("aixyz_sessions", deploy=True)

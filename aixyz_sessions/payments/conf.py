@@ -12,6 +12,7 @@
         "SIGN_IN_WINDOW": 86400,            # seconds a payment opens sign-in
         "SIGN_IN_MAX_AGE": 300,             # seconds a sign-in message stays good
         "PAYMENT_ID_TTL": 3600,             # seconds a paid answer is kept for retries
+        "MAX_PRICE": "$10",                 # check warns (W106) about prices above it
     }
     # or "FACILITATOR": "local" for the in-process LocalFacilitator (dev/tests only)
 
@@ -52,8 +53,10 @@ KNOWN_KEYS = frozenset(
         "SIGN_IN_WINDOW",
         "SIGN_IN_MAX_AGE",
         "PAYMENT_ID_TTL",
+        "MAX_PRICE",
     }
 )
+DEFAULT_MAX_PRICE = "$10"
 _DURATIONS = {
     "SIGN_IN_WINDOW": DEFAULT_SIGN_IN_WINDOW,
     "SIGN_IN_MAX_AGE": DEFAULT_SIGN_IN_MAX_AGE,
@@ -235,6 +238,19 @@ def config_errors(value: object) -> list[X402ConfigError]:
             )
         )
     errors.extend(_returning_payer_errors(value))
+    ceiling = value.get("MAX_PRICE", DEFAULT_MAX_PRICE)
+    from .decorators import check_price
+
+    try:
+        check_price(ceiling, what=f"{SETTING}['MAX_PRICE']")
+    except (TypeError, ValueError) as exc:
+        errors.append(
+            X402ConfigError(
+                str(exc),
+                id="aixyz_sessions.E109",
+                hint="The highest price you mean to charge per call, in dollars: '$10'.",
+            )
+        )
     return errors
 
 
