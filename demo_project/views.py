@@ -39,7 +39,7 @@ def _facilitator_label() -> str:
 def _try_lines(base: str) -> list[str]:
     return [
         "python manage.py demo_call        # paid calls as two payers, then a sign-in",
-        "python manage.py demo_call --transport ws   # or mcp",
+        "python manage.py demo_call --transport ws   # or mcp, or a2a",
         f"curl -i -X POST {base}/tools/get-content   # 402 Payment Required",
         f"open {base}/tools/get-content in a browser  # the x402 paywall page",
         f"open {base}/admin/aixyz_sessions/storedsession/  # the sessions written",

@@ -79,6 +79,7 @@ async def test_agents_get_the_json_map(
     assert index["endpoints"]["websocket"] == "ws://testserver/ws/tools/"
     assert index["store"] == "DatabaseSessionStore"
     assert any("demo_call" in line for line in index["try"])
+    assert any("--transport ws" in line and "a2a" in line for line in index["try"])
 
 
 @pytest.mark.parametrize(

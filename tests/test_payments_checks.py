@@ -114,3 +114,9 @@ def test_a_price_above_the_ceiling_is_a_warning() -> None:
         assert ids({**LOCAL, "MAX_PRICE": "lots"}) == ["aixyz_sessions.E109"]
     finally:
         registry.unregister("pricey_tool")
+
+
+def test_a_list_of_networks_says_one_network_per_view_for_now() -> None:
+    with pytest.raises(X402ConfigError, match="takes one network, not list") as refused:
+        paid("$0.01", network=["eip155:84532", "eip155:8453"])  # type: ignore[arg-type]
+    assert "One price, one network" in (refused.value.hint or "")

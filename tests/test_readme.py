@@ -350,3 +350,26 @@ def test_tool_loop_agent_example() -> None:
     agent = run(block("# myapp/agents.py"))["notes_agent"]
     assert isinstance(agent, ToolLoopAgent) and agent.max_steps == 10
     assert agent.tool_names == ["put-content", "get-content"]
+
+
+def test_websocket_client_example(readme_tools: dict[str, Any]) -> None:
+    """The README's WebSocket client pays from the payment_required error, against uvicorn."""
+    from aixyz_sessions.asgi import get_asgi_application
+
+    remember_over_ws = run(block("# a WebSocket client that pays"))["remember_over_ws"]
+    patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
+    account = Account.create()
+    for name in urlconf("readme_ws", patterns):
+        with (
+            override_settings(
+                MIDDLEWARE=MIDDLEWARE,
+                ROOT_URLCONF=name,
+                AIXYZ_X402=LOCAL,
+                ALLOWED_HOSTS=LOOPBACK_HOSTS,
+            ),
+            serve(get_asgi_application()) as base,
+        ):
+            ws_url = base.replace("http://", "ws://") + "/ws/tools/"
+            reply = asyncio.run(remember_over_ws(account, url=ws_url))
+    assert reply["id"] == 2 and reply["result"] == {"stored": "a"}, reply
+    assert reply["payment_response"]

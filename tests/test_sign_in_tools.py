@@ -208,3 +208,12 @@ async def test_a_payment_over_any_transport_opens_sign_in(paid_over: str) -> Non
     await {"websocket": _pay_over_websocket, "mcp": _pay_over_mcp}[paid_over](client)
     result = await over_http(client, NOTEBOOK, {"key": "k"})
     assert result == {"payer": client.address, "value": "paid"}
+
+
+async def test_the_test_kit_signs_in_with_a_json_body() -> None:
+    """``PayingClient.sign_in`` takes the body as ``post()`` does: a dict is sent as JSON."""
+    client = PayingClient()
+    await _pay_over_http(client)
+    back = await client.sign_in("POST", f"/tools/{NOTEBOOK}", {"key": "k"})
+    assert back.status_code == 200, back.content
+    assert json.loads(back.content)["result"] == {"payer": client.address, "value": "paid"}

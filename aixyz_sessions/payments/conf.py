@@ -115,6 +115,14 @@ def check_address(value: object, *, what: str = f"{SETTING}['PAY_TO']") -> str:
 
 def check_network(value: object, *, what: str = f"{SETTING}['NETWORK']") -> str:
     """Return ``value`` if it is a CAIP-2 EVM network the SDK can price in USDC."""
+    if isinstance(value, list | tuple | set):
+        raise X402ConfigError(
+            f"{what} takes one network, not {type(value).__name__} {list(value)!r}",
+            id="aixyz_sessions.E103",
+            hint="One price, one network and the network's USDC per paid view or tool for now "
+            "(several accepted networks and assets are planned); give one CAIP-2 id such as "
+            "'eip155:84532'.",
+        )
     networks = known_networks()
     if not isinstance(value, str) or not _NETWORK.fullmatch(value) or value not in networks:
         raise X402ConfigError(

@@ -11,6 +11,7 @@ header. ``pay=False`` on a request sends no payment::
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpResponseBase
@@ -117,11 +118,20 @@ class PayingClient(_Payer, AsyncClient):
         )
         return headers
 
-    async def sign_in(self, method: str, path: str, **kwargs: Any) -> HttpResponseBase:
+    async def sign_in(
+        self, method: str, path: str, data: Any = None, **kwargs: Any
+    ) -> HttpResponseBase:
         """Come back as a returning payer: ask, sign the 402's sign-in offer, send it.
 
-        No payment is made: a refused sign-in answers its 402 (with the reason).
+        ``data`` is the body, as for :meth:`post`: a dict or list is sent as
+        JSON, anything else as given (with ``content_type``). No payment is
+        made: a refused sign-in answers its 402 (with the reason).
         """
+        if isinstance(data, dict | list):
+            data = json.dumps(data)
+            kwargs.setdefault("content_type", "application/json")
+        if data is not None:
+            kwargs["data"] = data
         send = super().generic
         asked: HttpResponseBase = await send(method, path, **kwargs)
         if asked.status_code != 402 or "PAYMENT-REQUIRED" not in asked:
