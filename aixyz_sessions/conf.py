@@ -41,7 +41,7 @@ class SettingError(ImproperlyConfigured):
     """A setting of this app cannot work; carries the system-check id and a hint."""
 
     def __init__(self, msg: str, *, id: str, hint: str) -> None:
-        super().__init__(f"{msg} ({hint})")
+        super().__init__(f"{msg} ({hint}) [{id}]")
         self.msg = msg
         self.id = id
         self.hint = hint

@@ -60,10 +60,7 @@ class NotReady(ImproperlyConfigured):
     def __init__(self, problems: list[checks.CheckMessage]) -> None:
         self.problems = problems
         lines = [f"  {problem}" for problem in problems]
-        super().__init__(
-            "aixyz_sessions cannot start; fix these (`python manage.py check --database "
-            "default` shows them again):\n" + "\n".join(lines)
-        )
+        super().__init__("aixyz_sessions cannot start; fix these:\n" + "\n".join(lines))
 
 
 def _missing_tables(aliases: Iterable[str] | None = None) -> list[checks.CheckMessage]:
@@ -106,7 +103,10 @@ def _missing_tables(aliases: Iterable[str] | None = None) -> list[checks.CheckMe
             problems.append(
                 checks.Error(
                     f"{what} in the database {using!r}",
-                    hint=f"Run `python manage.py migrate aixyz_sessions --database {using}`.",
+                    hint="Run `python manage.py migrate"
+                    + ("" if using == "default" else f" --database {using}")
+                    + "` (then `python manage.py check --database "
+                    + f"{using}` shows no E012).",
                     id="aixyz_sessions.E012",
                 )
             )

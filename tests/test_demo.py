@@ -241,7 +241,7 @@ def test_demo_setup_creates_the_admin_once_with_a_printed_password(
     password = first.split("password: ", 1)[1].split()[0]
     assert len(password) >= 12 and user.check_password(password)
     assert "demo_call" in first and "http://127.0.0.1:8000/admin/" in first
-    assert "--transport ws | mcp | a2a" in first
+    assert "--transport ws | mcp | a2a" in first and "/.well-known/agent-card.json" in first
     second = setup_command()
     assert "exists" in second and password not in second
     assert get_user_model().objects.count() == 1

@@ -105,7 +105,7 @@ async def test_redis_restart_gives_503_then_service_resumes() -> None:
             body = assert_json_error(
                 await put(client, "k", "during"), 503, "session_store_unavailable"
             )
-            assert "'sessions'" in body["message"]
+            assert body["message"] == "the session store is unavailable; retry in 5 seconds"
             # ... and with the guard in memory the tool itself meets the outage: 503 as well.
             with override_settings(AIXYZ_X402={**LOCAL, "REPLAY_GUARD": IN_MEMORY_GUARD}):
                 response = await put(client, "k", "during")
@@ -190,7 +190,7 @@ async def test_postgres_refusing_gives_503_and_no_settlement(
                 body = assert_json_error(
                     await put(client, "k", "v"), 503, "session_store_unavailable"
                 )
-                assert f"'{alias}'" in body["message"]
+                assert f"'{alias}'" not in body["message"]  # in the log only
                 with override_settings(AIXYZ_X402={**LOCAL, "REPLAY_GUARD": IN_MEMORY_GUARD}):
                     assert_json_error(await put(client, "k", "v"), 503, "session_store_unavailable")
             assert ledger().settled_count == before

@@ -100,6 +100,8 @@ def test_from_an_empty_folder_to_a_paid_call(tmp_path: Path) -> None:
         assert not any("/mcp answers 404" in line for line in lines), lines
         asked = httpx.get(f"{url}/note/", timeout=10)  # the README's curl
         assert asked.status_code == 402 and "PAYMENT-REQUIRED" in asked.headers
+        css = httpx.get(f"{url}/static/admin/css/base.css", timeout=10)
+        assert css.status_code == 200  # the admin is styled in development
         main = run(block("# pay.py"))["main"]
         paid = asyncio.run(main(url))
         assert paid.status_code == 200, paid.text

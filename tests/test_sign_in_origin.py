@@ -144,3 +144,20 @@ def test_w105_when_sign_in_cannot_trust_any_host() -> None:
             assert not [m for m in check_x402_settings() if m.id == "aixyz_sessions.W105"]
     finally:
         registry.unregister(WHO)
+
+
+async def test_a_402_says_when_sign_in_is_not_offered() -> None:
+    """ALLOWED_HOSTS = ["*"], no ORIGIN: the payment is offered; the 402 says sign-in is not."""
+    from aixyz_sessions.tools.payment_gate import payment_required_for
+
+    tool(_who, name=WHO, price="$0.01", sign_in="after_payment")
+    try:
+        item = registry.get(WHO)
+        assert item is not None
+        with override_settings(ALLOWED_HOSTS=["*"]):
+            reset_runtime()
+            required = await payment_required_for(item, origin="http://anything.example")
+        assert required.accepts and "sign-in not offered" in (required.error or "")
+        assert "sign-in-with-x" not in (required.extensions or {})
+    finally:
+        registry.unregister(WHO)

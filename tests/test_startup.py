@@ -63,7 +63,7 @@ def test_asgi_refuses_to_start_with_the_tables_not_migrated(tmp_path: Path) -> N
     done = _start(demo_env(tmp_path))  # a fresh SQLite file: nothing migrated
     assert done.returncode != 0
     output = done.stdout + done.stderr
-    assert "aixyz_sessions.E012" in output and "manage.py migrate aixyz_sessions" in output, output
+    assert "aixyz_sessions.E012" in output and "Run `python manage.py migrate`" in output, output
 
 
 def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +85,7 @@ def test_check_with_the_database_shows_e012_and_migrate_still_runs(tmp_path: Pat
     checked = _manage(env, "check", "--database", "default")
     assert checked.returncode != 0
     output = checked.stdout + checked.stderr
-    assert "aixyz_sessions.E012" in output and "manage.py migrate aixyz_sessions" in output, output
+    assert "aixyz_sessions.E012" in output and "Run `python manage.py migrate`" in output, output
     migrated = _manage(env, "migrate", "--noinput")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     again = _manage(env, "check", "--database", "default")
@@ -102,7 +102,7 @@ def test_asgi_refuses_to_start_after_an_upgrade_without_migrate(tmp_path: Path) 
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "aixyz_sessions.E012" in output and "0004_paymentclaim_value" in output, output
-    assert "manage.py migrate aixyz_sessions" in output
+    assert "Run `python manage.py migrate`" in output
 
 
 def test_ensure_ready_names_a_misspelled_store() -> None:
@@ -186,17 +186,21 @@ STORE = f"{__name__}.UnmigratedStore"
 GUARDED = {**LOCAL, "REPLAY_GUARD": "aixyz_sessions.replay.InMemoryReplayGuard"}
 
 
-def _assert_500(response: Any) -> None:
+#: What a client reads; the store's own words (its fix) are in the log, and shown with DEBUG.
+MISCONFIGURED = "the session store is misconfigured; the server's log names the fix"
+FIX = "table 'x' does not exist; run `manage.py migrate`"
+
+
+def _assert_500(response: Any, message: str = MISCONFIGURED) -> None:
     assert response.status_code == 500, response.content
     body = json.loads(response.content)
-    assert body == {
-        "error": "session_store_misconfigured",
-        "message": "table 'x' does not exist; run `manage.py migrate`",
-    }
+    assert body == {"error": "session_store_misconfigured", "message": message}
     assert "Retry-After" not in response and "PAYMENT-RESPONSE" not in response
 
 
-async def test_misconfigured_store_is_a_500_naming_the_fix_over_http() -> None:
+async def test_misconfigured_store_is_a_500_naming_the_fix_over_http(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ledger = get_local_facilitator().ledger
     before = ledger.settled_count
     with override_settings(
@@ -206,6 +210,9 @@ async def test_misconfigured_store_is_a_500_naming_the_fix_over_http() -> None:
         AIXYZ_X402=GUARDED,
     ):
         _assert_500(await PayingClient().get("/paid/"))
+        assert FIX in caplog.text  # the log names the fix
+        with override_settings(DEBUG=True):  # and so does the answer, while debugging
+            _assert_500(await PayingClient().get("/paid/"), FIX)
     with (
         example_tools(),
         override_settings(
@@ -234,10 +241,7 @@ async def test_misconfigured_store_is_its_own_error_code_over_websocket() -> Non
     ):
         async with websocket() as ws:
             reply = await paid_ws_call(ws, Wallet(), "put", {"key": "k", "value": "v"})
-    assert reply["error"] == {
-        "code": "session_store_misconfigured",
-        "message": "table 'x' does not exist; run `manage.py migrate`",
-    }
+    assert reply["error"] == {"code": "session_store_misconfigured", "message": MISCONFIGURED}
 
 
 async def test_misconfigured_store_is_its_own_error_code_over_mcp(settings: Any) -> None:

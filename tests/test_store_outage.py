@@ -42,22 +42,37 @@ def dead_store() -> Iterator[None]:
         yield
 
 
+#: What a client reads when the store is down: where the store lives stays in the log.
+DOWN = "the session store is unavailable; retry in 5 seconds"
+
+
 def assert_503(response: Any) -> None:
     assert response.status_code == 503, response.content
     body = json.loads(response.content)
     assert body["error"] == "session_store_unavailable"
-    assert "'dead'" in body["message"]
+    assert body["message"] == DOWN
     assert response["Retry-After"]
     assert "PAYMENT-RESPONSE" not in response
 
 
-async def test_replay_guard_down_is_503_and_not_settled(dead_store: None, ledger: Any) -> None:
+async def test_replay_guard_down_is_503_and_not_settled(
+    dead_store: None, ledger: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     before = ledger.settled_count
     with override_settings(
         MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL
     ):
         assert_503(await PayingClient().get("/paid/"))
     assert ledger.settled_count == before
+    assert "'dead'" in caplog.text  # the operator's log names the store; the client's answer not
+
+
+async def test_with_debug_on_the_503_names_the_store(dead_store: None) -> None:
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF="tests.payments_urls", AIXYZ_X402=LOCAL, DEBUG=True
+    ):
+        response = await PayingClient().get("/paid/")
+    assert response.status_code == 503 and "'dead'" in json.loads(response.content)["message"]
 
 
 async def test_store_down_in_the_view_is_503_and_not_settled(dead_store: None, ledger: Any) -> None:
@@ -95,7 +110,7 @@ async def test_paid_tool_over_websocket_with_store_down(dead_store: None, ledger
             reply = await paid_ws_call(ws, Wallet(), "put", {"key": "k", "value": "v"})
             assert reply["id"] == "paid"
             assert reply["error"]["code"] == "session_store_unavailable"
-            assert "'dead'" in reply["error"]["message"]
+            assert reply["error"]["message"] == DOWN
             # the connection stays usable
             await ws.send_json_to({"id": 3, "tool": "echo", "arguments": {"text": "x"}})
             assert (await ws.receive_json_from(timeout=5))["result"]["text"] == "x"

@@ -155,11 +155,25 @@ class PaymentFailure(Exception):
         other store error) passes by itself: 503 with ``Retry-After``.
         :class:`~aixyz_sessions.SessionStoreMisconfigured` lasts until someone
         fixes the deployment: 500, logged as an error, its message naming the fix.
+        What the store said (its host, port, the driver's error) goes to the
+        log, and to the client only while ``DEBUG`` is on: it describes the
+        infrastructure, not the client's request.
         """
+        from django.conf import settings
+
         place = f" in {where}" if where else ""
-        message = f"{prefix}: {exc}" if prefix else str(exc)
-        if isinstance(exc, SessionStoreMisconfigured):
+        misconfigured = isinstance(exc, SessionStoreMisconfigured)
+        if misconfigured:
             logger.error("session store misconfigured%s: %s", place, exc)
+        else:
+            logger.warning("session store failed%s: %s", place, exc)
+        if settings.DEBUG:
+            detail = str(exc)
+        elif misconfigured:
+            detail = "the session store is misconfigured; the server's log names the fix"
+        else:
+            detail = f"the session store is unavailable; retry in {RETRY_AFTER_SECONDS} seconds"
+        message = f"{prefix}: {detail}" if prefix else detail
+        if misconfigured:
             return cls(STORE_MISCONFIGURED, message, status=500)
-        logger.warning("session store failed%s: %s", place, exc)
         return cls(STORE_UNAVAILABLE, message, status=503, retry_after=RETRY_AFTER_SECONDS)

@@ -403,8 +403,9 @@ def sign_in_offer(
     """``required`` with ``spec``'s sign-in offered (``None``: the auth-only form), any transport.
 
     When no origin can be trusted (:func:`sign_in_origin`) the payment alone
-    is offered, and the reason logged once; with nothing else to offer
-    (``required`` is ``None``) the :class:`PaymentFailure` is raised.
+    is offered, its ``error`` saying that sign-in is not, and the reason is
+    logged once; with nothing else to offer (``required`` is ``None``) the
+    :class:`PaymentFailure` is raised.
     """
     global _unusable_origin_logged
     _, path = target_of(spec.resource, request_path)
@@ -416,7 +417,8 @@ def sign_in_offer(
         if not _unusable_origin_logged:
             _unusable_origin_logged = True
             logger.warning("x402: sign-in not offered: %s", failure.message)
-        return required
+        said = required.error or "Payment required"
+        return required.model_copy(update={"error": f"{said}; sign-in not offered here"})
     offered: PaymentRequired = offer(
         required,
         url=url,

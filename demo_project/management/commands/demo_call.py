@@ -373,7 +373,12 @@ class Command(BaseCommand):
             expect(r == {"success": True, "key": "note", "deleted": True}, "deleted: true")
             r = await do(a, GET, {"key": "note"}, "read the deleted note")
             expect(isinstance(r, dict) and r.get("success") is False, "no content under 'note'")
-            if transport != "a2a":  # an A2A message is paid per message: no tool sign-in
+            if transport == "a2a":  # a message is always paid; a sign-in reads tasks only
+                out.write(
+                    "    (over A2A a message is always paid: the sign-in steps of the other "
+                    "transports are skipped)"
+                )
+            else:
                 title = "come back: read the greeting by signing in with the same wallet"
                 r = await do(a, GET, {"key": "greeting"}, title, sign_in=True)
                 expect(r == {"success": True, "key": "greeting", "value": greeting}, "A's greeting")

@@ -34,6 +34,7 @@ The demo ("x402 sessions") is starting on {url}  (Ctrl-C stops it)
   {url}/tools/get-content     open it in a browser: the x402 paywall page
   {url}/mcp                   the same tools over MCP
   {ws}/ws/tools/               and over WebSocket
+  {url}/agent                 and as an A2A agent (card: {url}/.well-known/agent-card.json)
   {url}/admin/                the session entries (log in as {username!r})
 
 In another terminal, make paid calls as two fresh payers and watch them stay apart:
