@@ -76,3 +76,25 @@ def model_agent_server(model: Any, monkeypatch: Any) -> Iterator[str]:
             AIXYZ_AGENT={**AGENT, "AGENT": "tests.test_agent_loop.loop_agent"}
         ) as url:
             yield url
+
+
+async def paid_once(base: str, body: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """``body`` posted to ``/agent``, its 402 paid once by a fresh wallet with the SDK's client.
+
+    The answer, and that payment's header (to send again: a replay).
+    """
+    import httpx
+    from eth_account import Account
+    from x402 import x402Client
+    from x402.http import decode_payment_required_header, encode_payment_signature_header
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
+        asked = await plain.post("/agent", json=body)
+        assert asked.status_code == 402, asked.text
+        signer = x402Client()
+        register_exact_evm_client(signer, Account.create())
+        required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+        payload = await signer.create_payment_payload(required)
+        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+        return await plain.post("/agent", json=body, headers=headers), headers

@@ -13,16 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
-from x402 import x402Client
-from x402.http import decode_payment_required_header, encode_payment_signature_header
-from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from aixyz_sessions import get_store
 from aixyz_sessions.agent.loop import ToolLoopAgent
 from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
 from tests import mcp_helpers
-from tests.agent_app import model_agent_server
+from tests.agent_app import model_agent_server, paid_once
 from tests.fake_openai import FakeModel
 from tests.payments_helpers import serve
 from tests.test_agent_a2a import paying, rpc, v03_message
@@ -75,16 +72,10 @@ async def test_the_model_calls_tools_in_the_payers_session(base: str) -> None:
 
 async def _paid_say(base: str, text: str) -> tuple[httpx.Response, dict[str, str]]:
     """A text message paid with one signed payment; the answer and that payment's header."""
-    body = rpc("message/send", v03_message({"kind": "text", "text": text}))
-    async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
-        asked = await plain.post("/agent", json=body)
-        assert asked.status_code == 402, asked.text
-        signer = x402Client()
-        register_exact_evm_client(signer, Account.create())
-        required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
-        payload = await signer.create_payment_payload(required)
-        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
-        return await plain.post("/agent", json=body, headers=headers), headers
+    answer, headers = await paid_once(
+        base, rpc("message/send", v03_message({"kind": "text", "text": text}))
+    )
+    return answer, headers
 
 
 async def _again(base: str, headers: dict[str, str]) -> httpx.Response:

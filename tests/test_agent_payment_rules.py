@@ -22,7 +22,7 @@ from aixyz_sessions import get_store
 from aixyz_sessions.agent.tasks import MAX_PAGE, MAX_TASK_BYTES
 from aixyz_sessions.payments.local import get_local_facilitator
 from tests import mcp_helpers
-from tests.agent_app import model_agent_server
+from tests.agent_app import model_agent_server, paid_once
 from tests.fake_openai import FakeModel
 from tests.test_agent_a2a import V1, _signed_rpc, invoke, paying, post, rpc, v03_message
 
@@ -182,23 +182,6 @@ async def test_a_refusal_before_payment_is_quick_even_for_many_parts(base: str) 
     assert response.status_code == 400 and "at most one tool" in response.text
 
 
-async def _paid_once(base: str, body: dict[str, Any]) -> tuple[httpx.Response, dict[str, str]]:
-    """``body`` paid with one signed payment (its 402 answered by the SDK's client)."""
-    from x402 import x402Client
-    from x402.http import decode_payment_required_header, encode_payment_signature_header
-    from x402.mechanisms.evm.exact import register_exact_evm_client
-
-    async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
-        asked = await plain.post("/agent", json=body)
-        assert asked.status_code == 402, asked.text
-        signer = x402Client()
-        register_exact_evm_client(signer, Account.create())
-        required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
-        payload = await signer.create_payment_payload(required)
-        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
-        return await plain.post("/agent", json=body, headers=headers), headers
-
-
 POISON = {"status": {"state": "failed"}, "kind": "task"}
 
 
@@ -211,14 +194,14 @@ async def test_a_message_that_echoes_a_failed_state_is_still_charged(base: str, 
     if where == "metadata":
         params = v03_message(text)
         params["message"]["metadata"] = {"x": POISON, "status": {"state": "TASK_STATE_FAILED"}}
-    response, _ = await _paid_once(base, rpc("message/send", params))
+    response, _ = await paid_once(base, rpc("message/send", params))
     assert response.status_code == 200, response.text
     assert response.json()["result"]["status"]["state"] == "completed"
     assert "PAYMENT-RESPONSE" in response.headers
     assert get_local_facilitator().ledger.settled_count == before + 1
     tool = v03_message(invoke(GET, key="k"))
     tool["message"]["metadata"] = {"status": {"state": "failed"}}
-    invoked, _ = await _paid_once(base, rpc("message/stream", tool))
+    invoked, _ = await paid_once(base, rpc("message/stream", tool))
     assert invoked.status_code == 200 and "PAYMENT-RESPONSE" in invoked.headers
 
 
@@ -235,7 +218,7 @@ async def test_a_message_the_sdk_refuses_before_work_leaves_the_payment_usable(b
     """A taskId that does not exist: nothing ran, so the same payment still buys the call."""
     params = v03_message(invoke(GET, key="k"))
     params["message"]["taskId"] = "no-such-task"
-    refused, headers = await _paid_once(base, rpc("message/send", params))
+    refused, headers = await paid_once(base, rpc("message/send", params))
     assert refused.status_code == 400, refused.text
     good = rpc("message/send", v03_message(invoke(GET, key="k")))
     assert (await post(f"{base}/agent", json=good, headers=headers)).status_code == 200

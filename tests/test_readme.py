@@ -13,6 +13,7 @@ import sys
 import textwrap
 import types
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,28 @@ def urlconf(name: str, patterns: list[Any]) -> Iterator[str]:
         yield name
     finally:
         del sys.modules[name]
+
+
+@contextmanager
+def served(name: str, patterns: list[Any], **settings: Any) -> Iterator[str]:
+    """``patterns`` behind X402Middleware (local facilitator) under uvicorn; the base URL.
+
+    The one ASGI application (Django, /mcp, the WebSocket); ``settings`` override more.
+    """
+    from aixyz_sessions.asgi import get_asgi_application
+
+    for urls in urlconf(name, patterns):
+        with (
+            override_settings(
+                MIDDLEWARE=MIDDLEWARE,
+                ROOT_URLCONF=urls,
+                AIXYZ_X402=LOCAL,
+                ALLOWED_HOSTS=LOOPBACK_HOSTS,
+                **settings,
+            ),
+            serve(get_asgi_application()) as base,
+        ):
+            yield base
 
 
 @pytest.fixture
@@ -239,7 +262,6 @@ def test_x402_httpx_client_example(readme_tools: dict[str, Any]) -> None:
 
 def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
     """The server block registers a tool that takes sign-ins; the client block signs in."""
-    from django.core.asgi import get_asgi_application
     from x402 import x402Client
     from x402.http.clients.httpx import x402HttpxClient
     from x402.mechanisms.evm.exact import register_exact_evm_client
@@ -248,59 +270,39 @@ def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
     come_back = run(block("import httpx", "create_siwx_payload"))["come_back"]
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     account = Account.create()
-    for name in urlconf("readme_sign_in", patterns):
-        with (
-            override_settings(
-                MIDDLEWARE=MIDDLEWARE,
-                ROOT_URLCONF=name,
-                AIXYZ_X402=LOCAL,
-                ALLOWED_HOSTS=LOOPBACK_HOSTS,
-            ),
-            serve(get_asgi_application()) as base,
-        ):
+    with served("readme_sign_in", patterns) as base:
 
-            async def pay_then_come_back() -> Any:
-                payments = x402Client()
-                register_exact_evm_client(payments, account)
-                async with x402HttpxClient(payments, base_url=base, timeout=30) as http:
-                    paid = await http.post("/tools/read", json={"key": "a"})
-                    assert paid.status_code == 200 and "PAYMENT-RESPONSE" in paid.headers
-                return await come_back(account, url=f"{base}/tools/read")
+        async def pay_then_come_back() -> Any:
+            payments = x402Client()
+            register_exact_evm_client(payments, account)
+            async with x402HttpxClient(payments, base_url=base, timeout=30) as http:
+                paid = await http.post("/tools/read", json={"key": "a"})
+                assert paid.status_code == 200 and "PAYMENT-RESPONSE" in paid.headers
+            return await come_back(account, url=f"{base}/tools/read")
 
-            assert asyncio.run(pay_then_come_back()) == {"result": {"value": None}}
-            stranger = asyncio.run(come_back(Account.create(), url=f"{base}/tools/read"))
-            assert stranger["error"] == "invalid_sign_in"
+        assert asyncio.run(pay_then_come_back()) == {"result": {"value": None}}
+        stranger = asyncio.run(come_back(Account.create(), url=f"{base}/tools/read"))
+        assert stranger["error"] == "invalid_sign_in"
 
 
 def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
     """The client example pays once; its retries (lost answers) get the same answer."""
-    from django.core.asgi import get_asgi_application
 
     pay_once = run(block("import httpx", "append_payment_identifier_to_extensions"))["pay_once"]
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     account = Account.create()
-    for name in urlconf("readme_retries", patterns):
-        with (
-            override_settings(
-                MIDDLEWARE=MIDDLEWARE,
-                ROOT_URLCONF=name,
-                AIXYZ_X402=LOCAL,
-                ALLOWED_HOSTS=LOOPBACK_HOSTS,
-            ),
-            serve(get_asgi_application()) as base,
-        ):
-            from aixyz_sessions.payments.local import get_local_facilitator
+    with served("readme_retries", patterns) as base:
+        from aixyz_sessions.payments.local import get_local_facilitator
 
-            ledger = get_local_facilitator().ledger
-            before = ledger.settled_count
-            answer = asyncio.run(pay_once(account, url=f"{base}/tools/remember"))
-            assert answer == {"result": {"stored": "a"}}
-            assert ledger.settled_count == before + 1
+        ledger = get_local_facilitator().ledger
+        before = ledger.settled_count
+        answer = asyncio.run(pay_once(account, url=f"{base}/tools/remember"))
+        assert answer == {"result": {"stored": "a"}}
+        assert ledger.settled_count == before + 1
 
 
 def test_a2a_client_example() -> None:
     """The README's A2A client stores through a paid message, against a served app."""
-    from django.core.asgi import get_asgi_application
 
     from aixyz_sessions.agent.server import reset_agent
     from tests import mcp_helpers
@@ -318,28 +320,19 @@ def test_a2a_client_example() -> None:
         return await get_store().get(account.address.lower(), key)
 
     try:
-        for name in urlconf("readme_a2a", patterns):
-            with (
-                override_settings(
-                    MIDDLEWARE=MIDDLEWARE,
-                    ROOT_URLCONF=name,
-                    AIXYZ_X402=LOCAL,
-                    AIXYZ_AGENT={**AGENT, **namespace["AIXYZ_AGENT"]},
-                    ALLOWED_HOSTS=LOOPBACK_HOSTS,
-                ),
-                serve(get_asgi_application()) as base,
-            ):
-                reset_agent()
-                from aixyz_sessions.tools import tool
+        agent = {**AGENT, **namespace["AIXYZ_AGENT"]}
+        with served("readme_a2a", patterns, AIXYZ_AGENT=agent) as base:
+            reset_agent()
+            from aixyz_sessions.tools import tool
 
-                tool(mcp_helpers.put, name="put-content", price="$0.01")
-                try:
-                    task = asyncio.run(store_via_a2a(account, base))
-                    assert task.status.state == 3  # completed
-                    assert asyncio.run(stored("a")) == "b"
-                finally:
-                    registry.unregister("put-content")
-                    reset_agent()
+            tool(mcp_helpers.put, name="put-content", price="$0.01")
+            try:
+                task = asyncio.run(store_via_a2a(account, base))
+                assert task.status.state == 3  # completed
+                assert asyncio.run(stored("a")) == "b"
+            finally:
+                registry.unregister("put-content")
+                reset_agent()
     finally:
         mcp_helpers.unregister_examples()
 
@@ -354,22 +347,12 @@ def test_tool_loop_agent_example() -> None:
 
 def test_websocket_client_example(readme_tools: dict[str, Any]) -> None:
     """The README's WebSocket client pays from the payment_required error, against uvicorn."""
-    from aixyz_sessions.asgi import get_asgi_application
 
     remember_over_ws = run(block("# a WebSocket client that pays"))["remember_over_ws"]
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     account = Account.create()
-    for name in urlconf("readme_ws", patterns):
-        with (
-            override_settings(
-                MIDDLEWARE=MIDDLEWARE,
-                ROOT_URLCONF=name,
-                AIXYZ_X402=LOCAL,
-                ALLOWED_HOSTS=LOOPBACK_HOSTS,
-            ),
-            serve(get_asgi_application()) as base,
-        ):
-            ws_url = base.replace("http://", "ws://") + "/ws/tools/"
-            reply = asyncio.run(remember_over_ws(account, url=ws_url))
+    with served("readme_ws", patterns) as base:
+        ws_url = base.replace("http://", "ws://") + "/ws/tools/"
+        reply = asyncio.run(remember_over_ws(account, url=ws_url))
     assert reply["id"] == 2 and reply["result"] == {"stored": "a"}, reply
     assert reply["payment_response"]
