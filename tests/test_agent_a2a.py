@@ -424,6 +424,18 @@ async def test_a_method_the_table_does_not_know_needs_a_payer(base: str) -> None
     assert free.status_code == 400  # answered by the SDK (no extended card), nothing paid
 
 
+def _tool_data(text: str) -> Any:
+    """The data of the (last) artifact in a JSON-RPC answer or an event stream of them."""
+    lines = [line[5:] for line in text.splitlines() if line.startswith("data:")] or [text]
+    found = None
+    for line in lines:
+        result = json.loads(line)["result"]
+        for artifact in [*result.get("artifacts", []), result.get("artifact") or {}]:
+            for part in artifact.get("parts", []):
+                found = part.get("data", found)
+    return found
+
+
 async def test_tool_results_keep_their_integers(base: str) -> None:
     """A data part is a protobuf Struct (doubles): 2 once came back as 2.0."""
     from aixyz_sessions.tools import registry, tool
@@ -439,7 +451,16 @@ async def test_tool_results_keep_their_integers(base: str) -> None:
                     "/agent", json=rpc(method, v03_message(invoke("a2a_counts")))
                 )
                 assert response.status_code == 200, response.text
-                assert '"count": 2,' in response.text and '"count": 2.0' not in response.text
-                assert '"ratio": 0.5' in response.text and f'"big": {2**40}' in response.text
+                data = _tool_data(response.text)
+                assert data == {
+                    "count": 2,
+                    "ratio": 0.5,
+                    "big": 2**40,
+                    "nested": [{"n": 3}],
+                    "flag": True,
+                }
+                assert type(data["count"]) is int and type(data["big"]) is int
+                assert type(data["nested"][0]["n"]) is int
+                assert '"count": 2.0' not in response.text
     finally:
         registry.unregister("a2a_counts")

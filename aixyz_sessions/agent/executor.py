@@ -17,9 +17,9 @@ HTTP request the message arrived in: the SDK runs this executor in a task
 created inside it, which copies the binding, and the priced ask with it.
 The executor tells the request's turn (:mod:`~aixyz_sessions.agent.turns`)
 when the work starts and when it completed: that, not what the answer says,
-decides the charge; and a request that ends early stops it. Called outside
-a priced turn (a test driving the SDK directly), it reads the message itself
-by the same rules.
+decides the charge; and a request that ends early stops it. It reads no
+message itself: outside a priced turn (the SDK driven without the ``/agent``
+view) a message fails, since nothing decided what it may run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from a2a.helpers.proto_helpers import (
-    get_data_parts,
     get_message_text,
     new_data_part,
     new_task_from_user_message,
@@ -40,7 +39,6 @@ from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 
 from ..tools.failures import tool_failure
-from ..tools.registry import ToolRegistry, registry
 from .asks import HELP, Ask
 from .loop import AgentError
 from .turns import asked, completed, started
@@ -55,16 +53,10 @@ class ToolInvocationFailed(Exception):
     """A direct tool invocation that cannot run, or whose tool failed; the message says why."""
 
 
-def tool_calls(parts: Any) -> list[dict[str, Any]]:
-    """The data parts of a message that invoke a tool (``{"tool": ..., ...}``)."""
-    return [d for d in get_data_parts(parts) if isinstance(d, dict) and "tool" in d]
-
-
 class RegistryAgentExecutor(AgentExecutor):
     """A direct tool invocation, else the configured answer (see the module)."""
 
-    def __init__(self, *, tools: ToolRegistry = registry, answer: Answer | None = None) -> None:
-        self.tools = tools
+    def __init__(self, *, answer: Answer | None = None) -> None:
         self.answer = answer
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -77,7 +69,9 @@ class RegistryAgentExecutor(AgentExecutor):
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         try:
-            ask = asked() or self._read(message.parts)
+            ask = asked()
+            if ask is None:
+                raise ToolInvocationFailed("no priced ask: messages are run by the /agent view")
             if ask.tool is not None:
                 result = await self._invoke(ask)
                 await updater.add_artifact([new_data_part(result)], name=ask.tool.name)
@@ -91,22 +85,6 @@ class RegistryAgentExecutor(AgentExecutor):
             return
         completed()  # before the event: the answer may reach the view before this task resumes
         await updater.complete()
-
-    def _read(self, parts: Any) -> Ask:
-        """The message's ask by :func:`~aixyz_sessions.agent.asks.read_ask`'s rules."""
-        calls = tool_calls(parts)
-        if len(calls) > 1:
-            raise ToolInvocationFailed("a message invokes at most one tool")
-        if not calls:
-            return Ask()
-        name = calls[0].get("tool")
-        item = self.tools.get(name) if isinstance(name, str) else None
-        if item is None:
-            raise ToolInvocationFailed(f"no tool named {name!r}")
-        try:
-            return Ask(item, item.validate(calls[0].get("arguments", {})))
-        except Exception as exc:
-            raise ToolInvocationFailed(str(exc)) from None
 
     async def _invoke(self, ask: Ask) -> Any:
         assert ask.tool is not None

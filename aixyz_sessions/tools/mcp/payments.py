@@ -63,6 +63,7 @@ class _McpCall:
     """One paid MCP call: the core's :class:`PaidCall`, what its hooks refused, the tool's value."""
 
     arguments: dict[str, Any]
+    kwargs: dict[str, Any]
     paid: PaidCall
     failure: PaymentFailure | None = None
     value: Any = None
@@ -111,7 +112,7 @@ class PaidToolRunner:
         call = _call()
         try:
             async with call.paid.bound():
-                value = call.value = await self.tool.call(call.arguments)
+                value = call.value = await self.tool.run(call.kwargs)
             await call.paid.ready()  # the wrapper has no hook before it settles
         except PaymentFailure as failure:  # the store is down: better unsettled than unstored
             return _failure_result(failure)
@@ -163,12 +164,16 @@ class PaidToolRunner:
             self._built = (runtime, wrapped)
             return wrapped
 
-    async def run(self, arguments: dict[str, Any], context: Any) -> CallToolResult:
+    async def run(
+        self, arguments: dict[str, Any], kwargs: dict[str, Any], context: Any
+    ) -> CallToolResult:
         """One paid call: the SDK's payment flow around the tool, replay guard included.
 
         ``arguments`` are already valid (checked before any payment, so nobody
-        pays for a call that cannot run); ``context`` is FastMCP's request
-        ``Context``, from which the wrapper reads ``_meta["x402/payment"]``.
+        pays for a call that cannot run) and ``kwargs`` are what validating
+        them gave (the tool runs with those; the arguments identify the call
+        for retries); ``context`` is FastMCP's request ``Context``, from which
+        the wrapper reads ``_meta["x402/payment"]``.
         """
         try:
             runtime = get_runtime()
@@ -186,7 +191,7 @@ class PaidToolRunner:
         except PaymentFailure as failure:
             return _failure_result(failure)
         paid = PaidCall(runtime, where=where, spec=self.spec, retry=retry)
-        call = _McpCall(arguments, paid)
+        call = _McpCall(arguments, kwargs, paid)
         token = _current.set(call)
         try:
             async with call.paid:

@@ -87,7 +87,7 @@ class RegistryTool(FastMCPTool):
         """
         tool = self._tool
         try:
-            tool.validate(arguments)
+            kwargs = tool.validate(arguments)
         except ToolArgumentsError as exc:
             return failure_result(tool, exc)
         spec = tool.paid_spec
@@ -96,13 +96,13 @@ class RegistryTool(FastMCPTool):
             if credential is not None or not spec.charges:
                 return await self._signed_in(arguments, credential, context)
         if self._paid is not None:
-            result = await self._paid.run(arguments, context)
+            result = await self._paid.run(arguments, kwargs, context)
             if spec is not None and spec.takes_sign_in:
                 result = _offering_sign_in(result, tool, _origin(context))
             return result
         try:
             async with payer_context(None):
-                value = await tool.call(arguments)
+                value = await tool.run(kwargs)
         except Exception as exc:
             return failure_result(tool, exc)
         return CallToolResult(content=[TextContent(type="text", text=result_text(value))])
