@@ -323,10 +323,31 @@ class RedisStoreBase(SessionStore):
             )
         return SessionStoreError(f"{self.label} failed on {op}: {type(exc).__name__}: {exc}")
 
+    async def _ready(self, op: str) -> RedisClient:
+        """This loop's client; a cluster client has read the slot map first.
+
+        redis-py's cluster client picks a command's node before it awaits
+        its own first ``initialize()``; until that has run it knows no
+        nodes, so it sends every command to the default node. A fresh
+        worker's first burst of concurrent calls then meets ``MOVED``, and
+        after a few of those the client closes every connection it has,
+        failing the calls still in flight (seen as "Connection closed").
+        Awaiting ``initialize()`` here (a no-op once done; its lock makes
+        concurrent callers wait for the one read) routes every command by
+        its slot from the first one on.
+        """
+        client = self._client()
+        if isinstance(client, RedisCluster):
+            try:
+                await client.initialize()
+            except _REDIS_FAILURES as exc:
+                raise self._failure(op, exc) from exc
+        return client
+
     async def _run(self, op: str, script: lua.LuaScript, numkeys: int, *args: Any) -> Any:
         # ``args`` starts with the script's KEYS, the payer's index first: a
         # cluster client routes EVALSHA to the node owning their (one) slot.
-        execute: Callable[..., Awaitable[Any]] = self._client().execute_command
+        execute: Callable[..., Awaitable[Any]] = (await self._ready(op)).execute_command
         try:
             try:
                 return await execute("EVALSHA", script.sha, numkeys, *args)
@@ -338,6 +359,7 @@ class RedisStoreBase(SessionStore):
     async def _call(self, op: str, command: Awaitable[T]) -> T:
         """Await one plain command (made on this loop's client), translating failures."""
         try:
+            await self._ready(op)
             return await command
         except _REDIS_FAILURES as exc:
             raise self._failure(op, exc) from exc
@@ -546,7 +568,7 @@ class RedisStoreBase(SessionStore):
         """
         base = _payer_base(self.key_prefix, payer)
         try:
-            left = int(await self._client().pttl(base + "v:" + key))
+            left = int(await (await self._ready("entry_ttl_ms")).pttl(base + "v:" + key))
         except _REDIS_FAILURES as exc:
             raise self._failure("entry_ttl_ms", exc) from exc
         if left == -1:
@@ -574,7 +596,7 @@ class RedisStoreBase(SessionStore):
         gone (all its entries expired) is taken out. Neither changes the
         count returned.
         """
-        client = self._client()
+        client = await self._ready("purge_expired")
         pattern = _glob_escape(self.key_prefix) + ":{*}:idx"
         head = self.key_prefix + ":{"
         removed = 0
@@ -821,7 +843,7 @@ class RedisReplayGuard(ReplayGuard):
         key = self.key(payer, nonce)
         expires_ms = max(1, int(claim_expiry(valid_before, self.grace) * 1000))
         token = secrets.token_hex(8)
-        client = self.store._client()
+        client = await self.store._ready("replay claim")
         try:
             if await client.set(key, token, nx=True, pxat=expires_ms):
                 return True
@@ -832,7 +854,7 @@ class RedisReplayGuard(ReplayGuard):
     async def release(self, payer: str, nonce: str) -> None:
         key = self.key(payer, nonce)
         try:
-            await self.store._client().delete(key)
+            await (await self.store._ready("replay release")).delete(key)
         except _REDIS_FAILURES as exc:
             raise self.store._failure("replay release", exc) from exc
 
@@ -843,7 +865,7 @@ class RedisReplayGuard(ReplayGuard):
             raise TypeError(f"value must be a str, not {type(value).__name__}")
         expires_ms = max(1, int(record_expiry(expires_at) * 1000))
         try:
-            await self.store._client().set(name, value, pxat=expires_ms)
+            await (await self.store._ready("record write")).set(name, value, pxat=expires_ms)
         except _REDIS_FAILURES as exc:
             raise self.store._failure("record write", exc) from exc
 
@@ -851,7 +873,7 @@ class RedisReplayGuard(ReplayGuard):
         """``GET`` the record (Redis drops it when it expires)."""
         name = self.key(payer, key)
         try:
-            value = await self.store._client().get(name)
+            value = await (await self.store._ready("record read")).get(name)
         except _REDIS_FAILURES as exc:
             raise self.store._failure("record read", exc) from exc
         if value is None:
