@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy aixyz_sessions
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 services:
 	@bash scripts/services.sh
@@ -35,7 +36,7 @@ test: $(STAMP) lint services browser
 	$(BIN)/python -m pytest
 
 # The demo ("x402 sessions"): SQLite + the local facilitator unless the
-# environment says otherwise (see README.md). Serves Django, /mcp and /ws/tools/.
+# environment says otherwise (see docs/demo.md). Serves Django, /mcp and /ws/tools/.
 demo: $(STAMP)
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
 	$(DEMO_ENV) $(BIN)/python manage.py demo_setup --url http://$(DEMO_HOST):$(DEMO_PORT)

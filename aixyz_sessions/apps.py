@@ -13,11 +13,11 @@ class AixyzSessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, served, single_process, startup  # noqa: F401 - registers the checks
+        from . import checks  # registers the checks
         from .agent import checks as agent_checks  # noqa: F401 - registers the checks
         from .payments import checks as payment_checks  # noqa: F401 - registers the checks
         from .tools import checks as tool_checks  # noqa: F401 - registers the checks
 
         # Like the admin: every installed app's ``tools`` module registers its tools.
         autodiscover_modules("tools")
-        served.warn_if_served_without_our_asgi()
+        checks.served.warn_if_served_without_our_asgi()

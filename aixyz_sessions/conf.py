@@ -21,7 +21,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from .lazy import Lazy
+from .lazy import Lazy, lazy_setting
 from .stores.base import SessionStore
 
 SETTING = "AIXYZ_SESSION_STORE"
@@ -147,7 +147,9 @@ def build_store(value: object) -> SessionStore:
     raise _not_a_store(value, target)
 
 
-_store: Lazy[SessionStore] = Lazy(lambda: build_store(getattr(settings, SETTING, DEFAULT_STORE)))
+_store: Lazy[SessionStore] = lazy_setting(
+    SETTING, build=lambda: build_store(getattr(settings, SETTING, DEFAULT_STORE))
+)
 
 
 def get_store() -> SessionStore:
@@ -160,11 +162,10 @@ def reset_store() -> None:
     _store.reset()
 
 
+# Cursors are signed with SECRET_KEY (stores.base keeps the codec, and knows no signals).
 @receiver(setting_changed)
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == SETTING:
-        reset_store()
-    elif setting == "SECRET_KEY":
+def _on_secret_key_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SECRET_KEY":
         from .stores.base import reset_cursor_codec
 
         reset_cursor_codec()

@@ -4,8 +4,9 @@
 ``(payer, nonce)``, kept until the authorization's window has passed.
 
 ``StoredSession`` has no table: it gives the admin's "Sessions" section
-(``admin_sessions``), which reads whatever store is configured, its place in
-the admin index, its view and delete permissions and its ``LogEntry`` rows.
+(``aixyz_sessions.admin.sessions``), which reads whatever store is
+configured, its place in the admin index, its view and delete permissions
+and its ``LogEntry`` rows.
 
 A row per ``(payer, key)``; ``expires_at`` is ``NULL`` for entries that never
 expire. Keys compare by Unicode code point on every supported database, so

@@ -7,7 +7,7 @@ With no environment variable set, everything runs in this process, offline:
 * payments verified by the in-process ``LocalFacilitator`` (real signature
   checks, NO MONEY MOVES).
 
-Environment variables switch each part (see README.md, "The demo"):
+Environment variables switch each part (see docs/demo.md):
 
 =========================  ==========================================================
 ``AIXYZ_DEMO_STORE``       ``db`` (default), ``memory`` or ``cache`` (Redis)

@@ -1,6 +1,6 @@
 """Paid views as users write them with other tools: a sync view, DRF, django-ninja.
 
-The URLconf of ``tests/test_frameworks.py``; README.md shows the same code.
+The URLconf of ``tests/test_frameworks.py``; docs/payments.md shows the same code.
 """
 
 from __future__ import annotations

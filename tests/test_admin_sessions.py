@@ -26,7 +26,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from aixyz_sessions.admin_sessions import describe_ttl
+from aixyz_sessions.admin.sessions import describe_ttl
 from aixyz_sessions.conf import get_store
 from aixyz_sessions.models import StoredSession
 from aixyz_sessions.stores.base import ListResult, SessionStore

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from aixyz_sessions import get_store
-from aixyz_sessions.checks import check_session_store
+from aixyz_sessions.checks.store import check_session_store
 from aixyz_sessions.exceptions import SessionStoreError, SessionStoreUnavailable
 from aixyz_sessions.stores.cache import CacheSessionStore, payer_tag
 from aixyz_sessions.stores.redis_config import (

@@ -12,7 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from aixyz_sessions import get_store
-from aixyz_sessions.checks import check_session_store
+from aixyz_sessions.checks.store import check_session_store
 from aixyz_sessions.stores.memory import InMemorySessionStore
 
 CUSTOM = InMemorySessionStore(max_entries=7)

@@ -27,6 +27,7 @@ from aixyz_sessions import get_store
 from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.authorization import PaymentHeaderError, read_payment
 from aixyz_sessions.payments.local import get_local_facilitator
+from aixyz_sessions.payments.messages import payment_header_of
 from aixyz_sessions.payments.runtime import reset_runtime
 from aixyz_sessions.stores.base import SessionStore
 from aixyz_sessions.stores.cache import CacheSessionStore
@@ -34,7 +35,6 @@ from aixyz_sessions.stores.db import DatabaseSessionStore
 from aixyz_sessions.stores.memory import InMemorySessionStore
 from aixyz_sessions.testing import PayingClient
 from aixyz_sessions.tools.mcp import mcp_asgi_app, reset_mcp_server
-from aixyz_sessions.tools.payment_gate import payment_header_of
 from tests import mcp_helpers
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
 from tests.services import REDIS_HOST, REDIS_PORT, need_redis

@@ -371,6 +371,105 @@ async def test_a_call_paid_over_mcp_and_retried_over_websocket_gets_its_answer(
     assert retried["payment_response"]
 
 
+async def _http_payment_with_id(base: str, args: dict[str, Any], account: LocalAccount) -> Any:
+    """A payment (with a payment identifier) for ``PUT`` as the HTTP tool endpoint asks."""
+    from x402.schemas import PaymentRequired
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
+        asked = await plain.post(f"/tools/{PUT}", json=args)
+    required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+    assert isinstance(required, PaymentRequired)
+    return _with_payment_id(required, account)
+
+
+async def test_a_tool_call_paid_over_http_is_one_call_on_every_transport(
+    server: DemoServer,
+) -> None:
+    """Paid over HTTP, retried with the same payment over WebSocket, MCP and HTTP: the kept
+    answer each time, in that transport's shape; with other arguments, a 409."""
+    from x402.http import decode_payment_response_header
+
+    from tests.mcp_helpers import connect
+
+    account = Account.create()
+    args = {"key": "k", "value": "once, over http"}
+    payment = await _http_payment_with_id(server.url, args, account)
+    header = encode_payment_signature_header(payment)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as plain:
+        first = await plain.post(f"/tools/{PUT}", json=args, headers={"PAYMENT-SIGNATURE": header})
+        assert first.status_code == 200, first.text
+        again = await plain.post(f"/tools/{PUT}", json=args, headers={"PAYMENT-SIGNATURE": header})
+        other = await plain.post(
+            f"/tools/{PUT}",
+            json={**args, "value": "twice?"},
+            headers={"PAYMENT-SIGNATURE": header},
+        )
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]
+    assert other.status_code == 409 and other.json()["error"] == "payment_identifier_conflict"
+    receipt = decode_payment_response_header(first.headers["PAYMENT-RESPONSE"])
+    wire = payment.model_dump(by_alias=True, exclude_none=True)
+    async with _socket_as(server.url) as ws:
+        over_ws = await _ask(ws, {"id": 1, "tool": PUT, "arguments": args, "payment": wire})
+    assert over_ws["result"] == first.json()["result"], over_ws
+    assert over_ws["payment_response"] == first.headers["PAYMENT-RESPONSE"]
+    async with connect(server.url) as session:
+        over_mcp = await session.call_tool(PUT, args, meta={"x402/payment": wire})
+    assert not over_mcp.isError, over_mcp.content
+    assert json.loads(over_mcp.content[0].text) == first.json()["result"]  # type: ignore[union-attr]
+    settled = (over_mcp.meta or {})["x402/payment-response"]
+    assert settled["transaction"] == receipt.transaction and settled["payer"] == account.address
+
+
+async def test_a_tool_call_paid_over_websocket_is_answered_again_over_http(
+    server: DemoServer,
+) -> None:
+    from x402.schemas import PaymentRequired
+
+    account = Account.create()
+    args = {"key": "k", "value": "once, over ws, then http"}
+    async with _socket_as(server.url) as ws:
+        asked = await _ask(ws, {"id": 1, "tool": PUT, "arguments": args})
+        required = PaymentRequired.model_validate(asked["error"]["payment_required"])
+        payment = _with_payment_id(required, account)
+        wire = payment.model_dump(by_alias=True, exclude_none=True)
+        first = await _ask(ws, {"id": 2, "tool": PUT, "arguments": args, "payment": wire})
+    assert "result" in first, first
+    header = encode_payment_signature_header(payment)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as plain:
+        over_http = await plain.post(
+            f"/tools/{PUT}", json=args, headers={"PAYMENT-SIGNATURE": header}
+        )
+    assert over_http.status_code == 200, over_http.text
+    assert over_http.json() == {"result": first["result"]}
+    assert over_http.headers["PAYMENT-RESPONSE"] == first["payment_response"]
+
+
+async def test_an_a2a_message_and_a_tool_call_are_different_calls(server: DemoServer) -> None:
+    """An agent message's payment identifier retried as a tool call is a 409, not its answer;
+    retried as the same message it gets the message's kept answer."""
+    from x402.schemas import PaymentRequired
+
+    account = Account.create()
+    args = {"key": "k", "value": "over a2a"}
+    body = _message(_invoke(PUT, **args))
+    async with httpx.AsyncClient(timeout=30) as plain:
+        asked = await plain.post(f"{server.url}/agent", json=body)
+        required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
+        assert isinstance(required, PaymentRequired)
+        payment = _with_payment_id(required, account)
+        headers = {"PAYMENT-SIGNATURE": encode_payment_signature_header(payment)}
+        first = await plain.post(f"{server.url}/agent", json=body, headers=headers)
+        again = await plain.post(f"{server.url}/agent", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]
+    wire = payment.model_dump(by_alias=True, exclude_none=True)
+    async with _socket_as(server.url) as ws:
+        as_tool = await _ask(ws, {"id": 1, "tool": PUT, "arguments": args, "payment": wire})
+    assert as_tool["error"]["code"] == "payment_identifier_conflict", as_tool
+
+
 async def test_a_kept_answer_dies_with_its_authorization(server: DemoServer) -> None:
     """A header seen by someone else buys nothing once its validBefore has passed."""
     account = Account.create()

@@ -1,20 +1,20 @@
-"""Every Python example in README.md runs, as a user would paste it.
+"""Every code example in README.md and on the docs/ pages runs, as a user would paste it.
 
-The blocks are found by their opening line; a README change that breaks an
-example (or removes one) fails here.
+The blocks are found by page and opening line (``tests/docs_examples.py``); a
+docs change that breaks an example (or removes one) fails here.
+``tests/test_readme_walkthrough.py`` runs docs/install.md's walkthrough and
+``tests/test_docs.py`` checks that no block is left unrun without a reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 import textwrap
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,24 +30,16 @@ from aixyz_sessions.stores.base import SessionStore
 from aixyz_sessions.stores.memory import InMemorySessionStore
 from aixyz_sessions.tools import registry
 from aixyz_sessions.tools.mcp import reset_mcp_server
+from tests.docs_examples import ROOT, block
 from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
 from tests.settings import LOOPBACK_HOSTS
-
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 pytestmark = pytest.mark.django_db
 
 
-def block(first_line: str, containing: str = "") -> str:
-    found = [b for b in BLOCKS if b.startswith(first_line) and containing in b]
-    assert len(found) == 1, f"README has {len(found)} python blocks starting {first_line!r}"
-    return found[0]
-
-
 def run(code: str, **names: Any) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "readme_example", **names}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "<docs example>", "exec"), namespace)
     return namespace
 
 
@@ -86,7 +78,7 @@ def served(name: str, patterns: list[Any], **settings: Any) -> Iterator[str]:
 @pytest.fixture
 def readme_tools() -> Iterator[dict[str, Any]]:
     before = {t.name for t in registry}
-    namespace = run(block("# myapp/tools.py"))
+    namespace = run(block("docs/tools.md", "# myapp/tools.py"))
     try:
         yield namespace
     finally:
@@ -97,7 +89,7 @@ def readme_tools() -> Iterator[dict[str, Any]]:
 
 
 def test_settings_example_is_valid() -> None:
-    namespace = run(block("# settings.py\n"), INSTALLED_APPS=[], MIDDLEWARE=[])
+    namespace = run(block("docs/install.md", "# settings.py\n"), INSTALLED_APPS=[], MIDDLEWARE=[])
     assert namespace["INSTALLED_APPS"] == ["aixyz_sessions"]
     assert namespace["MIDDLEWARE"] == ["aixyz_sessions.payments.middleware.X402Middleware"]
     config = dict(namespace["AIXYZ_X402"], PAY_TO="0x" + "ab" * 20)
@@ -106,18 +98,16 @@ def test_settings_example_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("first_line", "containing"),
+    "example",
     [
-        ('AIXYZ_SESSION_STORE = "aixyz_sessions', ""),
-        ("CACHES = {", ""),
-        ("AIXYZ_SESSION_STORE = {", "DatabaseSessionStore"),
-        ("AIXYZ_SESSION_STORE = {", "RedisSessionStore"),
+        ("docs/stores.md", 'AIXYZ_SESSION_STORE = "aixyz_sessions'),
+        ("docs/stores.md", "CACHES = {"),
+        ("docs/stores.md", "AIXYZ_SESSION_STORE = {", "DatabaseSessionStore"),
+        ("docs/stores.md", "AIXYZ_SESSION_STORE = {", "RedisSessionStore"),
     ],
 )
-def test_store_settings_examples_build_stores(
-    first_line: str, containing: str, settings: Any
-) -> None:
-    code = block(first_line, containing)
+def test_store_settings_examples_build_stores(example: tuple[str, ...], settings: Any) -> None:
+    code = block(*example)
     code = code.replace('"myproject.sessions.store"', '"tests.test_readme.STORE"')
     namespace = run(code)
     if "CACHES" in namespace:
@@ -129,8 +119,10 @@ STORE = InMemorySessionStore()
 
 
 async def test_paid_view_and_paying_client_examples() -> None:
-    view = run(block("from django.http import JsonResponse"))["remember"]
-    test_remember = run(block("from aixyz_sessions.testing import PayingClient"))["test_remember"]
+    view = run(block("docs/payments.md", "from django.http import JsonResponse"))["remember"]
+    test_remember = run(
+        block("docs/testing.md", "from aixyz_sessions.testing import PayingClient")
+    )["test_remember"]
     for name in urlconf("readme_views", [path("remember/", view)]):
         with override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL):
             await test_remember()
@@ -139,7 +131,7 @@ async def test_paid_view_and_paying_client_examples() -> None:
 async def test_tools_urls_and_asgi_examples(readme_tools: dict[str, Any]) -> None:
     from aixyz_sessions.testing import PayingClient
 
-    namespace = run(block("# urls.py"), urlpatterns=[], path=path, include=include)
+    namespace = run(block("docs/tools.md", "# urls.py"), urlpatterns=[], path=path, include=include)
     assert callable(namespace["application"])
     for name in urlconf("readme_urls", namespace["urlpatterns"]):
         with override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL):
@@ -163,7 +155,7 @@ def test_mcp_client_example(readme_tools: dict[str, Any], settings: Any) -> None
     settings.ALLOWED_HOSTS = ["127.0.0.1"]
     reset_runtime()
     reset_mcp_server()
-    code = block("from mcp import ClientSession")
+    code = block("docs/tools.md", "from mcp import ClientSession")
     with serve(mcp_asgi_app()) as base:
         code = code.replace("http://127.0.0.1:8000/mcp", f"{base}/mcp")
         body = textwrap.indent(code, "    ")
@@ -175,7 +167,7 @@ def test_mcp_client_example(readme_tools: dict[str, Any], settings: Any) -> None
 
 
 def test_custom_store_example() -> None:
-    namespace = run(block("from aixyz_sessions.testing import StoreConformance"))
+    namespace = run(block("docs/stores.md", "from aixyz_sessions.testing import StoreConformance"))
     namespace["MyStore"] = InMemorySessionStore
     case = namespace["TestMyStore"]()
     case.test_set_get_overwrite_delete()
@@ -184,12 +176,12 @@ def test_custom_store_example() -> None:
 
 def test_static_files_asgi_example(settings: Any) -> None:
     settings.STATIC_URL = "static/"  # as every startproject sets it
-    namespace = run(block("# asgi.py, serving static files"))
+    namespace = run(block("docs/install.md", "# asgi.py, serving static files"))
     assert callable(namespace["application"])
 
 
 def test_production_settings_example(settings: Any) -> None:
-    namespace = run(block("# settings.py for production"))
+    namespace = run(block("docs/deployment.md", "# settings.py for production"))
     assert not namespace["DEBUG"] and namespace["ALLOWED_HOSTS"] == ["api.example.com"]
     config = parse_config(dict(namespace["AIXYZ_X402"], PAY_TO="0x" + "ab" * 20))
     assert not config.is_local and config.facilitator_url.startswith("https://")
@@ -198,21 +190,26 @@ def test_production_settings_example(settings: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("first_line", "name", "route", "body"),
+    ("example", "name", "route", "body"),
     [
-        ("# views.py: a sync view", "counter", "counter/", None),
-        ("# api.py: Django REST framework", "Notes", "notes/", {"key": "k", "note": "n"}),
-        ("# ninja_api.py: django-ninja", "api", "api/", None),
+        (("docs/payments.md", "# views.py: a sync view"), "counter", "counter/", None),
+        (
+            ("docs/payments.md", "# api.py: Django REST framework"),
+            "Notes",
+            "notes/",
+            {"key": "k", "note": "n"},
+        ),
+        (("docs/payments.md", "# ninja_api.py: django-ninja"), "api", "api/", None),
     ],
 )
 async def test_sync_drf_and_ninja_examples(
-    first_line: str, name: str, route: str, body: dict[str, str] | None
+    example: tuple[str, str], name: str, route: str, body: dict[str, str] | None
 ) -> None:
     from asgiref.sync import sync_to_async
 
     from aixyz_sessions.testing import PayingClient
 
-    namespace = await sync_to_async(run)(block(first_line))
+    namespace = await sync_to_async(run)(block(*example))
     target = namespace[name]
     if name == "Notes":
         view: Any = path(route, target.as_view())
@@ -246,13 +243,13 @@ async def test_sync_drf_and_ninja_examples(
 def test_x402_httpx_client_example(readme_tools: dict[str, Any]) -> None:
     from django.core.asgi import get_asgi_application
 
-    namespace = run(block("# urls.py"), urlpatterns=[], path=path, include=include)
+    namespace = run(block("docs/tools.md", "# urls.py"), urlpatterns=[], path=path, include=include)
     for name in urlconf("readme_httpx", namespace["urlpatterns"]):
         with (
             override_settings(MIDDLEWARE=MIDDLEWARE, ROOT_URLCONF=name, AIXYZ_X402=LOCAL),
             serve(get_asgi_application()) as base,
         ):
-            code = block("from eth_account import Account", "x402HttpxClient")
+            code = block("docs/testing.md", "from eth_account import Account", "x402HttpxClient")
             code = code.replace("http://127.0.0.1:8000", base)
             code = code.replace("print(response.json())", "printed = response.json()")
             body = textwrap.indent(code, "    ")
@@ -266,8 +263,10 @@ def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
     from x402.http.clients.httpx import x402HttpxClient
     from x402.mechanisms.evm.exact import register_exact_evm_client
 
-    run(block("# views.py / tools.py: who may sign in"))
-    come_back = run(block("import httpx", "create_siwx_payload"))["come_back"]
+    run(block("docs/returning-payers.md", "# views.py / tools.py: who may sign in"))
+    come_back = run(block("docs/returning-payers.md", "import httpx", "create_siwx_payload"))[
+        "come_back"
+    ]
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     account = Account.create()
     with served("readme_sign_in", patterns) as base:
@@ -288,7 +287,9 @@ def test_sign_in_examples(readme_tools: dict[str, Any]) -> None:
 def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
     """The client example pays once; its retries (lost answers) get the same answer."""
 
-    pay_once = run(block("import httpx", "append_payment_identifier_to_extensions"))["pay_once"]
+    pay_once = run(
+        block("docs/returning-payers.md", "import httpx", "append_payment_identifier_to_extensions")
+    )["pay_once"]
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     account = Account.create()
     with served("readme_retries", patterns) as base:
@@ -302,14 +303,19 @@ def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
 
 
 def test_a2a_client_example() -> None:
-    """The README's A2A client stores through a paid message, against a served app."""
+    """The agent page's A2A client stores through a paid message, against a served app."""
 
     from aixyz_sessions.agent.server import reset_agent
     from tests import mcp_helpers
     from tests.agent_app import AGENT
 
-    store_via_a2a = run(block("from a2a.client import"))["store_via_a2a"]
-    namespace = run(block("# settings.py: the agent"), urlpatterns=[], path=path, include=include)
+    store_via_a2a = run(block("docs/agent.md", "from a2a.client import"))["store_via_a2a"]
+    namespace = run(
+        block("docs/agent.md", "# settings.py: the agent"),
+        urlpatterns=[],
+        path=path,
+        include=include,
+    )
     assert namespace["urlpatterns"][0].urlconf_name.__name__ == "aixyz_sessions.agent.urls"
     assert namespace["AIXYZ_AGENT"]["PRICE"] == "$0.001"
     patterns = [path("", include("aixyz_sessions.agent.urls"))]
@@ -340,15 +346,17 @@ def test_a2a_client_example() -> None:
 def test_tool_loop_agent_example() -> None:
     from aixyz_sessions.agent.loop import ToolLoopAgent
 
-    agent = run(block("# myapp/agents.py"))["notes_agent"]
+    agent = run(block("docs/agent.md", "# myapp/agents.py"))["notes_agent"]
     assert isinstance(agent, ToolLoopAgent) and agent.max_steps == 10
     assert agent.tool_names == ["put-content", "get-content"]
 
 
 def test_websocket_client_example(readme_tools: dict[str, Any]) -> None:
-    """The README's WebSocket client pays from the payment_required error, against uvicorn."""
+    """The tools page's WebSocket client pays from the payment_required error, against uvicorn."""
 
-    remember_over_ws = run(block("# a WebSocket client that pays"))["remember_over_ws"]
+    remember_over_ws = run(block("docs/tools.md", "# a WebSocket client that pays"))[
+        "remember_over_ws"
+    ]
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     account = Account.create()
     with served("readme_ws", patterns) as base:
@@ -356,3 +364,52 @@ def test_websocket_client_example(readme_tools: dict[str, Any]) -> None:
         reply = asyncio.run(remember_over_ws(account, url=ws_url))
     assert reply["id"] == 2 and reply["result"] == {"stored": "a"}, reply
     assert reply["payment_response"]
+
+
+def test_readme_shortest_path_to_a_paid_tool() -> None:
+    """README's quick start: its settings, tool, urls and asgi.py under uvicorn; its client pays."""
+    configured = run(
+        block("README.md", "# settings.py: add at the end"), INSTALLED_APPS=[], MIDDLEWARE=[]
+    )
+    assert configured["INSTALLED_APPS"] == ["aixyz_sessions"]
+    assert configured["MIDDLEWARE"] == MIDDLEWARE
+    assert parse_config(configured["AIXYZ_X402"]).is_local
+    before = {t.name for t in registry}
+    run(block("README.md", "# myapp/tools.py"))
+    try:
+        assert "keep_note" in {t.name for t in registry}
+        patterns = run(block("README.md", "# urls.py"), urlpatterns=[], path=path, include=include)
+        for name in urlconf("readme_quick_start", patterns["urlpatterns"]):
+            with override_settings(
+                MIDDLEWARE=configured["MIDDLEWARE"],
+                ROOT_URLCONF=name,
+                AIXYZ_X402=configured["AIXYZ_X402"],
+                ALLOWED_HOSTS=LOOPBACK_HOSTS,
+            ):
+                reset_runtime()
+                application = run(block("README.md", "# asgi.py"))["application"]
+                with serve(application) as base:
+                    pay = run(block("README.md", "# pay.py"))["pay"]
+                    answer = asyncio.run(pay(base))
+                    assert answer["result"]["note"] == "hi", answer
+                    payer = answer["result"]["payer"]
+                    assert payer.startswith("0x")
+                    assert asyncio.run(get_store().get(payer.lower(), "note")) == "hi"
+    finally:
+        for item in list(registry):
+            if item.name not in before:
+                registry.unregister(item.name)
+        reset_mcp_server()
+        reset_runtime()
+
+
+def test_pytest_settings_example() -> None:
+    """The testing page's pytest options are the ones this suite itself runs with."""
+    import tomllib
+
+    shown = tomllib.loads(block("docs/testing.md", "[tool.pytest.ini_options]"))
+    options = shown["tool"]["pytest"]["ini_options"]
+    assert options["DJANGO_SETTINGS_MODULE"] == "mysite.settings"
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    for key in ("asyncio_mode", "asyncio_default_fixture_loop_scope"):
+        assert options[key] == ours[key], key

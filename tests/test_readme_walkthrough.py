@@ -1,8 +1,8 @@
-"""README's "From an empty folder to a paid call", run literally in an empty folder.
+"""docs/install.md's "From an empty folder to a paid call", run literally in an empty folder.
 
-``django-admin startproject``, ``startapp``, the README's files written as
+``django-admin startproject``, ``startapp``, the page's files written as
 it says, ``migrate`` and ``check`` (first with Django's own ``asgi.py``, which
-W014 names), then uvicorn on loopback and the README's paying client.
+W014 names), then uvicorn on loopback and the page's paying client.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.docs_examples import block
 from tests.payments_helpers import free_port
-from tests.test_readme import block, run
+from tests.test_readme import run
 
 
 def _env() -> dict[str, str]:
@@ -35,10 +36,10 @@ def _run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _write(folder: Path, first_line: str, *, append: bool = False) -> None:
-    """The README block that starts with ``# <file>: ...`` written to that file."""
-    code = block(first_line)
-    target = folder / first_line.removeprefix("# ").split(":")[0]
+def _write(folder: Path, example: tuple[str, str], *, append: bool = False) -> None:
+    """The block ``(page, "# <file>: ...")`` written to that file."""
+    code = block(*example)
+    target = folder / example[1].removeprefix("# ").split(":")[0]
     if append:
         code = target.read_text() + "\n" + code
     target.write_text(code)
@@ -77,13 +78,13 @@ def _uvicorn(folder: Path) -> Iterator[tuple[str, list[str]]]:
 def test_from_an_empty_folder_to_a_paid_call(tmp_path: Path) -> None:
     _run(tmp_path, "-m", "django", "startproject", "mysite", ".")  # django-admin startproject
     _run(tmp_path, "manage.py", "startapp", "notes")
-    _write(tmp_path, "# mysite/settings.py: add at the end", append=True)
-    for first_line in (
-        "# notes/views.py: a paid view",
-        "# notes/tools.py: a tool",
-        "# mysite/urls.py: replace the file",
+    _write(tmp_path, ("docs/install.md", "# mysite/settings.py: add at the end"), append=True)
+    for example in (
+        ("docs/install.md", "# notes/views.py: a paid view"),
+        ("docs/install.md", "# notes/tools.py: a tool"),
+        ("docs/install.md", "# mysite/urls.py: replace the file"),
     ):
-        _write(tmp_path, first_line)
+        _write(tmp_path, example)
     _run(tmp_path, "manage.py", "migrate", "--noinput")
 
     # Django's own asgi.py still in place: check and the server's start both say so.
@@ -93,16 +94,16 @@ def test_from_an_empty_folder_to_a_paid_call(tmp_path: Path) -> None:
         assert any("/mcp answers 404" in line for line in lines), lines
         assert httpx.post(f"{url}/mcp", json={}, timeout=10).status_code == 404
 
-    _write(tmp_path, "# mysite/asgi.py: replace the file")
+    _write(tmp_path, ("docs/install.md", "# mysite/asgi.py: replace the file"))
     checked = _run(tmp_path, "manage.py", "check")
     assert "no issues" in checked.stdout, checked.stdout + checked.stderr
     with _uvicorn(tmp_path) as (url, lines):
         assert not any("/mcp answers 404" in line for line in lines), lines
-        asked = httpx.get(f"{url}/note/", timeout=10)  # the README's curl
+        asked = httpx.get(f"{url}/note/", timeout=10)  # the page's curl
         assert asked.status_code == 402 and "PAYMENT-REQUIRED" in asked.headers
         css = httpx.get(f"{url}/static/admin/css/base.css", timeout=10)
         assert css.status_code == 200  # the admin is styled in development
-        main = run(block("# pay.py"))["main"]
+        main = run(block("docs/install.md", "# pay.py"))["main"]
         paid = asyncio.run(main(url))
         assert paid.status_code == 200, paid.text
         assert paid.json()["note"] == "hello" and paid.json()["payer"].startswith("0x")

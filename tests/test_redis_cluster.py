@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from aixyz_sessions.checks import check_session_store
+from aixyz_sessions.checks.store import check_session_store
 from aixyz_sessions.exceptions import SessionStoreError, SessionStoreUnavailable
 from aixyz_sessions.stores.redis import RedisReplayGuard, RedisSessionStore, payer_tag
 from aixyz_sessions.testing import ManualClock, StoreConformance

@@ -148,7 +148,7 @@ def test_w105_when_sign_in_cannot_trust_any_host() -> None:
 
 async def test_a_402_says_when_sign_in_is_not_offered() -> None:
     """ALLOWED_HOSTS = ["*"], no ORIGIN: the payment is offered; the 402 says sign-in is not."""
-    from aixyz_sessions.tools.payment_gate import payment_required_for
+    from aixyz_sessions.tools.calls import payment_required_for
 
     tool(_who, name=WHO, price="$0.01", sign_in="after_payment")
     try:

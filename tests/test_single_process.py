@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from aixyz_sessions.single_process import _workers_option, worker_count
+from aixyz_sessions.checks.workers import _workers_option, worker_count
 from tests.demo_server import ROOT, demo_env
 from tests.payments_helpers import LOCAL, free_port
 

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.http import HttpResponse
 from django.test import Client, override_settings
 
 from aixyz_sessions import SessionStoreMisconfigured
+from aixyz_sessions.checks.startup import NotReady, ensure_ready
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.startup import NotReady, ensure_ready
 from aixyz_sessions.stores.memory import InMemorySessionStore
 from aixyz_sessions.testing import PayingClient
 from tests.demo_server import ROOT, demo_env
@@ -157,6 +158,60 @@ def test_paid_tools_over_http_without_the_middleware_are_a_check_error() -> None
     with example_tools(), override_settings(MIDDLEWARE=[], ROOT_URLCONF="tests.tools_app"):
         with pytest.raises(SystemCheckError, match=r"aixyz_sessions\.E107"):
             call_command("check", "--tag", "aixyz_sessions")
+
+
+def test_an_agent_alone_without_the_middleware_is_a_check_error_and_serves_nothing() -> None:
+    """E107 once missed a project serving only the agent; its POST /agent then answered 500
+    from inside. It is found by the check, and a paid message fails closed (nothing runs)."""
+    from tests import mcp_helpers
+    from tests.agent_app import AGENT
+
+    ask = {"key": "k"}
+    message = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "message/send",
+        "params": {
+            "message": {
+                "role": "user",
+                "messageId": "m1",
+                "parts": [{"kind": "data", "data": {"tool": mcp_helpers.GET, "arguments": ask}}],
+            }
+        },
+    }
+    mcp_helpers.register_examples()
+    try:
+        with override_settings(
+            MIDDLEWARE=[], ROOT_URLCONF="tests.agent_only_urls", AIXYZ_AGENT=AGENT, AIXYZ_X402=LOCAL
+        ):
+            with pytest.raises(SystemCheckError, match=r"aixyz_sessions\.E107") as raised:
+                call_command("check", "--tag", "aixyz_sessions")
+            assert "aixyz_sessions.agent.views.agent" in str(raised.value)
+            answered = Client().post("/agent", message, content_type="application/json")
+    finally:
+        mcp_helpers.unregister_examples()
+    assert answered.status_code == 500, answered.content
+    assert json.loads(answered.content)["error"] == "server_misconfigured"
+    assert "X402Middleware" in json.loads(answered.content)["message"]
+
+
+def test_a_view_priced_per_request_fails_closed_by_itself() -> None:
+    """Without the middleware, a request the view's price function prices is never served."""
+    from django.test import RequestFactory
+
+    from aixyz_sessions.payments.decorators import PaidSpec, PaymentNeeded, priced_per_request
+
+    served: list[str] = []
+
+    @priced_per_request(lambda request, kwargs: PaidSpec(price="$0.01") if kwargs["n"] else None)
+    def view(request: Any, n: int) -> HttpResponse:
+        served.append(str(n))
+        return HttpResponse("ok")
+
+    factory = RequestFactory()
+    assert isinstance(view(factory.get("/x"), n=1), PaymentNeeded)
+    assert view(factory.get("/x"), n=0).content == b"ok"
+    assert served == ["0"]
 
 
 # -- a store that needs the deployment fixed -------------------------------------------------

@@ -8,9 +8,21 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
+from ..payments.checks import add_price_source
 from .conf import SETTING, agent_config_errors
 
 __all__ = ["check_agent_settings"]
+
+
+def _agent_price() -> list[tuple[str, str]]:
+    """The agent's text-turn price, for ``W106`` (the payments app's price ceiling check)."""
+    agent = getattr(settings, SETTING, None)
+    if isinstance(agent, dict) and isinstance(agent.get("PRICE"), str):
+        return [(f"{SETTING}['PRICE']", agent["PRICE"])]
+    return []
+
+
+add_price_source(_agent_price)
 
 
 @checks.register("aixyz_sessions")

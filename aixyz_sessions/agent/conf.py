@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from ..conf import SettingError
-from ..lazy import Lazy
+from ..lazy import Lazy, lazy_setting
 
 __all__ = ["SETTING", "AgentConfig", "AgentConfigError", "agent_config_errors", "get_agent_config"]
 
@@ -157,15 +155,11 @@ def parse_agent_config(value: object) -> AgentConfig:
     )
 
 
-_config: Lazy[AgentConfig] = Lazy(lambda: parse_agent_config(getattr(settings, SETTING, None)))
+_config: Lazy[AgentConfig] = lazy_setting(
+    SETTING, build=lambda: parse_agent_config(getattr(settings, SETTING, None))
+)
 
 
 def get_agent_config() -> AgentConfig:
     """The process's parsed ``AIXYZ_AGENT`` (``AgentConfigError`` if it is missing or wrong)."""
     return _config.get()
-
-
-@receiver(setting_changed)
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == SETTING:
-        _config.reset()

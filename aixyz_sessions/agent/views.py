@@ -51,9 +51,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import bounded_json
 from ..payments.decorators import (
-    VERIFIED_ATTR,
     PaidSpec,
-    PaymentNeeded,
     priced_per_request,
     refused_before_work,
 )
@@ -264,9 +262,6 @@ async def agent(request: HttpRequest) -> HttpResponse:
         get_agent_config()
     except AgentConfigError as exc:
         return JsonResponse({"error": "server_misconfigured", "message": exc.msg}, status=500)
-    spec = price_of_agent_call(request, {})
-    if spec is not None and not getattr(request, VERIFIED_ATTR, False):
-        return PaymentNeeded(spec)  # X402Middleware missing: a JSON 500 that says so
     rpc = _rpc(request)
     if rpc is None:
         return refused_before_work(

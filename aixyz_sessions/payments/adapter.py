@@ -6,10 +6,9 @@ from typing import Any
 
 from django.http import HttpRequest
 
-__all__ = ["DjangoHTTPAdapter"]
+from .headers import PAYMENT_SIGNATURE, X_PAYMENT
 
-PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
-X_PAYMENT = "X-PAYMENT"
+__all__ = ["DjangoHTTPAdapter"]
 
 
 class DjangoHTTPAdapter:

@@ -7,7 +7,7 @@ over plain HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,9 +16,10 @@ from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import DEFAULT_MAX_PRICE, SETTING, config_errors
-from .decorators import PRICE_OF_ATTR, paid_spec_of
+from .decorators import PRICE_OF_ATTR, may_charge, paid_spec_of
 
 __all__ = [
+    "add_price_source",
     "check_paid_views_have_middleware",
     "check_x402_deployment",
     "check_x402_settings",
@@ -111,10 +112,19 @@ def _sign_in_origin(value: dict[str, Any]) -> list[checks.CheckMessage]:
     ]
 
 
-def _prices() -> Iterator[tuple[str, str]]:
-    """``(what, price)`` of every paid view routed, every paid tool and the agent's turns."""
-    from ..tools.registry import registry
+#: What else charges here (tools, the agent), each ``() -> [(what, price), ...]``:
+#: their packages add a source (:func:`add_price_source`), so payments imports none.
+_price_sources: list[Callable[[], Iterable[tuple[str, str]]]] = []
 
+
+def add_price_source(source: Callable[[], Iterable[tuple[str, str]]]) -> None:
+    """Have ``W106`` look at ``source()``'s ``(what, price)`` pairs too."""
+    if source not in _price_sources:
+        _price_sources.append(source)
+
+
+def _prices() -> Iterator[tuple[str, str]]:
+    """``(what, price)`` of every paid view routed, and of every added price source."""
     try:
         patterns = get_resolver().url_patterns
     except Exception:  # Django's own URL checks report a broken URLconf
@@ -125,12 +135,8 @@ def _prices() -> Iterator[tuple[str, str]]:
             if spec is not None and spec.charges:
                 yield f"the view {_view_name(view)}", spec.price
                 break
-    for item in registry:
-        if item.paid_spec is not None and item.paid_spec.charges:
-            yield f"the tool {item.name!r}", item.paid_spec.price
-    agent = getattr(settings, "AIXYZ_AGENT", None)
-    if isinstance(agent, dict) and isinstance(agent.get("PRICE"), str):
-        yield "AIXYZ_AGENT['PRICE']", agent["PRICE"]
+    for source in _price_sources:
+        yield from source()
 
 
 def _prices_above(ceiling: str) -> list[checks.CheckMessage]:
@@ -197,11 +203,10 @@ def _views(patterns: list[Any]) -> Iterator[Callable[..., Any]]:
 
 
 def _needs_payment(view: Callable[..., Any]) -> bool:
-    """A ``@paid`` view (function or class-based), or the tools view with a paid tool."""
-    from ..tools.registry import registry
-
+    """A ``@paid`` view (function or class-based), or a view priced per request that can
+    charge here (the tools view with a paid tool, the agent's view, yours)."""
     if getattr(view, PRICE_OF_ATTR, None) is not None:
-        return any(item.paid for item in registry)
+        return may_charge(view)
     return any(paid_spec_of(view, method) is not None for method in ("GET", "POST", "PUT"))
 
 

@@ -28,11 +28,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from ..conf import SettingError
-from ..lazy import Lazy
+from ..lazy import Lazy, lazy_setting
 
 SETTING = "AIXYZ_X402"
 DEFAULT_FACILITATOR_URL = "https://x402.org/facilitator"
@@ -297,7 +295,9 @@ def _returning_payer_errors(value: dict[str, Any]) -> list[X402ConfigError]:
     return errors
 
 
-_config: Lazy[X402Config] = Lazy(lambda: parse_config(getattr(settings, SETTING, None)))
+_config: Lazy[X402Config] = lazy_setting(
+    SETTING, build=lambda: parse_config(getattr(settings, SETTING, None))
+)
 
 
 def get_config() -> X402Config:
@@ -308,9 +308,3 @@ def get_config() -> X402Config:
 def reset_config() -> None:
     """Forget the parsed setting (the runtime forgets its own on the same signal)."""
     _config.reset()
-
-
-@receiver(setting_changed)
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == SETTING:
-        reset_config()

@@ -24,6 +24,7 @@ from .conf import X402ConfigError, check_address, check_network
 from .sign_in import SignInPolicy, check_sign_in
 
 __all__ = [
+    "MAY_CHARGE_ATTR",
     "PAID_ATTR",
     "PRICE_OF_ATTR",
     "REFUSED_BEFORE_WORK_ATTR",
@@ -32,6 +33,7 @@ __all__ = [
     "PaymentNeeded",
     "PriceOf",
     "check_price",
+    "may_charge",
     "paid",
     "paid_spec_of",
     "priced_per_request",
@@ -41,6 +43,8 @@ __all__ = [
 
 PAID_ATTR = "_aixyz_x402_paid"
 PRICE_OF_ATTR = "_aixyz_x402_price_of"
+#: Set by :func:`priced_per_request`: whether the view can charge in this project.
+MAY_CHARGE_ATTR = "_aixyz_x402_may_charge"
 VERIFIED_ATTR = "_aixyz_x402_verified"
 REFUSED_BEFORE_WORK_ATTR = "_aixyz_x402_refused_before_work"
 
@@ -268,21 +272,62 @@ def _marking(spec: PaidSpec) -> Callable[[F], F]:
 PriceOf = Callable[[HttpRequest, dict[str, Any]], PaidSpec | None]
 
 
-def priced_per_request(price_of: PriceOf) -> Callable[[F], F]:
+def priced_per_request(
+    price_of: PriceOf, *, may_charge: Callable[[], bool] | None = None
+) -> Callable[[F], F]:
     """Mark a view whose price depends on the request (for example on a URL argument).
 
     ``price_of(request, kwargs)`` gets the request and the URL resolver's
     keyword arguments and returns a :class:`PaidSpec`, or ``None`` for a free
-    request. The middleware asks it before the view runs. Unlike
-    :func:`paid`, the view itself must refuse to serve a paid request that
-    the middleware did not verify (``getattr(request, VERIFIED_ATTR, False)``).
+    request. The middleware asks it before the view runs. Like :func:`paid`,
+    the marked view fails closed by itself: a request that ``price_of``
+    prices and the middleware did not verify (``X402Middleware`` missing)
+    is answered :class:`PaymentNeeded` (a JSON 500 that says so), never
+    served. ``may_charge()`` tells the system checks whether this view can
+    charge at all in this project (default: it can), so ``E107`` flags it
+    when the middleware is missing.
     """
 
     def decorate(view: F) -> F:
-        setattr(view, PRICE_OF_ATTR, price_of)
-        return view
+        def refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> PaymentNeeded | None:
+            request = _find_request(args)
+            if request is None or getattr(request, VERIFIED_ATTR, False):
+                return None
+            spec = price_of(request, kwargs)
+            return None if spec is None else PaymentNeeded(spec)
+
+        wrapper: Callable[..., Any]
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                refused = refusal(args, kwargs)
+                return refused if refused is not None else await view(*args, **kwargs)
+
+            wrapper = markcoroutinefunction(async_wrapper)
+        else:
+
+            @functools.wraps(view)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                refused = refusal(args, kwargs)
+                return refused if refused is not None else view(*args, **kwargs)
+
+            wrapper = sync_wrapper
+        setattr(wrapper, PRICE_OF_ATTR, price_of)
+        setattr(wrapper, MAY_CHARGE_ATTR, may_charge or _can_charge)
+        return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _can_charge() -> bool:
+    return True
+
+
+def may_charge(view: Callable[..., Any]) -> bool:
+    """Whether a :func:`priced_per_request` view can charge in this project (for checks)."""
+    check = getattr(view, MAY_CHARGE_ATTR, None)
+    return bool(check()) if callable(check) else True
 
 
 def paid_spec_of(

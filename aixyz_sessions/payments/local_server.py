@@ -27,7 +27,7 @@ from x402.schemas import (
 )
 
 from .. import bounded_json
-from ..asgi_json import send_json
+from ..asgi.json_response import send_json
 from .local import LocalFacilitator, get_local_facilitator
 
 __all__ = ["MAX_BODY_BYTES", "LocalFacilitatorApp", "check_bind_host", "main"]

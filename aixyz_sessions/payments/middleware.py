@@ -43,11 +43,10 @@ from typing import Any
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, resolve
-from x402.http.types import HTTPRequestContext, HTTPResponseInstructions
+from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, ProcessSettleResult
 
 from ..context import Session, payer_context
 from ..exceptions import SessionStoreError
-from ..startup import NotReady, afirst_request_problem
 from .adapter import DjangoHTTPAdapter
 from .authorization import PaymentHeaderError, screen_payment_header
 from .decorators import (
@@ -65,9 +64,11 @@ from .failures import (
     SIGN_IN_REQUIRED,
     PaymentFailure,
 )
+from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE
 from .paid_call import PaidCall, sign_in_offer, signed_in_payer
-from .retries import fingerprint, retry_of
-from .runtime import PaymentRuntime, get_runtime
+from .readiness import ready_runtime
+from .retries import TOOL_CALL_ATTR, ToolAnswer, ToolCall, fingerprint, retry_of
+from .runtime import PaymentRuntime
 from .sign_in import SIGN_IN_HEADER
 
 __all__ = ["X402Middleware"]
@@ -126,7 +127,7 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     from x402.http import decode_payment_required_header
 
     body: dict[str, Any] = {"error": "payment_required"}
-    header = instructions.headers.get("PAYMENT-REQUIRED")
+    header = instructions.headers.get(PAYMENT_REQUIRED)
     try:
         required = decode_payment_required_header(header) if header else None
     except Exception:  # pragma: no cover - the SDK encoded it
@@ -152,20 +153,6 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
         {k: data[k] for k in ("x402Version", "resource", "accepts", "extensions") if k in data}
     )
     return body
-
-
-def _misconfigured(problem: NotReady) -> HttpResponse:
-    """500, as JSON without a traceback: the app's configuration cannot take payments.
-
-    The details (the failing checks and their hints) are in the server log,
-    and in the body too when ``DEBUG`` is on.
-    """
-    from django.conf import settings
-
-    message = "the server's payment setup is misconfigured; its log names the problem"
-    if settings.DEBUG:
-        message = str(problem)
-    return _json(500, {"error": "server_misconfigured", "message": message})
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:
@@ -263,17 +250,8 @@ class X402Middleware:
     async def _paid(
         self, request: HttpRequest, spec: PaidSpec, call_view: AsyncGetResponse
     ) -> HttpResponseBase:
-        problem = await afirst_request_problem()
-        if problem is not None:  # logged once, with the details
-            return _misconfigured(problem)
-        runtime = get_runtime()
-        with facilitator_failures() as failures:
-            try:
-                await runtime.ensure_initialized()
-            except Exception as exc:
-                logger.warning("x402: facilitator /supported failed: %s", exc)
-                return _failure(PaymentFailure.facilitator(failures, exc))
         try:
+            runtime = await ready_runtime()
             return await self._process(request, spec, call_view, runtime)
         except PaymentFailure as failure:
             return _failure(failure)
@@ -302,56 +280,63 @@ class X402Middleware:
         except PaymentHeaderError as exc:
             challenge = await self._challenge(request, spec, runtime)
             return _with_error(challenge, INVALID_PAYMENT, str(exc))
-        http_server = runtime.http_server(spec)
-        context = self._context(request, adapter)
-        retry = retry_of(header, payload, lambda: _request_fingerprint(request))
-        async with PaidCall(
-            runtime, where=request.path, spec=spec, request_path=request.path, retry=retry
-        ) as call:
-            kept = await call.kept_answer()
-            if kept is not None:  # a retry of a call already served: its answer again
-                return _replayed(kept)
-            with facilitator_failures() as failures, call.verifying():
-                result = await http_server.process_http_request(context)
-            if failures:
-                raise PaymentFailure.facilitator(failures)
-            if result.type == "no-payment-required":  # pragma: no cover - catch-all route
-                return await call_view(request)
-            if result.type == "payment-error":
-                instructions = result.response
-                if instructions is not None and instructions.status == 402:
-                    instructions = (
-                        self._offer_sign_in(instructions, request, spec, runtime) or instructions
-                    )
-                    reason = call.refusal(header, _reason_of(instructions))
-                    if reason is not None:
-                        return _with_error(instructions, INVALID_PAYMENT, reason)
-                return _from_instructions(instructions, price=spec.price)
-            await call.claim()
+        tool_call = getattr(request, TOOL_CALL_ATTR, None)
+        if not isinstance(tool_call, ToolCall):
+            tool_call = None
+        retry = retry_of(payload, lambda: _request_fingerprint(request, tool_call))
+
+        async def view() -> HttpResponseBase:
             setattr(request, VERIFIED_ATTR, True)
             # A paid request is authorised by its signed payment, not by a cookie:
             # CsrfViewMiddleware (and DRF's session CSRF check) skip a request whose
-            # CSRF processing is done. An unpaid one never gets here (402 above).
+            # CSRF processing is done. An unpaid one never gets here (402 first).
             request.csrf_processing_done = True  # type: ignore[attr-defined]
-            async with call.bound():
-                response = await call_view(request)
-            if not 200 <= response.status_code < 300:
-                if getattr(response, REFUSED_BEFORE_WORK_ATTR, False):
-                    call.refused_before_work()  # the authorization may be used again
-                return response  # not settled; the staged writes are dropped
-            try:
-                settlement = await call.settle(
-                    http_server, result, context, response_headers=dict(response.headers.items())
-                )
-            except PaymentFailure:
-                response.close()
-                raise
-            for name, value in settlement.headers.items():
+            return await call_view(request)
+
+        async with PaidCall(
+            runtime, where=request.path, spec=spec, request_path=request.path, retry=retry
+        ) as call:
+            outcome = await call.run(
+                runtime.http_server(spec),
+                self._context(request, adapter),
+                view,
+                answer=lambda response, settled: _answer_of(response, settled, call, tool_call),
+                succeeded=lambda response: 200 <= response.status_code < 300,
+                refused_before_work=lambda response: bool(
+                    getattr(response, REFUSED_BEFORE_WORK_ATTR, False)
+                ),
+                response_headers=lambda response: dict(response.headers.items()),
+                discard=lambda response: response.close(),
+            )
+            if outcome.kept is not None:
+                return _replayed(outcome.kept, tool_call)
+            if outcome.refused:
+                return self._refused(outcome.instructions, outcome.reason, request, spec, runtime)
+            response = outcome.value
+            assert response is not None
+            if outcome.settlement is None:
+                return response  # not settled; the staged writes were dropped
+            for name, value in outcome.settlement.headers.items():
                 response[name] = value
             response["Cache-Control"] = SUCCESS_CACHE_CONTROL
-            await call.keep(lambda: _answer_of(response))
             assert call.session is not None  # committed: writes go straight through now
             return _bound_while_streaming(response, call.session)
+
+    def _refused(
+        self,
+        instructions: HTTPResponseInstructions | None,
+        reason: str | None,
+        request: HttpRequest,
+        spec: PaidSpec,
+        runtime: PaymentRuntime,
+    ) -> HttpResponse:
+        """The SDK refused the payment: its 402 (sign-in offered too) with the reason."""
+        if instructions is None or instructions.status != 402:
+            return _from_instructions(instructions, price=spec.price)
+        instructions = self._offer_sign_in(instructions, request, spec, runtime) or instructions
+        if reason is None:
+            return _from_instructions(instructions, price=spec.price)
+        return _with_error(instructions, INVALID_PAYMENT, reason)
 
     async def _challenge(
         self, request: HttpRequest, spec: PaidSpec, runtime: PaymentRuntime
@@ -419,7 +404,7 @@ class X402Middleware:
         from x402.schemas import PaymentRequired
 
         url = DjangoHTTPAdapter(request).get_url()
-        header = None if instructions is None else instructions.headers.get("PAYMENT-REQUIRED")
+        header = None if instructions is None else instructions.headers.get(PAYMENT_REQUIRED)
         current = decode_payment_required_header(header) if header and spec.charges else None
         if current is not None and not isinstance(current, PaymentRequired):
             return instructions  # pragma: no cover - we send v2 only
@@ -437,7 +422,7 @@ class X402Middleware:
             }
             return HTTPResponseInstructions(
                 status=402,
-                headers={"PAYMENT-REQUIRED": encoded, "Cache-Control": "no-store"},
+                headers={PAYMENT_REQUIRED: encoded, "Cache-Control": "no-store"},
                 body=body,
             )
         body = instructions.body
@@ -445,7 +430,7 @@ class X402Middleware:
             body = {**body, "extensions": data["extensions"]}
         return dataclasses.replace(
             instructions,
-            headers={**instructions.headers, "PAYMENT-REQUIRED": encoded},
+            headers={**instructions.headers, PAYMENT_REQUIRED: encoded},
             body=body,
         )
 
@@ -519,7 +504,7 @@ class X402Middleware:
             adapter=adapter,
             path=request.path,
             method=request.method or "GET",
-            payment_header=adapter.get_header("PAYMENT-SIGNATURE"),
+            payment_header=adapter.get_header(PAYMENT_SIGNATURE),
         )
 
 
@@ -532,10 +517,16 @@ def _origin(request: HttpRequest) -> str | None:
     )
 
 
-def _request_fingerprint(request: HttpRequest) -> str:
-    """What a retry must repeat: method, path with query, body."""
+def _request_fingerprint(request: HttpRequest, tool_call: ToolCall | None) -> str:
+    """What a retry must repeat: the tool and its arguments for a tool call (any
+    transport), else method, path with query, body."""
     from django.core.exceptions import RequestDataTooBig
 
+    if tool_call is not None:
+        try:
+            return tool_call.fingerprint()
+        except (ValueError, UnicodeDecodeError, RequestDataTooBig):
+            pass  # no arguments to read: the view refuses it; identify it by its bytes
     try:
         body = request.body
     except RequestDataTooBig:
@@ -543,27 +534,59 @@ def _request_fingerprint(request: HttpRequest) -> str:
     return fingerprint("http", request.method or "GET", request.get_full_path(), body)
 
 
-def _answer_of(response: HttpResponseBase) -> dict[str, Any] | None:
-    """A settled response as kept for retries (``None``: streamed, not kept)."""
+def _answer_of(
+    response: HttpResponseBase,
+    settled: ProcessSettleResult,
+    call: PaidCall,
+    tool_call: ToolCall | None,
+) -> dict[str, Any] | None:
+    """A settled response as kept for retries (``None``: streamed, not kept).
+
+    A tool call keeps the tool's result, as every transport does (a retry on
+    the WebSocket or MCP gets it in its own shape); any other view its
+    status, type and body.
+    """
     if isinstance(response, StreamingHttpResponse) or not isinstance(response, HttpResponse):
         return None
+    payment_response = settled.headers.get(PAYMENT_RESPONSE)
+    if tool_call is not None:
+        try:
+            result = json.loads(response.content)["result"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        receipt = settled.settle_response
+        return ToolAnswer(
+            result,
+            None if call.authorization is None else call.authorization.payer,
+            {} if receipt is None else receipt.model_dump(by_alias=True, exclude_none=True),
+            payment_response,
+        ).kept()
     return {
         "status": response.status_code,
         "content_type": response.get("Content-Type", ""),
-        "payment_response": response.get("PAYMENT-RESPONSE"),
+        "payment_response": payment_response,
         "body": base64.b64encode(response.content).decode("ascii"),
     }
 
 
-def _replayed(answer: dict[str, Any]) -> HttpResponse:
+def _replayed(answer: dict[str, Any], tool_call: ToolCall | None) -> HttpResponse:
     """The kept answer of a call already served, for a retry with its payment identifier."""
+    if tool_call is not None:
+        kept = ToolAnswer.of(answer)
+        response = HttpResponse(
+            json.dumps({"result": kept.result}), content_type="application/json"
+        )
+        if kept.payment_response:
+            response[PAYMENT_RESPONSE] = kept.payment_response
+        response["Cache-Control"] = SUCCESS_CACHE_CONTROL
+        return response
     response = HttpResponse(
         base64.b64decode(answer.get("body") or ""),
         status=int(answer.get("status") or 200),
         content_type=answer.get("content_type") or "application/json",
     )
     if answer.get("payment_response"):
-        response["PAYMENT-RESPONSE"] = answer["payment_response"]
+        response[PAYMENT_RESPONSE] = answer["payment_response"]
     response["Cache-Control"] = SUCCESS_CACHE_CONTROL
     return response
 
@@ -580,19 +603,6 @@ def _expected(request: HttpRequest, challenge: HTTPResponseInstructions | None) 
         request_logger.info("%s: %s", response.reason_phrase, request.path)
         response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own flag
     return response
-
-
-def _reason_of(instructions: HTTPResponseInstructions) -> str | None:
-    """The ``error`` the SDK put in the PAYMENT-REQUIRED header."""
-    from x402.http import decode_payment_required_header
-
-    header = instructions.headers.get("PAYMENT-REQUIRED")
-    if not header:
-        return None
-    try:
-        return decode_payment_required_header(header).error
-    except Exception:  # pragma: no cover - we encoded it ourselves
-        return None
 
 
 def _with_error(

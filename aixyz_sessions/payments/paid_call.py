@@ -1,15 +1,17 @@
-"""The paid-call flow, once, for every transport.
+"""The paid-call flow, once, for every transport: :meth:`PaidCall.run` owns the order.
 
-decode -> verify (the facilitator, through the SDK) -> claim the
-authorization in the replay guard -> run the view or tool inside the payer's
-:class:`~aixyz_sessions.staging.StagedSession` -> settle -> commit the staged
-session writes -> release the claim unless settled. Each failure becomes a
+kept answer (a retry with a payment identifier) -> verify (the facilitator,
+through the SDK) -> claim the authorization in the replay guard -> run the
+work inside the payer's :class:`~aixyz_sessions.staging.StagedSession` ->
+settle -> commit the staged session writes -> record the payment (sign-in)
+-> keep the answer (retries) -> release what is left. Each failure becomes a
 :class:`~aixyz_sessions.payments.failures.PaymentFailure` with its code.
 
-The HTTP middleware, the message gate (WebSocket, any transport without
-headers) and the MCP payment wrapper adapt this: they say how a payment
-arrives, how the handler runs and what counts as success, and report the
-outcome in their own protocol. What the rules are lives here:
+The HTTP middleware and the message gate (WebSocket, MCP, any transport
+without headers; see :mod:`~aixyz_sessions.payments.messages`) adapt this:
+they say how the payment arrives, how the work runs, what counts as success
+and what a retry gets back, and render the :class:`Outcome` in their own
+protocol. None of them orders the steps. What the rules are lives here:
 
 * the payer is the address the facilitator verified (see
   :mod:`~aixyz_sessions.payments.authorization`), never one read beside it;
@@ -32,15 +34,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from x402.http import x402HTTPResourceServer
 from x402.http.types import (
     HTTPProcessResult,
     HTTPRequestContext,
+    HTTPResponseInstructions,
     HTTPTransportContext,
     ProcessSettleResult,
 )
@@ -69,6 +73,7 @@ from .failures import (
     SERVER_MISCONFIGURED,
     PaymentFailure,
 )
+from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE
 from .retries import Retry
 from .runtime import PaymentRuntime
 from .sign_in import (
@@ -80,9 +85,62 @@ from .sign_in import (
     verify_sign_in,
 )
 
-__all__ = ["PaidCall", "sign_in_offer", "sign_in_origin", "signed_in_payer"]
+__all__ = [
+    "Outcome",
+    "PaidCall",
+    "reason_of",
+    "sign_in_offer",
+    "sign_in_origin",
+    "signed_in_payer",
+]
 
 logger = logging.getLogger("aixyz_sessions.payments")
+
+W = TypeVar("W")
+
+
+@dataclass
+class Outcome(Generic[W]):
+    """How :meth:`PaidCall.run` ended; the transport renders it in its own shape.
+
+    Exactly one of three: ``kept`` is set (a retry of a call already served:
+    the answer its first run kept, see
+    :mod:`~aixyz_sessions.payments.retries`); ``refused`` is true (the SDK
+    refused the payment: ``instructions`` is its answer, a 402 saying what to
+    pay, and ``reason`` the most telling words for why); or ``ran`` is true
+    (the work ran and returned ``value``; ``settlement`` is set when the
+    value counted as success and the payment settled, ``None`` otherwise).
+    """
+
+    kept: dict[str, Any] | None = None
+    refused: bool = False
+    instructions: HTTPResponseInstructions | None = None
+    reason: str | None = None
+    ran: bool = False
+    value: W | None = None
+    settlement: ProcessSettleResult | None = None
+
+
+def _always(value: object) -> bool:
+    return True
+
+
+def _never(value: object) -> bool:
+    return False
+
+
+def reason_of(instructions: HTTPResponseInstructions | None) -> str | None:
+    """The ``error`` the SDK put in a 402's ``PAYMENT-REQUIRED`` header, if any."""
+    from x402.http import decode_payment_required_header
+
+    header = None if instructions is None else instructions.headers.get(PAYMENT_REQUIRED)
+    if not header:
+        return None
+    try:
+        decoded = decode_payment_required_header(header)
+    except Exception:  # pragma: no cover - the SDK encoded it
+        return None
+    return decoded.error if isinstance(decoded, PaymentRequired) else None
 
 
 class PaidCall:
@@ -123,6 +181,64 @@ class PaidCall:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def run(
+        self,
+        server: x402HTTPResourceServer,
+        context: HTTPRequestContext,
+        work: Callable[[], Awaitable[W]],
+        *,
+        answer: Callable[[W, ProcessSettleResult], dict[str, Any] | None],
+        succeeded: Callable[[W], bool] = _always,
+        refused_before_work: Callable[[W], bool] = _never,
+        response_headers: Callable[[W], dict[str, str]] | None = None,
+        discard: Callable[[W], None] | None = None,
+    ) -> Outcome[W]:
+        """One paid call, in the one order every transport shares.
+
+        ``context`` carries the payment as the header the SDK reads (any
+        transport: see :mod:`~aixyz_sessions.payments.messages`); ``work()``
+        runs the view or tool, in the payer's staged session; what it returns
+        settles when ``succeeded(value)``; ``refused_before_work(value)`` says
+        an unsuccessful value refused the request before doing any work (the
+        authorization is then not spent); ``answer(value, settlement)`` is
+        what a retry with the payment's identifier gets back (JSON, or
+        ``None`` when it cannot be kept); ``response_headers(value)`` the
+        headers the SDK's settlement hooks see; ``discard(value)`` frees a
+        value whose payment did not settle (an HTTP response's stream).
+
+        Raises :class:`PaymentFailure` (facilitator, store, replayed,
+        settlement) or what ``work`` raises; either way nothing settles, the
+        staged writes are dropped, and an authorization whose work started
+        stays spent. Use inside ``async with PaidCall(...)``.
+        """
+        kept = await self.kept_answer()
+        if kept is not None:  # a retry of a call already served: its answer again
+            return Outcome(kept=kept)
+        with facilitator_failures() as failures, self.verifying():
+            verified = await server.process_http_request(context)
+        if failures:
+            raise PaymentFailure.facilitator(failures)
+        if verified.type != "payment-verified":
+            instructions = verified.response
+            reason = self.refusal(context.payment_header or "", reason_of(instructions))
+            return Outcome(refused=True, instructions=instructions, reason=reason)
+        await self.claim()
+        async with self.bound():
+            value = await work()
+        if not succeeded(value):
+            if refused_before_work(value):
+                self.refused_before_work()  # the authorization may be used again
+            return Outcome(ran=True, value=value)  # not settled; the staged writes go
+        headers = response_headers(value) if response_headers is not None else None
+        try:
+            settlement = await self.settle(server, verified, context, response_headers=headers)
+        except PaymentFailure:
+            if discard is not None:
+                discard(value)
+            raise
+        await self.keep(lambda: answer(value, settlement))
+        return Outcome(ran=True, value=value, settlement=settlement)
 
     async def kept_answer(self) -> dict[str, Any] | None:
         """Before verification: the kept answer of this call's first run, if it is a retry.
@@ -267,10 +383,10 @@ class PaidCall:
             raise PaymentFailure(
                 "settlement_failed",
                 settlement.error_reason or "settlement failed",
-                payment_response=settlement.headers.get("PAYMENT-RESPONSE"),
+                payment_response=settlement.headers.get(PAYMENT_RESPONSE),
             )
         self.settled = True
-        await self.commit(settlement.headers.get("PAYMENT-RESPONSE"))
+        await self.commit(settlement.headers.get(PAYMENT_RESPONSE))
         return settlement
 
     async def _record(self) -> None:
@@ -343,7 +459,7 @@ class PaidCall:
         if failure.retry_after is not None:
             headers["Retry-After"] = str(failure.retry_after)
         if failure.payment_response is not None:
-            headers["PAYMENT-RESPONSE"] = failure.payment_response
+            headers[PAYMENT_RESPONSE] = failure.payment_response
         return headers
 
 

@@ -29,8 +29,10 @@ that has passed, a header somebody saw buys nothing here any more.
 A tool call is one request whichever transport carries it (WebSocket, MCP):
 its answer is kept in one form (:class:`ToolAnswer`) that each transport
 renders in its own shape, so a call paid over one and retried over the other
-gets the same answer. (HTTP keeps the response it sent; its requests are told
-apart from message-borne ones, so such a retry is a clear 409.)
+gets the same answer; the HTTP tool endpoint marks its requests as tool calls
+(:class:`ToolCall`), so they share that form too. (Any other paid view keeps
+the response it sent; its requests are told apart from tool calls, so a
+retry of one as the other is a clear 409.)
 """
 
 from __future__ import annotations
@@ -53,14 +55,17 @@ from .failures import (
 
 __all__ = [
     "MAX_KEPT_BYTES",
+    "TOOL_CALL_ATTR",
     "WAIT_SECONDS",
     "Retry",
     "ToolAnswer",
+    "ToolCall",
     "begin",
     "fingerprint",
     "forget",
     "keep",
     "retry_of",
+    "tool_fingerprint",
 ]
 
 #: Largest answer kept for retries (its JSON, bytes).
@@ -153,10 +158,41 @@ def fingerprint(*parts: object) -> str:
     return digest.hexdigest()
 
 
-def retry_of(header: str, payload: dict[str, Any], request: Callable[[], str]) -> Retry | None:
+#: The request attribute where a view says which tool call the request is
+#: (:class:`ToolCall`): the HTTP middleware then keeps and renders its answer
+#: as every other transport does (see :class:`ToolAnswer`).
+TOOL_CALL_ATTR = "aixyz_tool_call"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """An HTTP request that is a call of tool ``name``; ``arguments()`` reads them.
+
+    Read only when the payment carries an identifier (a retry is possible);
+    an ``arguments()`` that raises makes the request identify by its bytes.
+    """
+
+    name: str
+    arguments: Callable[[], object]
+
+    def fingerprint(self) -> str:
+        """:func:`tool_fingerprint` of this call (HTTP, WebSocket and MCP alike)."""
+        return tool_fingerprint(self.name, self.arguments())
+
+
+def tool_fingerprint(name: str, arguments: object) -> str:
+    """What a retry of a call of tool ``name`` must repeat, on every transport: its arguments.
+
+    HTTP, WebSocket and MCP name a tool call alike, so a call paid over one
+    and retried over another is the same call (it gets the kept answer).
+    """
+    return fingerprint("tool", name, arguments or {})
+
+
+def retry_of(payload: dict[str, Any], request: Callable[[], str]) -> Retry | None:
     """The payment identifier a payment carries, or ``None`` (not every call has one).
 
-    ``header`` is the screened payment header and ``payload`` its decoded JSON
+    ``payload`` is the screened payment's decoded JSON
     (:func:`~aixyz_sessions.payments.authorization.screen_payment_header`);
     ``request()`` gives the request's :func:`fingerprint` (asked only when
     there is an id). Raises :class:`PaymentFailure` ``invalid_payment_identifier``
@@ -183,7 +219,9 @@ def retry_of(header: str, payload: dict[str, Any], request: Callable[[], str]) -
     payer = branch.get("from") if isinstance(branch, dict) else None
     if not isinstance(payer, str) or not 0 < len(payer) <= 256:
         return None  # no payer named: the payment is refused later anyway
-    return Retry(payer.lower(), payment_id, fingerprint(header), request())
+    # The payment's digest is of its JSON, canonical: HTTP sends it base64-encoded as
+    # the SDK writes it, a message as an object; the same payment is the same call.
+    return Retry(payer.lower(), payment_id, fingerprint(payload), request())
 
 
 async def begin(guard: ReplayGuard, retry: Retry) -> dict[str, Any] | None:

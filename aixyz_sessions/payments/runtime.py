@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from typing import Any
 
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from x402 import x402ResourceServer
 from x402.extensions.payment_identifier import (
@@ -29,7 +26,7 @@ from x402.schemas import PaymentRequirements
 
 from ..conf import SETTING as STORE_SETTING
 from ..conf import get_store
-from ..lazy import Lazy
+from ..lazy import Lazy, lazy_setting
 from ..replay import InMemoryReplayGuard, ReplayGuard
 from .authorization import after_verify
 from .conf import SETTING as X402_SETTING
@@ -179,7 +176,10 @@ class PaymentRuntime:
         return server
 
 
-_runtime: Lazy[PaymentRuntime] = Lazy(lambda: PaymentRuntime(get_config()))
+# Built from AIXYZ_X402; the default replay guard lives in the session store's backend.
+_runtime: Lazy[PaymentRuntime] = lazy_setting(
+    X402_SETTING, STORE_SETTING, build=lambda: PaymentRuntime(get_config())
+)
 
 
 def get_runtime() -> PaymentRuntime:
@@ -190,10 +190,3 @@ def get_runtime() -> PaymentRuntime:
 def reset_runtime() -> None:
     """Drop the runtime (settings changed; tests)."""
     _runtime.reset()
-
-
-@receiver(setting_changed)
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    # Built from AIXYZ_X402; the default replay guard lives in the session store's backend.
-    if setting in (X402_SETTING, STORE_SETTING):
-        reset_runtime()

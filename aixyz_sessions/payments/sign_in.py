@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from ..bounded_json import check_depth
 from ..replay import ReplayGuard
 from .conf import X402ConfigError
+from .headers import SIGN_IN_WITH_X
 
 __all__ = [
     "SIGN_IN_HEADER",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 #: The HTTP header (and the extension key) of a sign-in.
-SIGN_IN_HEADER = "SIGN-IN-WITH-X"
+SIGN_IN_HEADER = SIGN_IN_WITH_X
 SignInPolicy = Literal["after_payment", "after_any_payment", "required"]
 POLICIES: tuple[str, ...] = get_args(SignInPolicy)
 #: Longest sign-in header read, in characters (a real one is under 2 KB).

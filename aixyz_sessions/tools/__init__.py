@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .registry import Tool, ToolArgumentsError, ToolError, ToolRegistry, registry, tool
 
 if TYPE_CHECKING:
-    from .payment_gate import ToolCallResult, ToolPaymentError, call_tool
+    from .calls import ToolCallResult, ToolPaymentError, call_tool
 
 __all__ = [
     "Tool",
@@ -33,7 +33,7 @@ _GATE = {"ToolCallResult", "ToolPaymentError", "call_tool"}
 def __getattr__(name: str) -> Any:
     """The payment gate's names, imported on first use (they pull in the x402 SDK)."""
     if name in _GATE:
-        from . import payment_gate
+        from . import calls
 
-        return getattr(payment_gate, name)
+        return getattr(calls, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

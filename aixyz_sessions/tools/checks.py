@@ -1,12 +1,27 @@
-"""System check: two tools may not share a name."""
+"""System checks of the tool registry: two tools may not share a name; their prices.
+
+``W106`` (a price above ``MAX_PRICE``) is the payments app's check; the
+registry adds its tools' prices to what it looks at.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.core import checks
 
+from ..payments.checks import add_price_source
 from .registry import registry
+
+
+def _tool_prices() -> Iterator[tuple[str, str]]:
+    for item in registry:
+        if item.paid_spec is not None and item.paid_spec.charges:
+            yield f"the tool {item.name!r}", item.paid_spec.price
+
+
+add_price_source(_tool_prices)
 
 
 @checks.register("aixyz_sessions")

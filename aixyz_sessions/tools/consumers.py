@@ -41,8 +41,8 @@ from django.conf import settings
 
 from .. import bounded_json
 from ..context import payer_context
+from .calls import call_tool
 from .failures import tool_failure
-from .payment_gate import call_tool
 from .registry import registry
 
 __all__ = ["ToolConsumer"]

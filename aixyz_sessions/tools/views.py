@@ -28,12 +28,11 @@ from django.views.decorators.csrf import csrf_exempt
 from .. import bounded_json
 from ..context import payer_context
 from ..payments.decorators import (
-    VERIFIED_ATTR,
     PaidSpec,
-    PaymentNeeded,
     priced_per_request,
     refused_before_work,
 )
+from ..payments.retries import TOOL_CALL_ATTR, ToolCall
 from .failures import ToolFailure, invalid_arguments, tool_failure
 from .registry import ToolArgumentsError, registry
 
@@ -62,11 +61,24 @@ async def tool_list(request: HttpRequest) -> JsonResponse:
 
 
 def price_of_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
-    """The price of ``POST`` (or ``GET``/``HEAD``) ``/tools/<name>``: the tool's, or ``None``."""
+    """The price of ``POST`` (or ``GET``/``HEAD``) ``/tools/<name>``: the tool's, or ``None``.
+
+    A paid request is also marked as a call of that tool (:class:`ToolCall`),
+    so a retry of it on the WebSocket or MCP, or of theirs here, is the same
+    call and gets the kept answer.
+    """
     if request.method not in ("POST", "GET", "HEAD"):
         return None
     item = registry.get(str(kwargs.get("name", "")))
-    return None if item is None else item.paid_spec
+    if item is None or item.paid_spec is None:
+        return None
+    setattr(request, TOOL_CALL_ATTR, ToolCall(item.name, lambda: _arguments_of(request)))
+    return item.paid_spec
+
+
+def _arguments_of(request: HttpRequest) -> object:
+    """The call's arguments as the view reads them (raises as :func:`_read_arguments`)."""
+    return _query_arguments(request) if request.method == "GET" else _read_arguments(request)
 
 
 def _query_arguments(request: HttpRequest) -> dict[str, Any]:
@@ -87,7 +99,7 @@ def _read_arguments(request: HttpRequest) -> object:
     return bounded_json.loads(request.body)
 
 
-@priced_per_request(price_of_call)
+@priced_per_request(price_of_call, may_charge=lambda: any(item.gated for item in registry))
 @csrf_exempt
 async def call(request: HttpRequest, name: str) -> HttpResponse:
     """``POST`` a JSON object of arguments; ``{"result": ...}`` back.
@@ -105,8 +117,6 @@ async def call(request: HttpRequest, name: str) -> HttpResponse:
         return response
     if item is None:
         return _error(404, "unknown_tool", f"no tool named {name!r}")
-    if item.paid_spec is not None and not getattr(request, VERIFIED_ATTR, False):
-        return PaymentNeeded(item.paid_spec)  # X402Middleware missing: a JSON 500 that says so
     # Refusals before the tool runs leave a payment unspent (refused_before_work):
     # the client may fix the request and send the same signed payment again.
     try:

@@ -33,7 +33,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
 from ... import bounded_json
-from ...asgi_json import send_json
+from ...asgi.json_response import send_json
 from ...hosts import host_error
 from .server import MCP_PATH, build_mcp_server
 

@@ -18,14 +18,21 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.tools import Tool as FastMCPTool
 from mcp.server.fastmcp.utilities.func_metadata import func_metadata
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 from pydantic import PrivateAttr
 
-from ...context import payer_context
+from ...payments.failures import PaymentFailure
+from ..calls import call_validated
 from ..registry import Tool, ToolArgumentsError, ToolRegistry, registry
 from .logging_guard import host_logging_untouched, route_module_logging
-from .payments import PaidToolRunner, request_meta, tool_resource_url
-from .results import failure_result, result_text
+from .payments import (
+    failed_payment_result,
+    paid_result,
+    payment_of,
+    request_meta,
+    tool_resource_url,
+)
+from .results import failure_result
 
 __all__ = ["MCP_PATH", "SERVER_NAME", "SIGN_IN_META", "RegistryTool", "build_mcp_server"]
 
@@ -49,7 +56,6 @@ class RegistryTool(FastMCPTool):
     """A registry :class:`~aixyz_sessions.tools.Tool` as a FastMCP tool."""
 
     _tool: Tool = PrivateAttr()
-    _paid: PaidToolRunner | None = PrivateAttr(default=None)
 
     @classmethod
     def of(cls, tool: Tool) -> RegistryTool:
@@ -66,7 +72,6 @@ class RegistryTool(FastMCPTool):
             annotations=None,
         )
         item._tool = tool
-        item._paid = PaidToolRunner(tool) if tool.paid else None
         return item
 
     @property
@@ -90,96 +95,23 @@ class RegistryTool(FastMCPTool):
             kwargs = tool.validate(arguments)
         except ToolArgumentsError as exc:
             return failure_result(tool, exc)
-        spec = tool.paid_spec
-        if spec is not None and spec.takes_sign_in:
-            credential = request_meta(context).get(SIGN_IN_META)
-            if credential is not None or not spec.charges:
-                return await self._signed_in(arguments, credential, context)
-        if self._paid is not None:
-            result = await self._paid.run(arguments, kwargs, context)
-            if spec is not None and spec.takes_sign_in:
-                result = _offering_sign_in(result, tool, _origin(context))
-            return result
+        gated = tool.paid_spec is not None  # free tools read no payment and no sign-in
+        meta = request_meta(context) if gated else {}
         try:
-            async with payer_context(None):
-                value = await tool.run(kwargs)
-        except Exception as exc:
-            return failure_result(tool, exc)
-        return CallToolResult(content=[TextContent(type="text", text=result_text(value))])
-
-    async def _signed_in(
-        self, arguments: dict[str, Any], credential: object, context: Any
-    ) -> CallToolResult:
-        """A sign-in instead of a payment: the paid-call core's sign-in, as on every transport.
-
-        Without a credential (a sign-in-only tool) the error result carries
-        ``payment_required`` with the sign-in-with-x extension offered.
-        """
-        from ..payment_gate import call_tool
-
-        tool = self._tool
-        try:
-            outcome = await call_tool(
+            outcome = await call_validated(
                 tool,
                 arguments,
-                sign_in=credential,
-                origin=_origin(context),
+                kwargs,
+                payment_of(meta),
                 resource=tool_resource_url(tool.name),
+                sign_in=meta.get(SIGN_IN_META),
+                origin=_origin(context) if gated else None,
             )
+        except PaymentFailure as failure:
+            return failed_payment_result(tool, failure)
         except Exception as exc:
             return failure_result(tool, exc)
-        return CallToolResult(content=[TextContent(type="text", text=result_text(outcome.result))])
-
-
-def _offering_sign_in(result: CallToolResult, tool: Tool, origin: str | None) -> CallToolResult:
-    """The x402 payment-required result with the sign-in-with-x extension offered too.
-
-    The SDK's MCP wrapper knows no sign-in; a tool that takes one adds its
-    offer (fresh nonce) to ``structuredContent`` and to the JSON text, where
-    x402 MCP clients read the ``PaymentRequired``.
-    """
-    import json
-
-    from x402.schemas import PaymentRequired
-
-    from ...payments.failures import PaymentFailure
-    from ...payments.paid_call import sign_in_offer
-    from ...payments.runtime import get_runtime
-
-    structured = result.structuredContent
-    if not result.isError or not isinstance(structured, dict) or "accepts" not in structured:
-        return result
-    spec = tool.paid_spec
-    assert spec is not None
-    try:
-        required = PaymentRequired.model_validate(structured)
-    except ValueError:  # pragma: no cover - the SDK built it
-        return result
-    url = required.resource.url if required.resource else tool_resource_url(tool.name)
-    try:
-        offered = sign_in_offer(
-            get_runtime(),
-            spec,
-            required,
-            url=url,
-            request_path=f"/tools/{tool.name}",
-            origin=origin,
-        )
-    except PaymentFailure:  # no origin known: the payment alone is offered
-        return result
-    extensions = offered.model_dump(by_alias=True, exclude_none=True)["extensions"]
-    structured = {**structured, "extensions": extensions}
-    content = list(result.content)
-    if content and isinstance(content[0], TextContent):
-        try:
-            shown = json.loads(content[0].text)
-        except ValueError:
-            shown = None
-        if isinstance(shown, dict) and "accepts" in shown:
-            content[0] = TextContent(
-                type="text", text=json.dumps({**shown, "extensions": extensions})
-            )
-    return result.model_copy(update={"structuredContent": structured, "content": content})
+        return paid_result(outcome)
 
 
 def _origin(context: Any) -> str | None:

@@ -1,4 +1,7 @@
-"""System checks: a setting that cannot work fails ``manage.py check``, not a request."""
+"""The store check: an ``AIXYZ_SESSION_STORE`` that cannot work fails ``manage.py check``.
+
+The store reports on its own configuration (``SessionStore.check()``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Any
 
 from django.core import checks
 
-from .conf import StoreConfigError, get_store
+from ..conf import StoreConfigError, get_store
 
 
 @checks.register("aixyz_sessions")

@@ -49,10 +49,10 @@ _HINT = (
 
 def in_memory_parts() -> list[str]:
     """Which of the session store and the replay guard live in this process's memory."""
-    from .conf import get_store
-    from .replay import InMemoryReplayGuard
+    from ..conf import get_store
+    from ..replay import InMemoryReplayGuard
+    from ..stores.memory import InMemorySessionStore
     from .startup import configured_replay_guard
-    from .stores.memory import InMemorySessionStore
 
     parts = []
     if isinstance(get_store(), InMemorySessionStore):

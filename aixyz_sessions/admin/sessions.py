@@ -4,7 +4,7 @@
 in the admin index and its permissions: ``view`` to browse, ``delete`` to
 delete a key or erase a payer. Its ``ModelAdmin`` replaces the usual model
 views with pages that read the store through its public API (see
-:mod:`.admin_sessions_store`), so they work for every store:
+:mod:`.store_access`), so they work for every store:
 
 * the payers, searched by address prefix and paged with the store's cursor;
 * one payer's keys, filtered by prefix, paged the same way, values previewed;
@@ -34,14 +34,14 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 
-from . import admin_sessions_store as pages
-from .conf import StoreConfigError, get_store
-from .exceptions import SessionStoreError, SessionStoreUnavailable
-from .models import StoredSession
-from .stores.base import SessionStore
-from .stores.memory import InMemorySessionStore
-from .stores.validation import check_key, check_payer
-from .templatetags.aixyz_sessions_admin import visible
+from ..conf import StoreConfigError, get_store
+from ..exceptions import SessionStoreError, SessionStoreUnavailable
+from ..models import StoredSession
+from ..stores.base import SessionStore
+from ..stores.memory import InMemorySessionStore
+from ..stores.validation import check_key, check_payer
+from ..templatetags.aixyz_sessions_admin import visible
+from . import store_access as pages
 
 if TYPE_CHECKING:
     _SessionAdmin = admin.ModelAdmin[StoredSession]

@@ -40,7 +40,7 @@ _HINT = (
 
 
 def _tools_registered() -> bool:
-    from .tools.registry import registry
+    from ..tools.registry import registry
 
     return len(registry) > 0
 

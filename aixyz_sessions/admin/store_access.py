@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .stores.base import ListResult, PayerPage, SessionStore
+from ..stores.base import ListResult, PayerPage, SessionStore
 
 __all__ = [
     "StoredEntry",

@@ -1,11 +1,10 @@
-"""The admin: "Sessions" for every store, and ``SessionEntry`` for the database store.
+"""``SessionEntryAdmin``: the database store's table in the admin.
 
-"Sessions" (``StoredSession``, see :mod:`.admin_sessions`) browses whatever
-store is configured: payers, their keys and entries, with delete and erase.
 ``SessionEntry`` is the database store's table: look at sessions, find a
 payer's keys, purge what expired. It is listed on the admin's index only
 while the configured store is that table (with another store it would only
-show an empty table beside the payers that *Sessions* finds).
+show an empty table beside the payers that *Sessions* finds, see
+:mod:`.sessions`).
 
 Session values belong to the payers who wrote them, so the admin shows them
 read-only unless ``AIXYZ_SESSIONS_ADMIN_EDITABLE = True``; adding entries by
@@ -24,9 +23,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from .admin_sessions import StoredSessionAdmin
-from .models import SessionEntry, SessionEntryQuerySet, StoredSession, expired_q, live_q
-from .templatetags.aixyz_sessions_admin import shown
+from ..models import SessionEntry, SessionEntryQuerySet, expired_q, live_q
+from ..templatetags.aixyz_sessions_admin import shown
 
 if TYPE_CHECKING:
     _EntryAdmin = admin.ModelAdmin[SessionEntry]
@@ -58,10 +56,6 @@ class ExpiryFilter(admin.SimpleListFilter):
         return queryset
 
 
-admin.site.register(StoredSession, StoredSessionAdmin)
-
-
-@admin.register(SessionEntry)
 class SessionEntryAdmin(_EntryAdmin):
     # Four columns fit a 1280 px window beside the admin's sidebar and the filter;
     # when an entry was written is on its own page.
@@ -76,8 +70,8 @@ class SessionEntryAdmin(_EntryAdmin):
 
     def get_model_perms(self, request: HttpRequest) -> dict[str, bool]:
         """Listed on the index only for the database store (see the module)."""
-        from .conf import StoreConfigError, get_store
-        from .stores.db import DatabaseSessionStore
+        from ..conf import StoreConfigError, get_store
+        from ..stores.db import DatabaseSessionStore
 
         try:
             in_use = isinstance(get_store(), DatabaseSessionStore)

@@ -37,7 +37,7 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError, connections
 from django.dispatch import receiver
 
-from .replay import ReplayGuard
+from ..replay import ReplayGuard
 
 __all__ = [
     "NotReady",
@@ -66,9 +66,9 @@ class NotReady(ImproperlyConfigured):
 def _missing_tables(aliases: Iterable[str] | None = None) -> list[checks.CheckMessage]:
     """E012 for each database (of ``aliases``, default all) where this app's tables are not
     migrated."""
-    from .conf import get_store
-    from .models import PaymentClaim, SessionEntry
-    from .stores.db import DatabaseReplayGuard, DatabaseSessionStore
+    from ..conf import get_store
+    from ..models import PaymentClaim, SessionEntry
+    from ..stores.db import DatabaseReplayGuard, DatabaseSessionStore
 
     store = get_store()
     needed: dict[str, set[str]] = {}
@@ -142,8 +142,8 @@ def configured_replay_guard() -> ReplayGuard | None:
 
     if getattr(settings, "AIXYZ_X402", None) is None:
         return None
-    from .payments.conf import get_config
-    from .payments.runtime import build_replay_guard
+    from ..payments.conf import get_config
+    from ..payments.runtime import build_replay_guard
 
     return build_replay_guard(get_config().replay_guard)
 
