@@ -23,11 +23,13 @@ in-memory store) gets :class:`InMemoryReplayGuard`, which covers one
 process. ``AIXYZ_X402["REPLAY_GUARD"]`` names any other :class:`ReplayGuard`
 (e.g. ``"aixyz_sessions.replay.InMemoryReplayGuard"``).
 
-A guard also keeps short-lived *records* beside its claims
-(:meth:`ReplayGuard.remember` / :meth:`ReplayGuard.recall`): "this payer
-paid for this resource" for sign-in, the kept answer of a paid call for
-payment identifiers. They live in the same backend, so every worker process
-sees them; the last write wins and each record expires on its own.
+A guard has two jobs, each with its own small interface: *claims*
+(:class:`PaymentClaims`: first use wins) and short-lived *records* per payer
+(:class:`PayerRecords`: "this payer paid for this resource" for sign-in, the
+kept answer of a paid call for payment identifiers, a payer's A2A tasks).
+Every built-in backend (:class:`ReplayGuard`: memory, database, Redis) does
+both in one place, so every worker process that shares the claims sees the
+records too; the last write wins and each record expires on its own.
 
 This module lives outside :mod:`aixyz_sessions.payments` so that a store can
 offer a guard kept in its own backend without importing the x402 machinery:
@@ -43,12 +45,20 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .stores.base import SessionStore
 
 __all__ = [
     "DEFAULT_GRACE",
     "MAX_CLAIM_FIELD",
     "MAX_EXPIRY",
     "InMemoryReplayGuard",
+    "PayerRecords",
+    "PaymentClaims",
+    "Record",
     "ReplayGuard",
     "check_grace",
     "claim_expiry",
@@ -92,8 +102,29 @@ def check_grace(grace: float) -> float:
     return float(grace)
 
 
-class ReplayGuard(ABC):
-    """Atomic "first use wins" over payment authorizations."""
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record a guard keeps (what :meth:`ReplayGuard.remember` takes), made now, written later.
+
+    A settled paid call's records (sign-in, its kept answer) are built before
+    the commit, so that a store keeping them in its own backend can write them
+    in the same step as the session writes (see
+    :meth:`~aixyz_sessions.SessionStore.commit`).
+    """
+
+    payer: str
+    key: str
+    value: str
+    expires_at: float
+
+
+class PaymentClaims(ABC):
+    """One job of a guard: atomic "first use wins" over signed authorizations.
+
+    A payment authorization ``(payer, nonce)`` is claimed right after
+    verification; a sign-in's nonce is claimed when it is accepted. What the
+    paid-call core asks of claims, and nothing else.
+    """
 
     @abstractmethod
     async def claim(self, payer: str, nonce: str, valid_before: int) -> bool:
@@ -105,30 +136,7 @@ class ReplayGuard(ABC):
 
     @abstractmethod
     async def release(self, payer: str, nonce: str) -> None:
-        """Give back a claim whose request failed before settlement."""
-
-    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
-        """Keep ``value`` under ``(payer, key)`` until ``expires_at`` (unix seconds).
-
-        Replaces what was kept there, claim or record. Guards that keep no
-        records (a custom guard written before records existed) raise
-        ``NotImplementedError``; sign-in and payment identifiers need them.
-        """
-        raise NotImplementedError(
-            f"{type(self).__name__} keeps no records; implement remember() and recall() "
-            "to use sign-in and payment identifiers"
-        )
-
-    async def recall(self, payer: str, key: str) -> str | None:
-        """What :meth:`remember` kept under ``(payer, key)`` and has not expired, else ``None``.
-
-        A live claim made by :meth:`claim` reads as a string too (its token,
-        possibly empty): "taken, nothing kept yet".
-        """
-        raise NotImplementedError(
-            f"{type(self).__name__} keeps no records; implement remember() and recall() "
-            "to use sign-in and payment identifiers"
-        )
+        """Give back a claim whose request failed before its work started."""
 
     async def release_quietly(self, payer: str, nonce: str) -> None:
         """:meth:`release`, logging instead of raising when the backend fails.
@@ -142,6 +150,100 @@ class ReplayGuard(ABC):
             logging.getLogger("aixyz_sessions.payments").warning(
                 "replay guard: could not release the claim of %s", payer, exc_info=True
             )
+
+    def shares_server(self, store: SessionStore) -> bool:
+        """Whether a claim of a payer is answered by the server that holds the payer's
+        session in ``store``: then a claim that just answered shows that the store
+        answers (see :meth:`~aixyz_sessions.staging.StagedSession.ready`). Default: no.
+        """
+        return False
+
+
+class PayerRecords(ABC):
+    """The other job: short-lived records per payer, each expiring on its own.
+
+    "This payer paid for this resource" (sign-in), the kept answer of a paid
+    call (payment identifiers), a payer's A2A tasks. The last write wins.
+    """
+
+    @abstractmethod
+    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
+        """Keep ``value`` under ``(payer, key)`` until ``expires_at`` (unix seconds)."""
+
+    @abstractmethod
+    async def recall(self, payer: str, key: str) -> str | None:
+        """What :meth:`remember` kept under ``(payer, key)`` and has not expired, else ``None``."""
+
+    @abstractmethod
+    async def forget(self, payer: str, key: str) -> None:
+        """Drop what is kept under ``(payer, key)`` (nothing there: nothing happens)."""
+
+    @abstractmethod
+    async def take(self, payer: str, key: str, value: str, expires_at: float) -> str | None:
+        """Keep ``value`` under ``(payer, key)`` unless something live is there.
+
+        ``None``: this call took the name (``value`` is kept until
+        ``expires_at``); else what is there (as :meth:`recall` reads it).
+        Give ``value`` something unique to this call (a random token): a
+        backend that retries a lost reply tells its own write by it.
+        """
+
+    async def forget_quietly(self, payer: str, key: str) -> None:
+        """:meth:`forget`, logging instead of raising when the backend fails."""
+        try:
+            await self.forget(payer, key)
+        except Exception:
+            logging.getLogger("aixyz_sessions.payments").warning(
+                "payer records: could not drop a record of %s", payer, exc_info=True
+            )
+
+    def shares_server(self, store: SessionStore) -> bool:
+        """Whether records of a payer live on the server of the payer's session in
+        ``store`` (then :meth:`SessionStore.commit <aixyz_sessions.SessionStore.commit>`
+        may write them with the session). Default: no."""
+        return False
+
+
+class ReplayGuard(PaymentClaims, PayerRecords):
+    """Both jobs in one backend: claims and payer records, under one ``(payer, name)``.
+
+    The built-in guards (in memory, the database's ``PaymentClaim`` table,
+    Redis) are these; the runtime hands the paid-call core their two faces
+    (:attr:`~aixyz_sessions.payments.runtime.PaymentRuntime.claims` and
+    :attr:`~aixyz_sessions.payments.runtime.PaymentRuntime.records`). A
+    record and a claim share a name space: a live claim reads as a record
+    (its token, possibly empty: "taken, nothing kept yet"), and
+    :meth:`remember` replaces a claim. A custom guard written before records
+    existed implements only :meth:`claim` and :meth:`release`: its records
+    raise ``NotImplementedError`` (check ``W104``: sign-in and payment
+    identifiers need them).
+    """
+
+    async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
+        """Keep ``value`` under ``(payer, key)`` until ``expires_at``; replaces a claim there."""
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no records; implement remember() and recall() "
+            "to use sign-in and payment identifiers"
+        )
+
+    async def recall(self, payer: str, key: str) -> str | None:
+        """What is kept under ``(payer, key)`` (a live claim reads as its token)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no records; implement remember() and recall() "
+            "to use sign-in and payment identifiers"
+        )
+
+    async def forget(self, payer: str, key: str) -> None:
+        """A record and a claim are one name here: :meth:`release` drops either."""
+        await self.release(payer, key)
+
+    async def take(self, payer: str, key: str, value: str, expires_at: float) -> str | None:
+        """Default: :meth:`claim`, then :meth:`remember` (or :meth:`recall` when refused)."""
+        if await self.claim(payer, key, int(expires_at)):
+            await self.remember(payer, key, value, expires_at)
+            return None
+        found = await self.recall(payer, key)
+        return "" if found is None else found  # gone since the claim: read as "taken"
 
 
 class InMemoryReplayGuard(ReplayGuard):

@@ -35,26 +35,31 @@ page only.)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .context import Session
 from .stores import validation as v
 
 if TYPE_CHECKING:
+    from .replay import PayerRecords, Record
     from .stores.base import ListResult, SessionStore
 
-__all__ = ["StagedSession"]
+__all__ = ["READY_WITHIN", "StagedSession"]
 
 #: A pending write: ``(value, ttl_ms)`` for a set, ``None`` for a delete.
 Pending = tuple[str, int | None] | None
 _UNKNOWN = object()
+#: Seconds for which an answer of the session's store stands in for the
+#: probe of :meth:`StagedSession.ready` (see there).
+READY_WITHIN = 1.0
 
 
 class StagedSession(Session):
     """A :class:`~aixyz_sessions.Session` whose writes wait for :meth:`commit`."""
 
-    __slots__ = ("_committed", "_deferred", "_discarded", "_pending")
+    __slots__ = ("_answered_at", "_committed", "_deferred", "_discarded", "_pending")
 
     def __init__(self, payer: str, store: SessionStore | None = None) -> None:
         super().__init__(payer, store)
@@ -62,6 +67,7 @@ class StagedSession(Session):
         self._deferred: dict[str, tuple[object, Callable[[], Awaitable[None]]]] = {}
         self._committed = False
         self._discarded = False
+        self._answered_at = float("-inf")
 
     @property
     def has_pending_writes(self) -> bool:
@@ -107,12 +113,17 @@ class StagedSession(Session):
         if self._pending and v.check_key(key) in self._pending:
             pending = self._pending[key]
             return None if pending is None else pending[0]
-        return await super().get(key)
+        value = await super().get(key)
+        self.answered()
+        return value
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
         wanted = v.check_keys(keys, self.store.max_batch)
         stored = [key for key in wanted if key not in self._pending]
-        found = await super().get_many(stored) if stored else {}
+        found: dict[str, str | None] = {}
+        if stored:
+            found = await super().get_many(stored)
+            self.answered()
         result: dict[str, str | None] = {}
         for key in wanted:
             if key in self._pending:
@@ -131,6 +142,7 @@ class StagedSession(Session):
         keys_only: bool = False,
     ) -> ListResult:
         page = await super().list(prefix=prefix, cursor=cursor, limit=limit, keys_only=keys_only)
+        self.answered()
         if not self._pending:
             return page
         from .stores.base import ListResult
@@ -187,6 +199,15 @@ class StagedSession(Session):
 
     # -- the outcome of the paid call ---------------------------------------------------
 
+    def answered(self) -> None:
+        """The session's store has just answered for this payer (see :meth:`ready`).
+
+        The session's own reads say so; the paid-call flow says so after the
+        payment's claim when its replay guard shares the store's server
+        (:meth:`~aixyz_sessions.replay.PaymentClaims.shares_server`).
+        """
+        self._answered_at = time.monotonic()
+
     async def ready(self) -> None:
         """Check, before the payment settles, that the store answers (if writes wait).
 
@@ -194,46 +215,47 @@ class StagedSession(Session):
         the call can still end unsettled, instead of at the commit, after
         the money moved. (It can still fail between this and the commit; the
         paid-call flow then reports it with the settlement.)
-        """
-        if self._pending and not self._committed:
-            await self.store.get_many(self.key, [next(iter(self._pending))])
 
-    async def commit(self) -> None:
+        No read when the store answered for this payer within the last
+        :data:`READY_WITHIN` seconds (:meth:`answered`): that answer is the
+        same proof. The probe never covered the time from itself to the
+        commit, which includes the whole settlement (a facilitator's settle
+        takes seconds); a second more before it adds little to that window,
+        and a store that dies in it ends as the probe-then-commit case does:
+        settled, not stored, and reported with the settlement.
+        """
+        if not self._pending or self._committed:
+            return
+        if time.monotonic() - self._answered_at < READY_WITHIN:
+            return
+        await self.store.get_many(self.key, [next(iter(self._pending))])
+        self.answered()
+
+    async def commit(
+        self, *, records: Sequence[Record] = (), guard: PayerRecords | None = None
+    ) -> bool:
         """Apply the pending writes (the payment settled); later writes go straight through.
 
-        Sets are written with ``set_many`` per TTL and deletes with
-        ``delete_many``, in batches the store accepts; then the deferred
-        writes, in the order they were first deferred. Raises what the store
-        raises (:class:`~aixyz_sessions.SessionStoreError`); the writes not
-        yet applied stay pending.
+        One :meth:`SessionStore.commit <aixyz_sessions.SessionStore.commit>`
+        of every pending write (``records``, the payment's records in
+        ``guard``, may go with them: see there), then the deferred writes, in
+        the order they were first deferred. Returns whether ``records`` were
+        written; ``False`` leaves them to the caller (always when writes are
+        deferred: those come first). Raises what the store raises
+        (:class:`~aixyz_sessions.SessionStoreError`); the writes then stay
+        pending.
         """
-        if not self._pending:  # a call that only read: nothing to store
-            await self._apply_deferred()
-            self._committed = True
-            return
-        store = self.store
-        by_ttl: dict[int | None, dict[str, str]] = {}
-        deletes: list[str] = []
-        for key, pending in self._pending.items():
-            if pending is None:
-                deletes.append(key)
-            else:
-                by_ttl.setdefault(pending[1], {})[key] = pending[0]
-        step = store.max_batch
-        for ttl, entries in by_ttl.items():
-            items = list(entries.items())
-            for start in range(0, len(items), step):
-                chunk = dict(items[start : start + step])
-                await store.set_many(self.key, chunk, ttl_ms=ttl)
-                for key in chunk:
-                    del self._pending[key]
-        for start in range(0, len(deletes), step):
-            gone = deletes[start : start + step]
-            await store.delete_many(self.key, gone)
-            for key in gone:
-                del self._pending[key]
+        if self._deferred:
+            records = ()
+        written = False
+        if self._pending or records:
+            writes = dict(self._pending)
+            written = await self.store.commit(self.key, writes, records=records, guard=guard)
+            for key in writes:
+                self._pending.pop(key, None)
         await self._apply_deferred()
         self._committed = True
+        return written
 
     async def _apply_deferred(self) -> None:
         while self._deferred:

@@ -18,13 +18,17 @@ its command, its key and when it happened (before, inside or after the view):
 * ``tool``: the view's/tool's own session reads (and, for a signed-in call,
   its writes, which go straight through);
 * ``commit``: the staged writes stored after settlement (the tool's own
-  writes, deferred): ``EVALSHA set_many`` / ``delete_many``;
+  writes, deferred): ``EVALSHA commit`` (one script that also carries the
+  payment's records and, on a plain Redis, the payers index; before issue 21
+  ``EVALSHA set_many`` / ``delete_many`` and separate commands for the rest);
+  a ``commit`` without session writes (a paid read's records) is overhead;
 * overhead, everything else: ``claim`` (``SET replay:..:<nonce> NX``),
   ``ready`` (the pre-settlement probe, ``EVALSHA get_many`` of one pending
   key), ``payers index`` (``ZADD`` on the ``{~payers}`` index after a payer's
   first write), ``payment record`` (``SET replay:..:paid:..`` for sign-in),
-  ``pid take``/``pid running``/``kept answer``/``pid read`` (payment
-  identifier), ``sign-in check``/``sign-in nonce`` (a returning payer).
+  ``pid take`` (``EVALSHA take``; before: ``SET NX``, then ``pid running``),
+  ``kept answer``/``pid read`` (payment identifier), ``sign-in check``/``sign-in
+  nonce`` (a returning payer).
 
 Each case runs ``--calls`` times; the counts must be the same every time (a
 range is printed otherwise). The connection is opened and the scripts loaded
@@ -184,6 +188,10 @@ def step_of(phase: str, args: list[str]) -> tuple[str, str]:
         label = f"{name} {script}"
         if phase == "tool":
             return "tool", label
+        if script == "take":
+            return "pid take", label
+        if script == "commit":
+            return _commit_step(args, label)
         if script == "get_many" and phase == "after":
             return "ready", label
         if script in ("set", "set_many", "delete", "delete_many") and phase == "after":
@@ -213,6 +221,29 @@ def step_of(phase: str, args: list[str]) -> tuple[str, str]:
     if phase == "tool":
         return "tool", label
     return f"other ({phase})", label
+
+
+def _commit_step(args: list[str], label: str) -> tuple[str, str]:
+    """The ``commit`` script: the staged writes (``commit``) and what rides along.
+
+    ARGV starts with the number of sets, deletes and records, then the payer
+    (given on a plain Redis, where the script also updates the payers index).
+    A commit without session writes (a paid read's records) is overhead.
+    """
+    numkeys = int(args[2])
+    keys, argv = args[3 : 3 + numkeys], args[3 + numkeys :]
+    n_set, n_del, n_rec = int(argv[0]), int(argv[1]), int(argv[2])
+    records = [k.rsplit("}:", 1)[-1] for k in keys[1 + n_set + n_del : 1 + n_set + n_del + n_rec]]
+    kinds = ["kept answer" if r.startswith("pid:") else "payment record" for r in records]
+    parts = [f"set x{n_set}"] if n_set else []
+    parts += [f"delete x{n_del}"] if n_del else []
+    parts += kinds
+    if argv[3] and n_set:
+        parts.append("payers index if new")
+    label = f"{label} ({', '.join(parts)})"
+    if n_set or n_del:
+        return "commit", label
+    return ("+".join(dict.fromkeys(kinds)) or "other (after)"), label
 
 
 def _short(key: str) -> str:
@@ -425,6 +456,10 @@ class Bench:
         put = {"key": "k", "value": "v"}
         headers = await self.payment(self.returning, "POST", "/tools/bench_rt_put", put)
         await self._send("POST", "/tools/bench_rt_put", put, headers)
+        headers = await self.payment(
+            self.returning, "GET", "/write/", payment_id=generate_payment_id()
+        )
+        await self.http.get("/write/", headers=headers)  # the payment-identifier script
         warm = Count(RECORDER.stop())
 
         cases = [
@@ -519,7 +554,7 @@ def report(cases: list[Case], warm: Count, calls: int) -> None:
             print(f"    {number}. [{step}] {label}")
     per_command = Counter(c[0].upper() for t in warm.trips for c in t.commands)
     print(
-        f"\nWarm-up (5 paid calls + their 402s, first in this process): {warm.total} round trips "
+        f"\nWarm-up (6 paid calls + their 402s, first in this process): {warm.total} round trips "
         f"({', '.join(f'{k} x{v}' for k, v in per_command.most_common())})"
     )
 

@@ -32,6 +32,7 @@ from redis.crc import key_slot
 
 from aixyz_sessions.checks.store import check_session_store
 from aixyz_sessions.exceptions import SessionStoreError, SessionStoreUnavailable
+from aixyz_sessions.replay import Record
 from aixyz_sessions.stores.redis import RedisReplayGuard, RedisSessionStore, payer_tag
 from aixyz_sessions.testing import ManualClock, StoreConformance
 from aixyz_sessions.testing.properties import DEFAULT_TTL, store_state_machine
@@ -453,6 +454,44 @@ async def test_replay_guard_on_the_cluster(cluster: Cluster) -> None:
         await first.close()
         await second.close()
         await drop_cluster_keys(cluster, prefix)
+
+
+async def test_commit_and_take_run_on_the_cluster(cluster: Cluster) -> None:
+    """One script per paid call's commit (writes, records) on the payer's primary; the
+    payers index follows as its own command: no MOVED, no CROSSSLOT."""
+    store = cluster_store(cluster, ttl_ms=60_000)
+    guard = store.replay_guard()
+    payers = [*_spread_payers(2), "a{b}c", "ünï"]
+    try:
+        await store.get(payers[0], "warm-up")  # the client learns the slot map
+        await _reset_stats(cluster, flush_scripts=True)
+        for payer in payers:
+            records = [
+                Record(payer, "paid:*", "1", time.time() + 60),
+                Record(payer, "pid:x", '{"state": "done"}', time.time() + 60),
+            ]
+            writes = {"a": ("1", None), "b": ("2", 0), "c": ("3", 100)}
+            assert await store.commit(payer, writes, records=records, guard=guard) is True
+            assert await store.commit(payer, {}, records=records[:1], guard=guard) is True
+            assert await store.commit(payer, {"c": None}, guard=guard) is False
+            assert await guard.take(payer, "pid:y", "mine", time.time() + 60) is None
+            assert await guard.take(payer, "pid:y", "theirs", time.time() + 60) == "mine"
+        assert (await store.list_payers()).payers == sorted(payers)
+        for payer in payers:
+            assert (await store.list(payer)).entries == {"a": "1", "b": "2"}
+            assert await guard.recall(payer, "pid:x") == '{"state": "done"}'
+            assert await guard.recall(payer, "paid:*") == "1"
+            assert await store.commit(payer, {"a": None, "b": None}) is False  # empties it
+        assert (await store.list_payers()).payers == []
+        stats = await _stats(cluster)
+        refused = {"MOVED", "ASK", "CROSSSLOT", "TRYAGAIN", "CLUSTERDOWN"}
+        errors = {k for s in stats.values() for k in s if k.startswith("errorstat_")}
+        assert not {f"errorstat_{r}" for r in refused} & errors, errors
+        evalsha = {port: s.get("cmdstat_evalsha", {}).get("calls", 0) for port, s in stats.items()}
+        assert all(evalsha.values()), evalsha  # every primary ran the scripts
+    finally:
+        await store.close()
+        await drop_cluster_keys(cluster, store.key_prefix)
 
 
 async def test_client_factory_with_a_cluster_client(cluster: Cluster) -> None:

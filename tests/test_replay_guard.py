@@ -339,6 +339,32 @@ async def test_record_arguments_are_checked(backend: Backend) -> None:
     assert await guard.recall(PAYER, "k") == "v"
 
 
+async def test_take_keeps_a_value_once_then_reads_what_is_there(backend: Backend) -> None:
+    guard = backend.guard()
+    other = guard if backend.name == "memory" else backend.guard()  # another process
+    now = backend.now()
+    assert await guard.take(PAYER, "pid:a", "first", now + 0.5) is None
+    assert await guard.recall(PAYER, "pid:a") == "first"
+    assert await other.take(PAYER.lower(), "PID:A", "second", now + 600) == "first"
+    assert await guard.recall(PAYER, "pid:a") == "first"  # not replaced
+    assert await guard.claim(PAYER, "pid:b", _valid_before(backend))
+    assert await guard.take(PAYER, "pid:b", "late", now + 600) is not None  # a claim: taken
+    await backend.advance(1.0)
+    assert await guard.take(PAYER, "pid:a", "again", backend.now() + 600) is None  # expired
+    assert await other.recall(PAYER, "pid:a") == "again"
+
+
+async def test_concurrent_takes_exactly_one_wins(backend: Backend) -> None:
+    one = backend.guard()  # memory: one process, one guard; else a guard per "process"
+    guards = [one] * 8 if backend.name == "memory" else [backend.guard() for _ in range(8)]
+    later = backend.now() + 600
+    found = await asyncio.gather(
+        *[g.take(PAYER, "pid:c", f"call-{i}", later) for i, g in enumerate(guards)]
+    )
+    assert found.count(None) == 1
+    assert await guards[0].recall(PAYER, "pid:c") == f"call-{found.index(None)}"
+
+
 @pytest.mark.parametrize("backend", SHARED, indirect=True)
 async def test_records_are_shared_by_every_guard_of_a_backend(backend: Backend) -> None:
     first, second = backend.guard(), backend.guard()

@@ -55,7 +55,7 @@ def _build(config: AgentConfig) -> Starlette:
     answer = None if config.agent is None else import_string(config.agent)
     executor = RegistryAgentExecutor(answer=answer)
     card = build_card(config, AGENT_PATH)
-    tasks = PayerTaskStore(lambda: get_runtime().replay_guard, _owner)
+    tasks = PayerTaskStore(lambda: get_runtime().records, _owner)
     handler = DefaultRequestHandlerV2(executor, tasks, card)
     return Starlette(routes=create_jsonrpc_routes(handler, AGENT_PATH, enable_v0_3_compat=True))
 

@@ -1,7 +1,7 @@
 """A2A tasks kept where the payments' records are: Redis, the database, or process memory.
 
 :class:`PayerTaskStore` is the ``a2a-sdk``'s ``TaskStore`` over the replay
-guard's records (:meth:`~aixyz_sessions.replay.ReplayGuard.remember`): with
+guard's records (:meth:`~aixyz_sessions.replay.PayerRecords.remember`): with
 the Redis or database session store, tasks survive the process and every
 worker sees them; with the in-memory store they live as long as the process.
 Each task is kept under its owner (the payer who created it) for
@@ -47,7 +47,7 @@ from google.protobuf.json_format import Parse, ParseError
 from google.protobuf.message import DecodeError
 
 from ..context import get_session
-from ..replay import ReplayGuard
+from ..replay import PayerRecords
 from ..staging import StagedSession
 
 __all__ = ["MAX_PAGE", "MAX_TASKS", "MAX_TASK_BYTES", "TASK_TTL", "PayerTaskStore"]
@@ -113,7 +113,7 @@ class PayerTaskStore(TaskStore):
 
     def __init__(
         self,
-        guard: Callable[[], ReplayGuard],
+        guard: Callable[[], PayerRecords],
         owner: Callable[[ServerCallContext], str],
         *,
         ttl: float = TASK_TTL,
@@ -152,7 +152,7 @@ class PayerTaskStore(TaskStore):
         dropped, index = index[:-MAX_TASKS], index[-MAX_TASKS:]
         await guard.remember(owner, _INDEX, json.dumps(index), until)
         for entry in dropped:
-            await guard.release(owner, _name(entry[0]))
+            await guard.forget(owner, _name(entry[0]))
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         owner = self._who(context)
@@ -214,12 +214,12 @@ class PayerTaskStore(TaskStore):
         if owner is None or not 0 < len(task_id) <= 200:
             return
         guard = self._guard()
-        await guard.release(owner, _name(task_id))
+        await guard.forget(owner, _name(task_id))
         index = [e for e in await self._index(guard, owner) if e[0] != task_id]
         await guard.remember(owner, _INDEX, json.dumps(index), time.time() + self.ttl)
 
     @staticmethod
-    async def _task(guard: ReplayGuard, owner: str, task_id: str) -> Task | None:
+    async def _task(guard: PayerRecords, owner: str, task_id: str) -> Task | None:
         value = await guard.recall(owner, _name(task_id))
         if not value:
             return None
@@ -235,7 +235,7 @@ class PayerTaskStore(TaskStore):
             return None
         return task
 
-    async def _index(self, guard: ReplayGuard, owner: str) -> builtins.list[Summary]:
+    async def _index(self, guard: PayerRecords, owner: str) -> builtins.list[Summary]:
         value = await guard.recall(owner, _INDEX)
         try:
             stored = json.loads(value) if value else []

@@ -4,8 +4,11 @@ kept answer (a retry with a payment identifier) -> verify (the facilitator,
 through the SDK) -> claim the authorization in the replay guard -> run the
 work inside the payer's :class:`~aixyz_sessions.staging.StagedSession` ->
 settle -> commit the staged session writes -> record the payment (sign-in)
--> keep the answer (retries) -> release what is left. Each failure becomes a
-:class:`~aixyz_sessions.payments.failures.PaymentFailure` with its code.
+-> keep the answer (retries) -> release what is left. Commit, record and
+keep are one step where the store keeps the replay guard's records beside
+the session (one round trip on Redis; see :meth:`PaidCall.commit`). Each
+failure becomes a :class:`~aixyz_sessions.payments.failures.PaymentFailure`
+with its code.
 
 The HTTP middleware and the message gate (WebSocket, MCP, any transport
 without headers; see :mod:`~aixyz_sessions.payments.messages`) adapt this:
@@ -52,7 +55,7 @@ from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
-from ..replay import MAX_EXPIRY
+from ..replay import MAX_EXPIRY, Record
 from ..staging import StagedSession
 from . import retries
 from .authorization import (
@@ -79,7 +82,7 @@ from .runtime import PaymentRuntime
 from .sign_in import (
     SignInRefused,
     offer,
-    record_payment,
+    payment_records,
     records_for,
     target_of,
     verify_sign_in,
@@ -232,12 +235,17 @@ class PaidCall:
             return Outcome(ran=True, value=value)  # not settled; the staged writes go
         headers = response_headers(value) if response_headers is not None else None
         try:
-            settlement = await self.settle(server, verified, context, response_headers=headers)
+            settlement = await self.settle(
+                server,
+                verified,
+                context,
+                response_headers=headers,
+                answer=lambda settled: answer(value, settled),
+            )
         except PaymentFailure:
             if discard is not None:
                 discard(value)
             raise
-        await self.keep(lambda: answer(value, settlement))
         return Outcome(ran=True, value=value, settlement=settlement)
 
     async def kept_answer(self) -> dict[str, Any] | None:
@@ -250,12 +258,12 @@ class PaidCall:
         if self.retry is None:
             return None
         try:
-            answer = await retries.begin(self.runtime.replay_guard, self.retry)
+            answer = await retries.begin(self.runtime.records, self.retry)
         except SessionStoreError as exc:
             raise PaymentFailure.store(exc, f"the payment identifier of {self.where}") from exc
         except NotImplementedError as exc:  # a custom guard without records (check W104)
             logger.warning("x402: payment identifier ignored in %s: %s", self.where, exc)
-            await self.runtime.replay_guard.release_quietly(self.retry.payer, self.retry.name)
+            await self.runtime.records.forget_quietly(self.retry.payer, self.retry.name)
             self.retry = None
             return None
         self._retry_open = answer is None
@@ -274,16 +282,47 @@ class PaidCall:
         if self.retry is None or not self._retry_open:
             return
         self._retry_open = False
-        ttl = self.runtime.config.payment_id_ttl
-        if self.authorization is not None:  # never beyond the authorization's validBefore
-            ttl = min(ttl, min(self.authorization.valid_before, MAX_EXPIRY) - time.time())
+        ttl = self._kept_ttl()
+        if ttl <= 0:
+            await retries.forget(self.runtime.records, self.retry)
+            return
+        await self._write_kept(retries.kept_record(self.retry, answer(), ttl))
+
+    async def _write_kept(self, record: Record) -> None:
+        """Write the kept answer's ``record``; a store failure is logged (see :meth:`keep`)."""
+        self._retry_open = False
+        guard = self.runtime.records
         try:
-            if ttl <= 0:
-                await retries.forget(self.runtime.replay_guard, self.retry)
-                return
-            await retries.keep(self.runtime.replay_guard, self.retry, answer(), ttl)
+            await guard.remember(record.payer, record.key, record.value, record.expires_at)
         except SessionStoreError as exc:
             logger.warning("x402: could not keep the answer of %s for retries: %s", self.where, exc)
+
+    def _kept_ttl(self) -> float:
+        """Seconds a kept answer lives: ``PAYMENT_ID_TTL``, never beyond ``validBefore``."""
+        ttl = self.runtime.config.payment_id_ttl
+        if self.authorization is not None:
+            ttl = min(ttl, min(self.authorization.valid_before, MAX_EXPIRY) - time.time())
+        return ttl
+
+    def _kept(self, answer: Callable[[], dict[str, Any] | None]) -> Record | None:
+        """The kept answer as the guard's record, to go with the commit; ``None``: no id,
+        or its time is already up (then :meth:`keep` frees the id after the commit).
+
+        ``answer()`` runs here, before the commit; if it fails, the writes of a
+        settled call must still land, so it is logged and the answer kept as
+        not kept (a retry gets 409, as for an answer too large to keep).
+        """
+        if self.retry is None or not self._retry_open:
+            return None
+        ttl = self._kept_ttl()
+        if ttl <= 0:
+            return None
+        try:
+            value = answer()
+        except Exception:
+            logger.exception("x402: the answer of %s could not be kept for retries", self.where)
+            value = None
+        return retries.kept_record(self.retry, value, ttl)
 
     def verifying(self) -> AbstractContextManager[Verification]:
         """Wrap the SDK call that verifies: the verified payer lands in :attr:`verified`."""
@@ -317,7 +356,7 @@ class PaidCall:
         authorization = self.verified.authorization
         if authorization is None:
             raise PaymentFailure(INVALID_PAYMENT, self.verified.refusal or NOT_VERIFIED)
-        guard = self.runtime.replay_guard
+        guard = self.runtime.claims
         try:
             claimed = await guard.claim(
                 authorization.payer, authorization.nonce, authorization.valid_before
@@ -329,6 +368,10 @@ class PaidCall:
         self.authorization = authorization
         self.claimed = True
         self.session = StagedSession(authorization.payer)
+        if guard.shares_server(self.session.store):
+            # The claim was answered by the server of this payer's session: if the
+            # work is quick, that answer is the probe ``ready`` would make.
+            self.session.answered()
 
     def bound(self) -> payer_context:
         """Bind the payer's staged session (``with`` or ``async with``) around the handler.
@@ -352,9 +395,12 @@ class PaidCall:
         context: HTTPRequestContext,
         *,
         response_headers: dict[str, str] | None = None,
+        answer: Callable[[ProcessSettleResult], dict[str, Any] | None] | None = None,
     ) -> ProcessSettleResult:
         """Settle through the SDK, then commit the staged writes; the SDK's settlement.
 
+        ``answer(settlement)`` is what a retry with the payment's identifier
+        gets back (see :meth:`run`); it is kept with the commit (:meth:`commit`).
         Raises :class:`PaymentFailure` ``settlement_failed`` (with the SDK's
         encoded response), a facilitator failure, or, when the payment
         settled but the writes could not be stored, a store failure carrying
@@ -386,20 +432,26 @@ class PaidCall:
                 payment_response=settlement.headers.get(PAYMENT_RESPONSE),
             )
         self.settled = True
-        await self.commit(settlement.headers.get(PAYMENT_RESPONSE))
+        kept = None if answer is None else (lambda: answer(settlement))
+        await self.commit(settlement.headers.get(PAYMENT_RESPONSE), answer=kept)
         return settlement
 
-    async def _record(self) -> None:
-        """Record the settled payment for sign-in; a store failure costs only that."""
+    def _payment_records(self) -> list[Record]:
+        """The settled payment's records for sign-in (``records``), as the guard keeps them."""
         if not self.records or self.authorization is None:
+            return []
+        return payment_records(
+            self.authorization.payer, self.records, self.runtime.config.sign_in_window
+        )
+
+    async def _record(self, records: list[Record]) -> None:
+        """Write the sign-in ``records`` of the settled payment; a store failure costs only that."""
+        if not records or self.authorization is None:
             return
+        guard = self.runtime.records
         try:
-            await record_payment(
-                self.runtime.replay_guard,
-                self.authorization.payer,
-                self.records,
-                self.runtime.config.sign_in_window,
-            )
+            for record in records:
+                await guard.remember(record.payer, record.key, record.value, record.expires_at)
         except (SessionStoreError, NotImplementedError) as exc:
             logger.warning(
                 "x402: could not record the payment of %s for sign-in in %s: %s",
@@ -409,7 +461,11 @@ class PaidCall:
             )
 
     async def ready(self) -> None:
-        """Before settling: the session's store must answer, or the call ends unsettled."""
+        """Before settling: the session's store must answer, or the call ends unsettled.
+
+        (A claim or read the store answered just before counts: see
+        :meth:`StagedSession.ready <aixyz_sessions.staging.StagedSession.ready>`.)
+        """
         if self.session is None:
             return
         try:
@@ -417,15 +473,32 @@ class PaidCall:
         except SessionStoreError as exc:
             raise PaymentFailure.store(exc, self.where) from exc
 
-    async def commit(self, payment_response: str | None = None) -> None:
+    async def commit(
+        self,
+        payment_response: str | None = None,
+        *,
+        answer: Callable[[], dict[str, Any] | None] | None = None,
+    ) -> None:
         """The payment settled: store the staged writes (``PaymentFailure`` if the store fails).
 
-        Then record the payment for sign-in (``records``).
+        With them go the payment's records: for sign-in (``records``) and,
+        given ``answer``, the answer kept for retries of the payment's
+        identifier (see :meth:`keep`). A store that keeps the replay guard's
+        records beside the session (Redis) writes all of it in one round
+        trip; otherwise the records follow the writes, as separate writes
+        whose failure is logged, not raised. When the writes fail nothing is
+        recorded, and the kept answer is left to :meth:`close` (retries get 409).
         """
         self.settled = True
+        records = self._payment_records()
+        kept = None if answer is None else self._kept(answer)
+        written = False
         if self.session is not None:
             try:
-                await self.session.commit()
+                written = await self.session.commit(
+                    records=records if kept is None else [*records, kept],
+                    guard=self.runtime.records,
+                )
             except SessionStoreError as exc:
                 logger.error(
                     "x402: %s for %s in %s: %s", NOT_STORED, self.session.payer, self.where, exc
@@ -433,7 +506,15 @@ class PaidCall:
                 failure = PaymentFailure.store(exc, self.where, prefix=NOT_STORED)
                 failure.payment_response = payment_response
                 raise failure from exc
-        await self._record()
+        if written:
+            if kept is not None:
+                self._retry_open = False
+            return
+        await self._record(records)
+        if kept is not None:
+            await self._write_kept(kept)
+        elif answer is not None:
+            await self.keep(answer)  # no id (nothing to do), or its time is up: free it
 
     async def close(self) -> None:
         """Drop unsettled writes and the payment identifier; give the claim back only
@@ -443,12 +524,12 @@ class PaidCall:
             return
         if self.retry is not None and self._retry_open:
             self._retry_open = False
-            await retries.forget(self.runtime.replay_guard, self.retry)
+            await retries.forget(self.runtime.records, self.retry)
         if self.session is not None:
             self.session.discard()
         if self.claimed and self.authorization is not None and not self.started:
             self.claimed = False
-            await self.runtime.replay_guard.release_quietly(
+            await self.runtime.claims.release_quietly(
                 self.authorization.payer, self.authorization.nonce
             )
 
@@ -573,7 +654,8 @@ async def signed_in_payer(
             network=spec.network or runtime.config.network,
             policy=spec.sign_in,
             resource=resource,
-            guard=runtime.replay_guard,
+            claims=runtime.claims,
+            records=runtime.records,
             max_age=runtime.config.sign_in_max_age,
         )
     except SignInRefused as exc:

@@ -40,12 +40,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..replay import ReplayGuard
+from ..replay import PayerRecords, Record
 from .failures import (
     INVALID_PAYMENT_IDENTIFIER,
     PAYMENT_ID_CONFLICT,
@@ -64,6 +65,7 @@ __all__ = [
     "fingerprint",
     "forget",
     "keep",
+    "kept_record",
     "retry_of",
     "tool_fingerprint",
 ]
@@ -224,7 +226,7 @@ def retry_of(payload: dict[str, Any], request: Callable[[], str]) -> Retry | Non
     return Retry(payer.lower(), payment_id, fingerprint(payload), request())
 
 
-async def begin(guard: ReplayGuard, retry: Retry) -> dict[str, Any] | None:
+async def begin(guard: PayerRecords, retry: Retry) -> dict[str, Any] | None:
     """Take the id for this call (``None``: run it), or the kept answer of its first call.
 
     Raises :class:`PaymentFailure` 409: ``payment_identifier_conflict`` (the id
@@ -233,17 +235,20 @@ async def begin(guard: ReplayGuard, retry: Retry) -> dict[str, Any] | None:
     """
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
-        if await guard.claim(retry.payer, retry.name, int(time.time()) + RUNNING_SECONDS):
-            await guard.remember(
-                retry.payer,
-                retry.name,
-                json.dumps(
-                    {"state": "running", "payment": retry.payment, "request": retry.request}
-                ),
-                time.time() + RUNNING_SECONDS,
-            )
+        # Taking the id and writing "running" is one step (one round trip on
+        # Redis); the token makes the value this call's own (see PayerRecords.take).
+        running = json.dumps(
+            {
+                "state": "running",
+                "payment": retry.payment,
+                "request": retry.request,
+                "token": secrets.token_hex(8),
+            }
+        )
+        found = await guard.take(retry.payer, retry.name, running, time.time() + RUNNING_SECONDS)
+        if found is None:
             return None
-        record = _record(await guard.recall(retry.payer, retry.name))
+        record = _record(found)
         if record is not None:
             if record.get("payment") != retry.payment or record.get("request") != retry.request:
                 what = "payment" if record.get("payment") != retry.payment else "request"
@@ -270,18 +275,30 @@ async def begin(guard: ReplayGuard, retry: Retry) -> dict[str, Any] | None:
         await asyncio.sleep(_POLL)
 
 
-async def keep(guard: ReplayGuard, retry: Retry, answer: dict[str, Any] | None, ttl: float) -> None:
-    """Keep the settled call's ``answer`` (JSON-able) for ``ttl`` seconds; ``None``: too large."""
+def kept_record(retry: Retry, answer: dict[str, Any] | None, ttl: float) -> Record:
+    """The guard's record keeping the settled call's ``answer`` (JSON-able) for ``ttl`` seconds.
+
+    ``None`` (or an answer too large to keep) records that the call was
+    served without an answer: its retries get 409.
+    """
     record = {"state": "done", "payment": retry.payment, "request": retry.request}
     text = json.dumps({**record, "answer": answer})
     if answer is None or len(text) > MAX_KEPT_BYTES:
         text = json.dumps({**record, "answer": None})
-    await guard.remember(retry.payer, retry.name, text, time.time() + ttl)
+    return Record(retry.payer, retry.name, text, time.time() + ttl)
 
 
-async def forget(guard: ReplayGuard, retry: Retry) -> None:
+async def keep(
+    guard: PayerRecords, retry: Retry, answer: dict[str, Any] | None, ttl: float
+) -> None:
+    """Keep the settled call's ``answer`` (JSON-able) for ``ttl`` seconds; ``None``: too large."""
+    record = kept_record(retry, answer, ttl)
+    await guard.remember(record.payer, record.key, record.value, record.expires_at)
+
+
+async def forget(guard: PayerRecords, retry: Retry) -> None:
     """The call ended unsettled: free its id, so that a retry runs it anew."""
-    await guard.release_quietly(retry.payer, retry.name)
+    await guard.forget_quietly(retry.payer, retry.name)
 
 
 def _record(value: str | None) -> dict[str, Any] | None:

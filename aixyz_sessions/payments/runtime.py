@@ -27,7 +27,7 @@ from x402.schemas import PaymentRequirements
 from ..conf import SETTING as STORE_SETTING
 from ..conf import get_store
 from ..lazy import Lazy, lazy_setting
-from ..replay import InMemoryReplayGuard, ReplayGuard
+from ..replay import InMemoryReplayGuard, PayerRecords, PaymentClaims, ReplayGuard
 from .authorization import after_verify
 from .conf import SETTING as X402_SETTING
 from .conf import X402Config, X402ConfigError, get_config
@@ -121,6 +121,9 @@ class PaymentRuntime:
             payment_identifier_resource_server_extension  # type: ignore[arg-type]  # SDK's own
         )
         self.replay_guard = replay_guard or build_replay_guard(config.replay_guard)
+        #: The guard's two jobs, as the paid-call core uses them (one backend).
+        self.claims: PaymentClaims = self.replay_guard
+        self.records: PayerRecords = self.replay_guard
         self._lock = threading.Lock()
         self._initialized = False
         self._http_servers: dict[PaidSpec, x402HTTPResourceServer] = {}

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from ..bounded_json import check_depth
-from ..replay import ReplayGuard
+from ..replay import PayerRecords, PaymentClaims, Record
 from .conf import X402ConfigError
 from .headers import SIGN_IN_WITH_X
 
@@ -45,6 +45,7 @@ __all__ = [
     "check_sign_in",
     "declaration",
     "offer",
+    "payment_records",
     "record_payment",
     "records_for",
     "sign_in_declared",
@@ -116,13 +117,25 @@ def records_for(policy: SignInPolicy | None, resource: str) -> list[str]:
     return names
 
 
+def payment_records(payer: str, resources: list[str], window: float) -> list[Record]:
+    """The guard's records saying that ``payer`` paid for each of ``resources`` now.
+
+    Each lives ``window`` seconds; :func:`record_payment` writes them, or the
+    paid-call flow hands them to the session store's commit (one round trip
+    with the session writes where the store can).
+    """
+    now = time.time()
+    return [
+        Record(payer, _record_name(resource), f"{now:.3f}", now + window) for resource in resources
+    ]
+
+
 async def record_payment(
-    guard: ReplayGuard, payer: str, resources: list[str], window: float
+    guard: PayerRecords, payer: str, resources: list[str], window: float
 ) -> None:
     """Record that ``payer`` paid for each of ``resources`` now, for ``window`` seconds."""
-    now = time.time()
-    for resource in resources:
-        await guard.remember(payer, _record_name(resource), f"{now:.3f}", now + window)
+    for record in payment_records(payer, resources, window):
+        await guard.remember(record.payer, record.key, record.value, record.expires_at)
 
 
 def _iso(moment: datetime) -> str:
@@ -216,15 +229,18 @@ async def verify_sign_in(
     network: str,
     policy: SignInPolicy,
     resource: str,
-    guard: ReplayGuard,
+    claims: PaymentClaims,
+    records: PayerRecords,
     max_age: float,
 ) -> str:
     """The payer a sign-in proves for ``resource`` (EIP-55), or :class:`SignInRefused`.
 
     ``header`` is the base64 ``SIGN-IN-WITH-X`` value (a message transport may
     pass the decoded payload object). ``path`` is the URL path the message must
-    name, ``origin`` the ``scheme://host`` it must be bound to. Store failures
-    of the guard propagate (``SessionStoreError``).
+    name, ``origin`` the ``scheme://host`` it must be bound to; the payment
+    record a policy needs is read from ``records``, and the sign-in's nonce
+    is claimed in ``claims`` (a signed message is used once). Store failures
+    propagate (``SessionStoreError``).
     """
     from x402.extensions.sign_in_with_x import (
         SIWxPayload,
@@ -261,7 +277,7 @@ async def verify_sign_in(
     payer = checksummed(verified.payer)
     if policy != "required":
         wanted = resource if policy == "after_payment" else ANY_RESOURCE
-        if await guard.recall(payer, _record_name(wanted)) is None:
+        if await records.recall(payer, _record_name(wanted)) is None:
             what = "this resource" if policy == "after_payment" else "anything here"
             raise SignInRefused(
                 f"{payer} has not paid for {what} recently: pay, then sign in to come back"
@@ -273,7 +289,7 @@ async def verify_sign_in(
         issued = issued.replace(tzinfo=UTC)
     dead_at = int(issued.timestamp() + max_age) + 1
     nonce_name = "siwx:" + hashlib.sha256(payload.nonce.encode()).hexdigest()[:40]
-    if not await guard.claim(payer, nonce_name, dead_at):
+    if not await claims.claim(payer, nonce_name, dead_at):
         raise SignInRefused("sign-in already used: sign a new one (fresh nonce)")
     return payer
 

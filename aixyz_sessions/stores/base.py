@@ -16,9 +16,9 @@ from __future__ import annotations
 import abc
 import builtins
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from asgiref.sync import markcoroutinefunction
 
@@ -26,9 +26,12 @@ from . import validation as v
 from .cursor import CursorCodec
 
 if TYPE_CHECKING:
-    from ..replay import ReplayGuard
+    from ..replay import PayerRecords, Record, ReplayGuard
 
-__all__ = ["ListResult", "PayerPage", "SessionStore"]
+__all__ = ["ListResult", "PayerPage", "SessionStore", "Write"]
+
+#: One write of a :meth:`SessionStore.commit`: ``(value, ttl_ms)`` sets, ``None`` deletes.
+Write: TypeAlias = tuple[str, int | None] | None
 
 
 @dataclass(slots=True)
@@ -167,6 +170,25 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
             )
 
         wrapper = set_many
+    elif name == "commit":
+
+        def commit(
+            self: SessionStore,
+            payer: str,
+            writes: Mapping[str, Write],
+            *,
+            records: Sequence[Record] = (),
+            guard: PayerRecords | None = None,
+        ) -> Awaitable[bool]:
+            return impl(
+                self,
+                v.check_payer(payer),
+                v.check_writes(writes, self.max_value_bytes),
+                records=_check_records(records),
+                guard=guard,
+            )
+
+        wrapper = commit
     elif name == "list_payers":
 
         def list_payers(
@@ -198,7 +220,20 @@ def _checked(name: str, impl: Callable[..., Awaitable[Any]], store_cls: type) ->
     return markcoroutinefunction(wrapper)
 
 
+def _check_records(records: object) -> tuple[Record, ...]:
+    from ..replay import Record
+
+    if isinstance(records, str | bytes) or not isinstance(records, Iterable):
+        raise TypeError(f"records must be a sequence of Record, not {type(records).__name__}")
+    checked = tuple(records)
+    for record in checked:
+        if not isinstance(record, Record):
+            raise TypeError(f"records must hold Record objects, not {type(record).__name__}")
+    return checked
+
+
 _CHECKED_METHODS = (
+    "commit",
     "get",
     "set",
     "delete",
@@ -329,6 +364,46 @@ class SessionStore(abc.ABC):
             removed += await self.delete(payer, key)
         return removed
 
+    async def commit(
+        self,
+        payer: str,
+        writes: Mapping[str, Write],
+        *,
+        records: Sequence[Record] = (),
+        guard: PayerRecords | None = None,
+    ) -> bool:
+        """Store a settled paid call's staged writes; whether ``records`` went with them.
+
+        ``writes`` maps keys to ``(value, ttl_ms)`` (a set) or ``None`` (a
+        delete). ``records`` are what the payment leaves in ``guard``
+        (sign-in, the kept answer of a payment identifier): a store that
+        keeps ``guard``'s records in its own backend may write them in the
+        same step and return ``True``; ``False`` leaves them to the caller,
+        who writes them with ``guard.remember`` afterwards. Raises
+        :class:`~aixyz_sessions.SessionStoreError`; then any of the writes
+        may have landed or not (each is idempotent).
+
+        Default: the sets with :meth:`set_many`, one call per TTL, then the
+        deletes with :meth:`delete_many`, in batches of :attr:`max_batch`;
+        the records are left to the caller. A store that can do it all in
+        one round trip overrides this (Redis does).
+        """
+        by_ttl: dict[int | None, dict[str, str]] = {}
+        deletes: builtins.list[str] = []
+        for key, write in writes.items():
+            if write is None:
+                deletes.append(key)
+            else:
+                by_ttl.setdefault(write[1], {})[key] = write[0]
+        step = self.max_batch
+        for ttl, entries in by_ttl.items():
+            items = builtins.list(entries.items())
+            for start in range(0, len(items), step):
+                await self.set_many(payer, dict(items[start : start + step]), ttl_ms=ttl)
+        for start in range(0, len(deletes), step):
+            await self.delete_many(payer, deletes[start : start + step])
+        return False
+
     async def list_payers(
         self,
         *,
@@ -428,5 +503,5 @@ def reset_cursor_codec() -> None:
     SessionStore._CURSOR_CODEC = None
 
 
-for _name in ("get_many", "set_many", "delete_many", "list_payers"):
+for _name in ("commit", "get_many", "set_many", "delete_many", "list_payers"):
     setattr(SessionStore, _name, _checked(_name, getattr(SessionStore, _name), SessionStore))

@@ -76,7 +76,7 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
@@ -92,6 +92,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..exceptions import SessionStoreError, SessionStoreUnavailable
 from ..replay import (
     DEFAULT_GRACE,
+    PayerRecords,
+    Record,
     ReplayGuard,
     check_grace,
     claim_expiry,
@@ -100,7 +102,7 @@ from ..replay import (
 )
 from . import redis_scripts as lua
 from . import validation as v
-from .base import ListResult, PayerPage, SessionStore
+from .base import ListResult, PayerPage, SessionStore, Write
 from .redis_config import redact, with_client_defaults
 
 __all__ = [
@@ -523,6 +525,84 @@ class RedisStoreBase(SessionStore):
             await self._unlist("delete_many", [payer])
         return int(removed)
 
+    async def commit(
+        self,
+        payer: str,
+        writes: Mapping[str, Write],
+        *,
+        records: Sequence[Record] = (),
+        guard: PayerRecords | None = None,
+    ) -> bool:
+        """A settled paid call's writes and its payment's records: one ``EVALSHA commit``.
+
+        The records go along when ``guard`` is this store's own
+        :class:`RedisReplayGuard` and they are the payer's (its keys then
+        share the payer's hash tag with the session's keys: one slot on a
+        cluster); else only the writes do, and this returns ``False``. On a
+        plain Redis the script also lists the payer in the payers index when
+        it made the key index (or unlists one it emptied); on a cluster that
+        index lives in another slot, so a separate command follows, as after
+        ``set_many``. More writes than ``max_batch`` take the base class's
+        batches (then the records are the caller's).
+        """
+        if len(writes) > self.max_batch:
+            return await super().commit(payer, writes, records=records, guard=guard)
+        together = bool(records) and self._keeps_records_of(payer, records, guard)
+        if not writes and not together:
+            return False
+        client = await self._ready("commit")
+        plain = not isinstance(client, RedisCluster)
+        base = _payer_base(self.key_prefix, payer)
+        vbase = base + "v:"
+        sets: builtins.list[str] = []
+        set_args: builtins.list[Any] = []
+        deletes: builtins.list[str] = []
+        for key, write in writes.items():
+            if write is None:
+                deletes.append(vbase + key)
+            else:
+                ttl = self.effective_ttl(write[1])
+                sets.append(vbase + key)
+                set_args += (ttl, f"{ttl}:{write[0]}")
+        record_keys: builtins.list[str] = []
+        record_args: builtins.list[Any] = []
+        if together and isinstance(guard, RedisReplayGuard):
+            for record in records:
+                name, value, expires_ms = guard.record_args(record)
+                record_keys.append(name)
+                record_args += (value, expires_ms)
+        keys = [base + "idx", *sets, *deletes, *record_keys]
+        if plain:
+            keys.append(self.payers_key)
+        made, emptied = await self._run(
+            "commit",
+            lua.COMMIT,
+            len(keys),
+            *keys,
+            len(sets),
+            len(deletes),
+            len(record_keys),
+            payer if plain else "",
+            *set_args,
+            *record_args,
+        )
+        if not plain:  # the payers index is in another slot: its own command
+            if made:
+                await self._enlist("commit", payer)
+            elif emptied:
+                await self._unlist("commit", [payer])
+        return together
+
+    def _keeps_records_of(
+        self, payer: str, records: Sequence[Record], guard: PayerRecords | None
+    ) -> bool:
+        """Whether ``records`` can go in this store's commit of ``payer``'s writes."""
+        return (
+            isinstance(guard, RedisReplayGuard)
+            and guard.store is self
+            and all(record.payer.lower() == payer for record in records)
+        )
+
     async def list_payers(
         self,
         *,
@@ -858,12 +938,37 @@ class RedisReplayGuard(ReplayGuard):
         except _REDIS_FAILURES as exc:
             raise self.store._failure("replay release", exc) from exc
 
+    def shares_server(self, store: SessionStore) -> bool:
+        """Its store's: a payer's claims and session keys share the payer's hash tag
+        (one server, even on a cluster)."""
+        return store is self.store
+
+    def record_args(self, record: Record) -> tuple[str, str, int]:
+        """The Redis key, value and ``PXAT`` (unix ms) of ``record``; raises as :meth:`remember`."""
+        if not isinstance(record, Record):
+            raise TypeError(f"record must be a Record, not {type(record).__name__}")
+        name = self.key(record.payer, record.key)
+        if not isinstance(record.value, str):
+            raise TypeError(f"value must be a str, not {type(record.value).__name__}")
+        return name, record.value, max(1, int(record_expiry(record.expires_at) * 1000))
+
+    async def take(self, payer: str, key: str, value: str, expires_at: float) -> str | None:
+        """One ``EVALSHA take``: keep ``value`` unless the key holds something; what it holds.
+
+        A reply lost to a dropped connection makes the client send the
+        script again, which then finds ``value`` itself: that is our own
+        write (``value`` is unique to the call), so the name is ours.
+        """
+        name, value, expires_ms = self.record_args(Record(payer, key, value, expires_at))
+        found = await self.store._run("record take", lua.TAKE, 1, name, value, expires_ms)
+        if found is None:
+            return None
+        found = found.decode() if isinstance(found, bytes) else str(found)
+        return None if found == value else found
+
     async def remember(self, payer: str, key: str, value: str, expires_at: float) -> None:
         """``SET`` the record with ``PXAT`` (replacing a claim or record under that name)."""
-        name = self.key(payer, key)
-        if not isinstance(value, str):
-            raise TypeError(f"value must be a str, not {type(value).__name__}")
-        expires_ms = max(1, int(record_expiry(expires_at) * 1000))
+        name, value, expires_ms = self.record_args(Record(payer, key, value, expires_at))
         try:
             await (await self.store._ready("record write")).set(name, value, pxat=expires_ms)
         except _REDIS_FAILURES as exc:

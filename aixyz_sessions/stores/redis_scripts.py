@@ -28,6 +28,11 @@ index with a separate command: ``set`` and ``set_many`` return 1 when they
 made the index (it did not exist), ``delete``, ``delete_many`` and ``sweep``
 return whether their ``ZREM`` emptied it (Redis then deletes the key).
 
+``commit`` is the one script that may touch the payers index, and only on a
+plain (non-cluster) Redis, where every key is on one server: the store then
+passes the payers index in ``KEYS`` and the payer in ``ARGV``. On a cluster
+it stays a separate command, as above.
+
 Every key a script touches is passed in ``KEYS``, except the value keys that
 ``list`` and ``sweep`` discover through the index: those are derived from the
 ``base`` argument and share the payer's hash tag, so they live in the same
@@ -41,6 +46,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 __all__ = [
+    "COMMIT",
     "DELETE",
     "DELETE_MANY",
     "GET",
@@ -49,6 +55,7 @@ __all__ = [
     "SET",
     "SET_MANY",
     "SWEEP",
+    "TAKE",
     "LuaScript",
 ]
 
@@ -285,5 +292,81 @@ for i = 1, #members do
   end
 end
 return {removed, #members, members[#members] or '', emptied(idx, removed)}
+""",
+)
+
+# KEYS: idx, the value keys to set (n_set), the value keys to delete (n_del),
+# the guard's record keys (n_rec), then, on a plain Redis only, the payers
+# index. ARGV: n_set, n_del, n_rec, the payer ("" on a cluster: the payers
+# index is not ours to touch), then ttl and blob per set, then value and
+# PXAT (unix ms) per record. Returns {1 if it made the index, 1 if it emptied
+# it}: with the payer given, the payers index is already up to date.
+#
+# A settled paid call's whole commit in one atomic step: its staged session
+# writes (as ``set_many``/``delete_many``) and the records of the payment
+# (sign-in, the kept answer for payment identifiers). The records are the
+# replay guard's keys, ``<prefix>:replay:{<payer tag>}:...``: the same hash
+# tag as the session's keys, so one slot on a cluster.
+COMMIT = LuaScript(
+    "commit",
+    _KEEP_INDEX
+    + _MEMBER
+    + _EMPTIED
+    + """
+local idx = KEYS[1]
+local n_set, n_del, n_rec = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local payer = ARGV[4]
+local made, gone = 0, 0
+if n_set > 0 then
+  local left = redis.call('PTTL', idx)
+  -- The index must outlive the longest-lived entry written: 0 if one never expires.
+  local longest = -1
+  for i = 1, n_set do
+    local vkey, ttl = KEYS[1 + i], tonumber(ARGV[3 + 2 * i])
+    if ttl > 0 then
+      redis.call('SET', vkey, ARGV[4 + 2 * i], 'PX', ttl)
+    else
+      redis.call('SET', vkey, ARGV[4 + 2 * i])
+    end
+    redis.call('ZADD', idx, 0, member(idx, vkey))
+    if ttl == 0 or longest == 0 then longest = 0 elseif ttl > longest then longest = ttl end
+  end
+  keep_index(idx, left, longest)
+  if left == -2 then made = 1 end
+end
+if n_del > 0 then
+  local dropped = 0
+  for i = 1, n_del do
+    local vkey = KEYS[1 + n_set + i]
+    redis.call('DEL', vkey)
+    dropped = dropped + redis.call('ZREM', idx, member(idx, vkey))
+  end
+  gone = emptied(idx, dropped)
+end
+local at = 4 + 2 * n_set
+for i = 1, n_rec do
+  redis.call('SET', KEYS[1 + n_set + n_del + i], ARGV[at + 2 * i - 1], 'PXAT', ARGV[at + 2 * i])
+end
+if payer ~= '' then
+  -- One server holds everything: list or unlist the payer in the same step.
+  local payers = KEYS[2 + n_set + n_del + n_rec]
+  if made == 1 then redis.call('ZADD', payers, 0, payer) end
+  if gone == 1 then redis.call('ZREM', payers, payer) end
+end
+return {made, gone}
+""",
+)
+
+# KEYS: a guard's record key. ARGV: value, PXAT (unix ms). Keeps the value
+# unless the key holds something, and returns what it holds (nil: kept).
+# One round trip where ``SET NX`` then ``GET`` take two (``SET NX GET``
+# needs Redis 7).
+TAKE = LuaScript(
+    "take",
+    """
+local found = redis.call('GET', KEYS[1])
+if found then return found end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return false
 """,
 )

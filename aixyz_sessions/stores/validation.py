@@ -133,3 +133,18 @@ def check_entries(entries: object, max_value_bytes: int, max_batch: int) -> dict
     if len(entries) > max_batch:
         raise SessionArgumentError(f"too many entries in one batch: {len(entries)} > {max_batch}")
     return {check_key(k): check_value(v, max_value_bytes) for k, v in entries.items()}
+
+
+def check_writes(writes: object, max_value_bytes: int) -> dict[str, tuple[str, int | None] | None]:
+    """A commit's writes: key -> ``(value, ttl_ms)`` or ``None`` (a delete), each checked."""
+    if not isinstance(writes, Mapping):
+        raise TypeError(f"writes must be a mapping of str, not {_type_name(writes)}")
+    checked: dict[str, tuple[str, int | None] | None] = {}
+    for key, write in writes.items():
+        if write is None:
+            checked[check_key(key)] = None
+            continue
+        if not isinstance(write, tuple) or len(write) != 2:
+            raise TypeError(f"a write must be (value, ttl_ms) or None, not {_type_name(write)}")
+        checked[check_key(key)] = (check_value(write[0], max_value_bytes), check_ttl(write[1]))
+    return checked
