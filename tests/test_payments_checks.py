@@ -97,6 +97,15 @@ async def test_replay_guard_claims_once_and_forgets_after_expiry() -> None:
     assert len(guard) == 1  # the expired claim is gone
 
 
+def test_a_price_with_a_comma_is_refused_with_what_to_write() -> None:
+    """"$0,001" once passed every check and then answered 500 on every call."""
+    from aixyz_sessions.payments import paid
+
+    for price in ("$0,001", "$1,5", "1,000"):
+        with pytest.raises(ValueError, match="has a comma; write dollars with a decimal point"):
+            paid(price)
+
+
 def test_a_price_above_the_ceiling_is_a_warning() -> None:
     """``price="10000"`` is $10,000 a call (the 402 shows "10000" only for $0.01)."""
     from aixyz_sessions.tools import registry, tool

@@ -111,6 +111,7 @@ def test_store_settings_examples_build_stores(example: tuple[str, ...], settings
     code = code.replace('"myproject.sessions.store"', '"tests.test_readme.STORE"')
     namespace = run(code)
     if "CACHES" in namespace:
+        assert "default" in namespace["CACHES"], "Django needs a 'default' cache (caches.E001)"
         settings.CACHES = namespace["CACHES"]
     assert isinstance(build_store(namespace["AIXYZ_SESSION_STORE"]), SessionStore)
 
@@ -185,6 +186,7 @@ def test_production_settings_example(settings: Any) -> None:
     assert not namespace["DEBUG"] and namespace["ALLOWED_HOSTS"] == ["api.example.com"]
     config = parse_config(dict(namespace["AIXYZ_X402"], PAY_TO="0x" + "ab" * 20))
     assert not config.is_local and config.facilitator_url.startswith("https://")
+    assert "default" in namespace["CACHES"], "Django needs a 'default' cache (caches.E001)"
     settings.CACHES = namespace["CACHES"]
     assert isinstance(build_store(namespace["AIXYZ_SESSION_STORE"]), SessionStore)
 
@@ -302,11 +304,10 @@ def test_safe_retry_example(readme_tools: dict[str, Any]) -> None:
         assert ledger.settled_count == before + 1
 
 
-def test_a2a_client_example() -> None:
-    """The agent page's A2A client stores through a paid message, against a served app."""
+def test_a2a_client_example(readme_tools: dict[str, Any]) -> None:
+    """The agent page's A2A client calls tools.md's ``remember`` through a paid message."""
 
     from aixyz_sessions.agent.server import reset_agent
-    from tests import mcp_helpers
     from tests.agent_app import AGENT
 
     store_via_a2a = run(block("docs/agent.md", "from a2a.client import"))["store_via_a2a"]
@@ -320,27 +321,19 @@ def test_a2a_client_example() -> None:
     assert namespace["AIXYZ_AGENT"]["PRICE"] == "$0.001"
     patterns = [path("", include("aixyz_sessions.agent.urls"))]
     account = Account.create()
-    mcp_helpers.register_examples()
 
     async def stored(key: str) -> str | None:
         return await get_store().get(account.address.lower(), key)
 
-    try:
-        agent = {**AGENT, **namespace["AIXYZ_AGENT"]}
-        with served("readme_a2a", patterns, AIXYZ_AGENT=agent) as base:
+    agent = {**AGENT, **namespace["AIXYZ_AGENT"]}
+    with served("readme_a2a", patterns, AIXYZ_AGENT=agent) as base:
+        reset_agent()
+        try:
+            task = asyncio.run(store_via_a2a(account, base))
+            assert task.status.state == 3  # completed
+            assert asyncio.run(stored("a")) == "b"
+        finally:
             reset_agent()
-            from aixyz_sessions.tools import tool
-
-            tool(mcp_helpers.put, name="put-content", price="$0.01")
-            try:
-                task = asyncio.run(store_via_a2a(account, base))
-                assert task.status.state == 3  # completed
-                assert asyncio.run(stored("a")) == "b"
-            finally:
-                registry.unregister("put-content")
-                reset_agent()
-    finally:
-        mcp_helpers.unregister_examples()
 
 
 def test_tool_loop_agent_example() -> None:
@@ -348,7 +341,7 @@ def test_tool_loop_agent_example() -> None:
 
     agent = run(block("docs/agent.md", "# myapp/agents.py"))["notes_agent"]
     assert isinstance(agent, ToolLoopAgent) and agent.max_steps == 10
-    assert agent.tool_names == ["put-content", "get-content"]
+    assert agent.tool_names == ["remember"]  # tools.md's tool
 
 
 def test_websocket_client_example(readme_tools: dict[str, Any]) -> None:
@@ -371,14 +364,14 @@ def test_readme_shortest_path_to_a_paid_tool() -> None:
     configured = run(
         block("README.md", "# settings.py: add at the end"), INSTALLED_APPS=[], MIDDLEWARE=[]
     )
-    assert configured["INSTALLED_APPS"] == ["aixyz_sessions"]
+    assert configured["INSTALLED_APPS"] == ["aixyz_sessions", "myapp"]
     assert configured["MIDDLEWARE"] == MIDDLEWARE
     assert parse_config(configured["AIXYZ_X402"]).is_local
     before = {t.name for t in registry}
     run(block("README.md", "# myapp/tools.py"))
     try:
         assert "keep_note" in {t.name for t in registry}
-        patterns = run(block("README.md", "# urls.py"), urlpatterns=[], path=path, include=include)
+        patterns = run(block("README.md", "# urls.py"), urlpatterns=[])  # it imports include
         for name in urlconf("readme_quick_start", patterns["urlpatterns"]):
             with override_settings(
                 MIDDLEWARE=configured["MIDDLEWARE"],

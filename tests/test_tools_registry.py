@@ -181,7 +181,7 @@ def test_listing_is_sorted(reg: ToolRegistry) -> None:
     assert len(reg) == 3
 
 
-@pytest.mark.parametrize("price", ["free", "$-1", "$0", True, ["$1"]])
+@pytest.mark.parametrize("price", ["free", "$-1", "$0", True, ["$1"], "$0,001", "$1,500"])
 def test_bad_price_is_refused_at_definition(reg: ToolRegistry, price: object) -> None:
     with pytest.raises((TypeError, ValueError), match="@tool 'p'"):
 
@@ -222,3 +222,28 @@ def test_a_tool_made_directly_refuses_a_bad_price(price: object) -> None:
 
     with pytest.raises((TypeError, ValueError), match="tool 'x'"):
         Tool(name="x", description="", func=noop, price=price)  # type: ignore[arg-type]
+
+
+def test_tool_urls_routed_without_any_tool_are_a_warning() -> None:
+    """A new user's tools.py in an app not in INSTALLED_APPS: every call was a silent 404."""
+    from django.test import override_settings
+
+    from aixyz_sessions.tools import registry as served
+    from aixyz_sessions.tools.checks import check_tools_routed_without_tools
+
+    names = [item.name for item in served]
+    hidden = [served.get(name) for name in names]
+    for name in names:
+        served.unregister(name)
+    try:
+        with override_settings(ROOT_URLCONF="tests.tools_app"):
+            found = check_tools_routed_without_tools()
+        with override_settings(ROOT_URLCONF="tests.agent_only_urls"):
+            not_routed = check_tools_routed_without_tools()
+    finally:
+        for item in hidden:
+            if item is not None:
+                served.register(item)
+    assert [m.id for m in found] == ["aixyz_sessions.W031"]
+    assert "INSTALLED_APPS" in (found[0].hint or "")
+    assert not_routed == []

@@ -23,6 +23,7 @@ __all__ = [
     "check_paid_views_have_middleware",
     "check_x402_deployment",
     "check_x402_settings",
+    "routed_views",
 ]
 
 MIDDLEWARE_PATH = "aixyz_sessions.payments.middleware.X402Middleware"
@@ -129,7 +130,7 @@ def _prices() -> Iterator[tuple[str, str]]:
         patterns = get_resolver().url_patterns
     except Exception:  # Django's own URL checks report a broken URLconf
         patterns = []
-    for view in _views(patterns):
+    for view in routed_views(patterns):
         for method in ("GET", "POST", "PUT"):
             spec = paid_spec_of(view, method)
             if spec is not None and spec.charges:
@@ -144,7 +145,7 @@ def _prices_above(ceiling: str) -> list[checks.CheckMessage]:
     from decimal import Decimal, InvalidOperation
 
     def dollars(price: str) -> Decimal:
-        return Decimal(price.strip().removeprefix("$").replace(",", ""))
+        return Decimal(price.strip().removeprefix("$"))
 
     try:
         limit = dollars(ceiling)
@@ -193,11 +194,11 @@ def check_x402_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks
     return []
 
 
-def _views(patterns: list[Any]) -> Iterator[Callable[..., Any]]:
+def routed_views(patterns: list[Any]) -> Iterator[Callable[..., Any]]:
     """Every view callable in a URLconf, included ones too."""
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
-            yield from _views(pattern.url_patterns)
+            yield from routed_views(pattern.url_patterns)
         elif isinstance(pattern, URLPattern):
             yield pattern.callback
 
@@ -221,7 +222,7 @@ def check_paid_views_have_middleware(
         patterns = get_resolver().url_patterns
     except Exception:  # Django's own URL checks report a broken URLconf
         return []
-    paid = sorted({_view_name(view) for view in _views(patterns) if _needs_payment(view)})
+    paid = sorted({_view_name(view) for view in routed_views(patterns) if _needs_payment(view)})
     if not paid:
         return []
     return [

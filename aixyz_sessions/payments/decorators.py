@@ -106,8 +106,16 @@ def check_price(price: object, *, what: str = "paid()") -> str:
     if isinstance(price, bool) or not isinstance(price, str | int | float | Decimal):
         raise TypeError(f"{what}: price must be a str like '$0.01', got {price!r}")
     text = str(price).strip()
+    if "," in text:
+        # "$0,001" is a tenth of a cent with a decimal comma and a dollar with a
+        # thousands separator: refused, rather than guessed (and the SDK, which
+        # parses the price again, takes neither).
+        raise ValueError(
+            f"{what}: price {price!r} has a comma; write dollars with a decimal point "
+            "and no separators, such as '$0.001' or '$1500'"
+        )
     try:
-        amount = Decimal(text.removeprefix("$").replace(",", "").strip())
+        amount = Decimal(text.removeprefix("$").strip())
     except InvalidOperation:
         raise ValueError(
             f"{what}: price {price!r} is not a dollar amount such as '$0.01'"

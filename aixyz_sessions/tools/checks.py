@@ -34,3 +34,32 @@ def check_tool_names(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         )
         for name in registry.duplicates
     ]
+
+
+@checks.register("aixyz_sessions", checks.Tags.urls)
+def check_tools_routed_without_tools(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W031: the tool URLs are routed but no tool is registered (its app is not installed)."""
+    from django.urls import get_resolver
+
+    from ..payments.checks import routed_views
+    from .views import call, tool_list
+
+    if len(registry):
+        return []
+    try:
+        patterns = get_resolver().url_patterns
+    except Exception:  # Django's own URL checks report a broken URLconf
+        return []
+    if not any(view in (call, tool_list) for view in routed_views(patterns)):
+        return []
+    return [
+        checks.Warning(
+            "the tool URLs are routed but no tool is registered: every call will answer "
+            "404 unknown_tool",
+            hint="Tools are found in the tools.py of each app in INSTALLED_APPS: add the app "
+            "that holds your @tool functions to INSTALLED_APPS (or import their module).",
+            id="aixyz_sessions.W031",
+        )
+    ]
