@@ -181,6 +181,11 @@ _lock = threading.Lock()
 _first: list[NotReady | None] = []
 
 
+def found_no_problem() -> bool:
+    """Whether the first look (see :func:`first_request_problem`) ran and found nothing."""
+    return bool(_first) and _first[0] is None
+
+
 async def afirst_request_problem() -> NotReady | None:
     """:func:`first_request_problem` for async code: the first look runs off the loop."""
     if _first:

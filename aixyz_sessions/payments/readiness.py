@@ -40,17 +40,18 @@ async def ready_runtime(*, facilitator: bool = True) -> PaymentRuntime:
 
     Raises :class:`PaymentFailure` (see the module's docstring).
     """
-    from ..checks.startup import afirst_request_problem
+    from ..checks import startup
 
-    problem = await afirst_request_problem()
-    if problem is not None:  # logged once, with the details
-        raise _misconfigured(str(problem))
+    if not startup.found_no_problem():  # first call, or settings changed: look (once)
+        problem = await startup.afirst_request_problem()
+        if problem is not None:  # logged once, with the details
+            raise _misconfigured(str(problem))
     try:
         runtime = get_runtime()
     except SettingError as exc:
         logger.error("x402: %s", exc)
         raise _misconfigured(str(exc)) from None
-    if facilitator:
+    if facilitator and not runtime.initialized:
         with facilitator_failures() as failures:
             try:
                 await runtime.ensure_initialized()

@@ -201,13 +201,13 @@ def retry_of(payload: dict[str, Any], request: Callable[[], str]) -> Retry | Non
     (400) for an id that breaks the extension's rules (16 to 128 letters,
     digits, ``-`` and ``_``).
     """
-    from x402.extensions.payment_identifier import is_valid_payment_id
-
     extensions = payload.get("extensions")
     extension = extensions.get(_KEY) if isinstance(extensions, dict) else None
     info = extension.get("info") if isinstance(extension, dict) else None
     if not isinstance(info, dict) or "id" not in info:
         return None  # no id (SDK clients echo the declaration without one): no retries asked
+    from x402.extensions.payment_identifier import is_valid_payment_id
+
     payment_id = info["id"]
     if not isinstance(payment_id, str) or not is_valid_payment_id(payment_id):
         raise PaymentFailure(

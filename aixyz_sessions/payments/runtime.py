@@ -150,6 +150,11 @@ class PaymentRuntime:
                 self.server.initialize()  # GET /supported
                 self._initialized = True
 
+    @property
+    def initialized(self) -> bool:
+        """Whether the facilitator has said what it supports (see :meth:`ensure_initialized`)."""
+        return self._initialized
+
     async def ensure_initialized(self) -> None:
         """Ask the facilitator what it supports, once (off the event loop). Raises on failure."""
         if not self._initialized:
