@@ -44,7 +44,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -118,6 +118,16 @@ class Record:
     expires_at: float
 
 
+async def _logging_failure(step: Awaitable[None], what: str, payer: str) -> None:
+    """Await ``step``; a backend failure is logged, not raised (for cleanup paths)."""
+    try:
+        await step
+    except Exception:
+        logging.getLogger("aixyz_sessions.payments").warning(
+            "replay guard: could not %s of %s", what, payer, exc_info=True
+        )
+
+
 class PaymentClaims(ABC):
     """One job of a guard: atomic "first use wins" over signed authorizations.
 
@@ -144,12 +154,7 @@ class PaymentClaims(ABC):
         Used in ``finally`` blocks, where raising would hide the original
         error; an unreleased claim only means the client must sign anew.
         """
-        try:
-            await self.release(payer, nonce)
-        except Exception:
-            logging.getLogger("aixyz_sessions.payments").warning(
-                "replay guard: could not release the claim of %s", payer, exc_info=True
-            )
+        await _logging_failure(self.release(payer, nonce), "release the claim", payer)
 
     def shares_server(self, store: SessionStore) -> bool:
         """Whether a claim of a payer is answered by the server that holds the payer's
@@ -190,12 +195,7 @@ class PayerRecords(ABC):
 
     async def forget_quietly(self, payer: str, key: str) -> None:
         """:meth:`forget`, logging instead of raising when the backend fails."""
-        try:
-            await self.forget(payer, key)
-        except Exception:
-            logging.getLogger("aixyz_sessions.payments").warning(
-                "payer records: could not drop a record of %s", payer, exc_info=True
-            )
+        await _logging_failure(self.forget(payer, key), "drop a record", payer)
 
     def shares_server(self, store: SessionStore) -> bool:
         """Whether records of a payer live on the server of the payer's session in
