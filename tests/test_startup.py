@@ -214,6 +214,31 @@ def test_a_view_priced_per_request_fails_closed_by_itself() -> None:
     assert served == ["0"]
 
 
+def test_a_free_request_is_priced_once() -> None:
+    """The middleware's look at a free request is not repeated by the view's own guard."""
+    from django.test import RequestFactory
+
+    from aixyz_sessions.payments.decorators import PaidSpec, paid_spec_of, priced_per_request
+
+    asked: list[int] = []
+
+    def price_of(request: Any, kwargs: dict[str, Any]) -> PaidSpec | None:
+        asked.append(kwargs["n"])
+        return PaidSpec(price="$0.01") if kwargs["n"] else None
+
+    @priced_per_request(price_of)
+    def view(request: Any, n: int) -> HttpResponse:
+        return HttpResponse("ok")
+
+    request = RequestFactory().get("/x")
+    assert paid_spec_of(view, "GET", request, {"n": 0}) is None  # what the middleware does
+    assert view(request, n=0).content == b"ok"
+    assert asked == [0]
+    other = RequestFactory().get("/x")  # a request the middleware never looked at
+    assert view(other, n=0).content == b"ok"
+    assert asked == [0, 0]
+
+
 # -- a store that needs the deployment fixed -------------------------------------------------
 
 

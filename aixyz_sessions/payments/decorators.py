@@ -43,6 +43,9 @@ __all__ = [
 
 PAID_ATTR = "_aixyz_x402_paid"
 PRICE_OF_ATTR = "_aixyz_x402_price_of"
+#: Set on a request by :func:`paid_spec_of` (the middleware's look) to the price
+#: function that found it free, so that the view does not ask that function again.
+FREE_BY_ATTR = "_aixyz_x402_free_by"
 #: Set by :func:`priced_per_request`: whether the view can charge in this project.
 MAY_CHARGE_ATTR = "_aixyz_x402_may_charge"
 VERIFIED_ATTR = "_aixyz_x402_verified"
@@ -301,6 +304,8 @@ def priced_per_request(
             request = _find_request(args)
             if request is None or getattr(request, VERIFIED_ATTR, False):
                 return None
+            if getattr(request, FREE_BY_ATTR, None) is price_of:
+                return None  # the middleware asked this function already: free
             spec = price_of(request, kwargs)
             return None if spec is None else PaymentNeeded(spec)
 
@@ -356,7 +361,10 @@ def paid_spec_of(
     price_of = getattr(view, PRICE_OF_ATTR, None)
     if price_of is not None and request is not None:
         dynamic = price_of(request, kwargs or {})
-        return dynamic if isinstance(dynamic, PaidSpec) else None
+        if isinstance(dynamic, PaidSpec):
+            return dynamic
+        setattr(request, FREE_BY_ATTR, price_of)
+        return None
     view_class = getattr(view, "view_class", None)
     if view_class is None:
         return None

@@ -281,21 +281,22 @@ class PaidCall:
         """
         if self.retry is None or not self._retry_open:
             return
+        record = self._kept(answer)
         self._retry_open = False
-        ttl = self._kept_ttl()
-        if ttl <= 0:
+        if record is None:  # its time is already up: free the id instead
             await retries.forget(self.runtime.records, self.retry)
             return
-        await self._write_kept(retries.kept_record(self.retry, answer(), ttl))
+        await self._remember([record], "keep the answer for retries")
 
-    async def _write_kept(self, record: Record) -> None:
-        """Write the kept answer's ``record``; a store failure is logged (see :meth:`keep`)."""
-        self._retry_open = False
+    async def _remember(self, records: list[Record], what: str) -> None:
+        """Write records of the settled payment; a store failure costs only them (logged:
+        the payment settled, and a retry is refused by the replay guard, never run twice)."""
         guard = self.runtime.records
         try:
-            await guard.remember(record.payer, record.key, record.value, record.expires_at)
-        except SessionStoreError as exc:
-            logger.warning("x402: could not keep the answer of %s for retries: %s", self.where, exc)
+            for record in records:
+                await guard.remember(record.payer, record.key, record.value, record.expires_at)
+        except (SessionStoreError, NotImplementedError) as exc:
+            logger.warning("x402: could not %s in %s: %s", what, self.where, exc)
 
     def _kept_ttl(self) -> float:
         """Seconds a kept answer lives: ``PAYMENT_ID_TTL``, never beyond ``validBefore``."""
@@ -444,22 +445,6 @@ class PaidCall:
             self.authorization.payer, self.records, self.runtime.config.sign_in_window
         )
 
-    async def _record(self, records: list[Record]) -> None:
-        """Write the sign-in ``records`` of the settled payment; a store failure costs only that."""
-        if not records or self.authorization is None:
-            return
-        guard = self.runtime.records
-        try:
-            for record in records:
-                await guard.remember(record.payer, record.key, record.value, record.expires_at)
-        except (SessionStoreError, NotImplementedError) as exc:
-            logger.warning(
-                "x402: could not record the payment of %s for sign-in in %s: %s",
-                self.authorization.payer,
-                self.where,
-                exc,
-            )
-
     async def ready(self) -> None:
         """Before settling: the session's store must answer, or the call ends unsettled.
 
@@ -510,9 +495,11 @@ class PaidCall:
             if kept is not None:
                 self._retry_open = False
             return
-        await self._record(records)
+        if records:
+            await self._remember(records, "record the payment for sign-in")
         if kept is not None:
-            await self._write_kept(kept)
+            self._retry_open = False
+            await self._remember([kept], "keep the answer for retries")
         elif answer is not None:
             await self.keep(answer)  # no id (nothing to do), or its time is up: free it
 

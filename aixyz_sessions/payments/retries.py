@@ -64,7 +64,6 @@ __all__ = [
     "begin",
     "fingerprint",
     "forget",
-    "keep",
     "kept_record",
     "retry_of",
     "tool_fingerprint",
@@ -288,21 +287,13 @@ def kept_record(retry: Retry, answer: dict[str, Any] | None, ttl: float) -> Reco
     return Record(retry.payer, retry.name, text, time.time() + ttl)
 
 
-async def keep(
-    guard: PayerRecords, retry: Retry, answer: dict[str, Any] | None, ttl: float
-) -> None:
-    """Keep the settled call's ``answer`` (JSON-able) for ``ttl`` seconds; ``None``: too large."""
-    record = kept_record(retry, answer, ttl)
-    await guard.remember(record.payer, record.key, record.value, record.expires_at)
-
-
 async def forget(guard: PayerRecords, retry: Retry) -> None:
     """The call ended unsettled: free its id, so that a retry runs it anew."""
     await guard.forget_quietly(retry.payer, retry.name)
 
 
 def _record(value: str | None) -> dict[str, Any] | None:
-    """A record written by :func:`begin`/:func:`keep`; ``None`` for a bare claim (just taken)."""
+    """A record written by :func:`begin` or :func:`kept_record`; ``None``: a bare claim."""
     if not value or not value.startswith("{"):
         return None
     try:

@@ -46,7 +46,6 @@ __all__ = [
     "declaration",
     "offer",
     "payment_records",
-    "record_payment",
     "records_for",
     "sign_in_declared",
     "target_of",
@@ -120,22 +119,14 @@ def records_for(policy: SignInPolicy | None, resource: str) -> list[str]:
 def payment_records(payer: str, resources: list[str], window: float) -> list[Record]:
     """The guard's records saying that ``payer`` paid for each of ``resources`` now.
 
-    Each lives ``window`` seconds; :func:`record_payment` writes them, or the
-    paid-call flow hands them to the session store's commit (one round trip
-    with the session writes where the store can).
+    Each lives ``window`` seconds; the paid-call flow hands them to the
+    session store's commit (one round trip with the session writes where the
+    store can), or writes them after it.
     """
     now = time.time()
     return [
         Record(payer, _record_name(resource), f"{now:.3f}", now + window) for resource in resources
     ]
-
-
-async def record_payment(
-    guard: PayerRecords, payer: str, resources: list[str], window: float
-) -> None:
-    """Record that ``payer`` paid for each of ``resources`` now, for ``window`` seconds."""
-    for record in payment_records(payer, resources, window):
-        await guard.remember(record.payer, record.key, record.value, record.expires_at)
 
 
 def _iso(moment: datetime) -> str:
