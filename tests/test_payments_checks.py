@@ -125,7 +125,7 @@ def test_a_price_above_the_ceiling_is_a_warning() -> None:
         registry.unregister("pricey_tool")
 
 
-def test_a_list_of_networks_says_one_network_per_view_for_now() -> None:
+def test_a_list_of_networks_points_to_accepts() -> None:
     with pytest.raises(X402ConfigError, match="takes one network, not list") as refused:
         paid("$0.01", network=["eip155:84532", "eip155:8453"])  # type: ignore[arg-type]
-    assert "One price, one network" in (refused.value.hint or "")
+    assert "accepts=[...]" in (refused.value.hint or "")

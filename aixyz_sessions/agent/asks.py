@@ -95,6 +95,11 @@ def message_spec(price: str, name: str) -> PaidSpec:
     return PaidSpec(price=price, description=name, resource="agent")
 
 
+def turn_spec(config: AgentConfig) -> PaidSpec:
+    """What a text turn costs under ``config`` (see :func:`message_spec`)."""
+    return message_spec(config.price, config.name)
+
+
 @functools.lru_cache(maxsize=256)
 def _tool_spec(spec: PaidSpec) -> PaidSpec:
     """A tool's own price, sold on ``/agent`` for a payment only (its sign-in is elsewhere)."""

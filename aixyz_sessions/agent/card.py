@@ -39,7 +39,7 @@ def _skills(config: AgentConfig, tools: ToolRegistry) -> list[AgentSkill]:
             id=item.name,
             name=item.name,
             description=(item.description or item.name)
-            + (f" ({item.paid_spec.price} a call, x402)" if item.paid_spec and item.paid else ""),
+            + (f" ({item.price_label} a call, x402)" if item.paid else ""),
             tags=["tool"] + (["paid"] if item.paid else []),
             examples=[f'{{"tool": "{item.name}", "arguments": {{...}}}}'],
         )
@@ -50,9 +50,7 @@ def _skills(config: AgentConfig, tools: ToolRegistry) -> list[AgentSkill]:
 def build_card(config: AgentConfig, url: str, *, tools: ToolRegistry = registry) -> AgentCard:
     """The card of the agent served at ``url`` (the absolute URL of its JSON-RPC endpoint)."""
     description = f"{config.description} A message invokes one tool at that tool's price (x402)"
-    description += (
-        f"; a text message costs {config.price}." if config.agent is not None else "."
-    )
+    description += f"; a text message costs {config.price}." if config.agent is not None else "."
     return AgentCard(
         name=config.name,
         description=description,

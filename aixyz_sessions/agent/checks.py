@@ -9,17 +9,21 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from ..payments.checks import add_price_source
+from ..payments.decorators import PaidSpec
+from .asks import turn_spec
 from .conf import SETTING, agent_config_errors
 
 __all__ = ["check_agent_settings"]
 
 
-def _agent_price() -> list[tuple[str, str]]:
-    """The agent's text-turn price, for ``W106`` (the payments app's price ceiling check)."""
+def _agent_price() -> list[tuple[str, PaidSpec]]:
+    """The agent's text-turn price, for ``W106``/``E112`` (the payments app's price checks)."""
+    from .conf import get_agent_config
+
     agent = getattr(settings, SETTING, None)
-    if isinstance(agent, dict) and isinstance(agent.get("PRICE"), str):
-        return [(f"{SETTING}['PRICE']", agent["PRICE"])]
-    return []
+    if not isinstance(agent, dict) or agent_config_errors(agent):
+        return []
+    return [(f"{SETTING}['PRICE']", turn_spec(get_agent_config()))]
 
 
 add_price_source(_agent_price)
@@ -73,9 +77,11 @@ def _turn_price(price: object, agent: object) -> list[checks.CheckMessage]:
     if not isinstance(agent, ToolLoopAgent) or not isinstance(price, str):
         return []
     priced = [
-        (t.name, Decimal(t.paid_spec.price.lstrip("$").replace(",", "")))
+        (t.name, max(Decimal(o.price.lstrip("$")) for o in t.paid_spec.options() if o.price))
         for t in agent.tools().values()
-        if t.paid_spec is not None and t.paid_spec.charges
+        if t.paid_spec is not None
+        and t.paid_spec.charges
+        and any(o.price for o in t.paid_spec.options())
     ]
     if not priced:
         return []

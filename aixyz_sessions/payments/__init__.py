@@ -6,17 +6,22 @@ answers 402, verifies and settles through the facilitator configured in
 ``@paid(..., sign_in="after_payment")`` lets a returning payer in with a
 wallet signature (x402's sign-in-with-x) instead of paying again;
 ``@sign_in_required()`` marks a free view that needs a proven payer.
+``@paid(upto="$0.05")`` is a metered price: the view reports what it used
+with ``charge()``; ``@paid(accepts=[...])`` offers several networks or assets.
 """
 
 from __future__ import annotations
 
 from ..replay import InMemoryReplayGuard, ReplayGuard
 from .decorators import PaidSpec, paid, refused_before_work, sign_in_required
+from .metering import ChargeError, charge
 
 __all__ = [
+    "ChargeError",
     "InMemoryReplayGuard",
     "PaidSpec",
     "ReplayGuard",
+    "charge",
     "paid",
     "refused_before_work",
     "sign_in_required",

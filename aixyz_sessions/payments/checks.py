@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from .conf import DEFAULT_MAX_PRICE, SETTING, config_errors
-from .decorators import PRICE_OF_ATTR, may_charge, paid_spec_of
+from .conf import DEFAULT_MAX_PRICE, SETTING, X402ConfigError, config_errors
+from .decorators import PRICE_OF_ATTR, PaidSpec, may_charge, paid_spec_of
 
 __all__ = [
     "add_price_source",
@@ -51,6 +51,7 @@ def check_x402_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
         messages.extend(_guard_records(value))
         messages.extend(_sign_in_origin(value))
         messages.extend(_prices_above(value.get("MAX_PRICE", DEFAULT_MAX_PRICE)))
+        messages.extend(_offers(value))
     if not messages and value.get("FACILITATOR") == "local" and not settings.DEBUG:
         messages.append(
             checks.Warning(
@@ -113,19 +114,19 @@ def _sign_in_origin(value: dict[str, Any]) -> list[checks.CheckMessage]:
     ]
 
 
-#: What else charges here (tools, the agent), each ``() -> [(what, price), ...]``:
+#: What else charges here (tools, the agent), each ``() -> [(what, spec), ...]``:
 #: their packages add a source (:func:`add_price_source`), so payments imports none.
-_price_sources: list[Callable[[], Iterable[tuple[str, str]]]] = []
+_price_sources: list[Callable[[], Iterable[tuple[str, PaidSpec]]]] = []
 
 
-def add_price_source(source: Callable[[], Iterable[tuple[str, str]]]) -> None:
-    """Have ``W106`` look at ``source()``'s ``(what, price)`` pairs too."""
+def add_price_source(source: Callable[[], Iterable[tuple[str, PaidSpec]]]) -> None:
+    """Have ``W106`` and ``E112`` look at ``source()``'s ``(what, spec)`` pairs too."""
     if source not in _price_sources:
         _price_sources.append(source)
 
 
-def _prices() -> Iterator[tuple[str, str]]:
-    """``(what, price)`` of every paid view routed, and of every added price source."""
+def _specs() -> Iterator[tuple[str, PaidSpec]]:
+    """``(what, spec)`` of every paid view routed, and of every added price source."""
     try:
         patterns = get_resolver().url_patterns
     except Exception:  # Django's own URL checks report a broken URLconf
@@ -134,10 +135,25 @@ def _prices() -> Iterator[tuple[str, str]]:
         for method in ("GET", "POST", "PUT"):
             spec = paid_spec_of(view, method)
             if spec is not None and spec.charges:
-                yield f"the view {_view_name(view)}", spec.price
+                yield f"the view {_view_name(view)}", spec
                 break
     for source in _price_sources:
         yield from source()
+
+
+def _offers(value: dict[str, Any]) -> list[checks.CheckMessage]:
+    """E112: a route whose options, with the project's defaults filled in, repeat one."""
+    from .conf import parse_config
+    from .options import resolve
+
+    config = parse_config(value)
+    messages: list[checks.CheckMessage] = []
+    for what, spec in _specs():
+        try:
+            resolve(spec.options(), config.defaults(), config.pay_to)
+        except X402ConfigError as exc:
+            messages.append(checks.Error(f"{what}: {exc.msg}", hint=exc.hint, id=exc.id))
+    return messages
 
 
 def _prices_above(ceiling: str) -> list[checks.CheckMessage]:
@@ -152,22 +168,26 @@ def _prices_above(ceiling: str) -> list[checks.CheckMessage]:
     except (InvalidOperation, AttributeError):
         return []
     messages: list[checks.CheckMessage] = []
-    for what, price in _prices():
-        try:
-            amount = dollars(price)
-        except InvalidOperation:
-            continue
-        if amount > limit:
-            messages.append(
-                checks.Warning(
-                    f"{what} costs {price} a call, above {SETTING}['MAX_PRICE'] ({ceiling}); "
-                    "prices are dollars, and the 402 shows them in the token's atomic units "
-                    f"({amount * 10**6:f} for USDC)",
-                    hint="Write the price in dollars ('$0.01' is one cent), or raise "
-                    f"{SETTING}['MAX_PRICE'] if you mean it.",
-                    id="aixyz_sessions.W106",
+    for what, spec in _specs():
+        for option in spec.options():
+            if option.price is None:
+                continue  # atomic units of a named token: no dollar value to compare
+            price = option.price
+            try:
+                amount = dollars(price)
+            except InvalidOperation:
+                continue
+            if amount > limit:
+                messages.append(
+                    checks.Warning(
+                        f"{what} costs {option.label()} a call, above {SETTING}['MAX_PRICE'] "
+                        f"({ceiling}); prices are dollars, and the 402 shows them in the "
+                        f"token's atomic units ({amount * 10**6:f} for USDC)",
+                        hint="Write the price in dollars ('$0.01' is one cent), or raise "
+                        f"{SETTING}['MAX_PRICE'] if you mean it.",
+                        id="aixyz_sessions.W106",
+                    )
                 )
-            )
     return messages
 
 

@@ -13,6 +13,9 @@
         "SIGN_IN_MAX_AGE": 300,             # seconds a sign-in message stays good
         "PAYMENT_ID_TTL": 3600,             # seconds a paid answer is kept for retries
         "MAX_PRICE": "$10",                 # check warns (W106) about prices above it
+        # Where every paid route can be paid, in the order the 402 offers them
+        # (NETWORK may then be left out: it is the first entry's):
+        "ACCEPTS": [{"network": "eip155:8453"}, {"network": "eip155:137", "pay_to": "0x..."}],
     }
     # or "FACILITATOR": "local" for the in-process LocalFacilitator (dev/tests only)
 
@@ -24,13 +27,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from ..conf import SettingError
 from ..lazy import Lazy, lazy_setting
+
+if TYPE_CHECKING:
+    from .options import Destination
 
 SETTING = "AIXYZ_X402"
 DEFAULT_FACILITATOR_URL = "https://x402.org/facilitator"
@@ -52,6 +58,7 @@ KNOWN_KEYS = frozenset(
         "SIGN_IN_MAX_AGE",
         "PAYMENT_ID_TTL",
         "MAX_PRICE",
+        "ACCEPTS",
     }
 )
 DEFAULT_MAX_PRICE = "$10"
@@ -117,9 +124,8 @@ def check_network(value: object, *, what: str = f"{SETTING}['NETWORK']") -> str:
         raise X402ConfigError(
             f"{what} takes one network, not {type(value).__name__} {list(value)!r}",
             id="aixyz_sessions.E103",
-            hint="One price, one network and the network's USDC per paid view or tool for now "
-            "(several accepted networks and assets are planned); give one CAIP-2 id such as "
-            "'eip155:84532'.",
+            hint="NETWORK is one CAIP-2 id such as 'eip155:84532'; to take payments on "
+            "several networks list them in ACCEPTS (or a route's accepts=[...]).",
         )
     networks = known_networks()
     if not isinstance(value, str) or not _NETWORK.fullmatch(value) or value not in networks:
@@ -147,6 +153,14 @@ class X402Config:
     sign_in_window: float = DEFAULT_SIGN_IN_WINDOW
     sign_in_max_age: float = DEFAULT_SIGN_IN_MAX_AGE
     payment_id_ttl: float = DEFAULT_PAYMENT_ID_TTL
+    #: Where a route's options without a network are paid (``ACCEPTS``, else ``NETWORK``).
+    destinations: tuple[Destination, ...] = ()
+
+    def defaults(self) -> tuple[Destination, ...]:
+        """``ACCEPTS``, or ``NETWORK`` to ``PAY_TO`` when it is not set."""
+        from .options import Destination
+
+        return self.destinations or (Destination(self.network, None),)
 
     @property
     def is_local(self) -> bool:
@@ -171,9 +185,15 @@ def parse_config(value: object) -> X402Config:
         raise errors[0]
     assert isinstance(value, dict)
     facilitator = value.get("FACILITATOR")
+    from .options import parse_destinations
+
+    destinations: tuple[Destination, ...] = ()
+    if value.get("ACCEPTS") is not None:
+        destinations = parse_destinations(value["ACCEPTS"], what=f"{SETTING}['ACCEPTS']")
     return X402Config(
         pay_to=value["PAY_TO"],
-        network=value["NETWORK"],
+        network=value.get("NETWORK") or destinations[0].network,
+        destinations=destinations,
         facilitator=LOCAL if facilitator == LOCAL else "http",
         facilitator_url=str(value.get("FACILITATOR_URL") or DEFAULT_FACILITATOR_URL).rstrip("/"),
         facilitator_timeout=float(value.get("FACILITATOR_TIMEOUT", DEFAULT_FACILITATOR_TIMEOUT)),
@@ -206,7 +226,18 @@ def config_errors(value: object) -> list[X402ConfigError]:
                 hint=f"Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
             )
         )
-    for check, key in ((check_address, "PAY_TO"), (check_network, "NETWORK")):
+    from .options import parse_destinations
+
+    accepts = value.get("ACCEPTS")
+    if accepts is not None:
+        try:
+            parse_destinations(accepts, what=f"{SETTING}['ACCEPTS']")
+        except X402ConfigError as exc:
+            errors.append(exc)
+    required = (check_address, "PAY_TO"), (check_network, "NETWORK")
+    for check, key in required:
+        if key == "NETWORK" and accepts is not None and value.get(key) is None:
+            continue  # the first entry of ACCEPTS
         try:
             check(value.get(key), what=f"{SETTING}[{key!r}]")
         except X402ConfigError as exc:

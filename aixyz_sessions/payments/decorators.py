@@ -21,6 +21,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from .conf import X402ConfigError, check_address, check_network
+from .options import PriceOption, parse_accepts
 from .sign_in import SignInPolicy, check_sign_in
 
 __all__ = [
@@ -92,11 +93,32 @@ class PaidSpec:
     sign_in: SignInPolicy | None = None
     resource: str | None = None
     payment_only: bool = False
+    #: The payment options, in order (``@paid(accepts=...)``, ``upto=``); empty: one
+    #: ``exact`` option of ``price`` on ``network`` to ``pay_to``.
+    accepts: tuple[PriceOption, ...] = ()
+
+    def options(self) -> tuple[PriceOption, ...]:
+        """What the route accepts, as declared (see :mod:`~aixyz_sessions.payments.options`)."""
+        if self.accepts:
+            return self.accepts
+        if not self.price:
+            return ()
+        return (PriceOption(price=self.price, network=self.network, pay_to=self.pay_to),)
 
     @property
     def charges(self) -> bool:
         """Whether a payment is taken (``False``: sign-in only)."""
-        return bool(self.price)
+        return bool(self.price) or bool(self.accepts)
+
+    @property
+    def metered(self) -> bool:
+        """Whether some option settles what the call used (``upto``)."""
+        return any(option.metered for option in self.options())
+
+    @property
+    def label(self) -> str:
+        """The price in words: ``$0.01``, ``up to $0.05``, ``$0.01 on eip155:8453 or ...``."""
+        return " or ".join(option.label() for option in self.options())
 
     @property
     def takes_sign_in(self) -> bool:
@@ -181,19 +203,26 @@ def _verified(args: tuple[Any, ...]) -> bool:
 
 
 def paid(
-    price: str | int | float | Decimal,
+    price: str | int | float | Decimal | None = None,
     *,
+    accepts: list[dict[str, Any]] | None = None,
+    upto: str | int | float | Decimal | None = None,
     network: str | None = None,
     pay_to: str | None = None,
     description: str | None = None,
     sign_in: SignInPolicy | None = None,
 ) -> Callable[[F], F]:
-    """Mark a view as paid: ``@paid("$0.01")``.
+    """Mark a view as paid: ``@paid("$0.01")``, ``@paid(upto="$0.05")``, ``@paid(accepts=[...])``.
 
     Works on sync and async function views, and on class-based views via
     ``method_decorator(paid("$0.01"), name="get")`` (or ``name="dispatch"``
     for every method). ``network`` and ``pay_to`` override ``AIXYZ_X402``
     for this view. Arguments are checked now, at import time.
+
+    Give one of ``price`` (the fixed price, x402 ``exact``), ``upto`` (the
+    most a call can cost, x402 ``upto``: the view reports what it used with
+    :func:`~aixyz_sessions.payments.charge`) or ``accepts`` (several options,
+    offered in order; see :mod:`~aixyz_sessions.payments.options`).
 
     A paid request is exempt from CSRF checks (its signed payment authorises
     it; browsers cannot send the payment header cross-site without CORS), so
@@ -210,14 +239,79 @@ def paid(
             id="aixyz_sessions.E108",
             hint="Use @sign_in_required for a view that only needs a proven payer.",
         )
-    spec = PaidSpec(
-        price=check_price(price),
-        network=None if network is None else check_network(network, what="paid(network=...)"),
-        pay_to=None if pay_to is None else check_address(pay_to, what="paid(pay_to=...)"),
+    spec = priced_spec(
+        "paid()",
+        price=price,
+        accepts=accepts,
+        upto=upto,
+        network=network,
+        pay_to=pay_to,
         description=description,
         sign_in=check_sign_in(sign_in, what="paid()"),
     )
     return _marking(spec)
+
+
+def priced_spec(
+    what: str,
+    *,
+    price: object = None,
+    accepts: object = None,
+    upto: object = None,
+    network: str | None = None,
+    pay_to: str | None = None,
+    description: str | None = None,
+    sign_in: SignInPolicy | None = None,
+    resource: str | None = None,
+) -> PaidSpec:
+    """The :class:`PaidSpec` of ``price``, ``upto`` or ``accepts`` (exactly one), checked.
+
+    Shared by ``@paid``, ``@tool`` and the agent's settings. Raises
+    ``TypeError``/``ValueError`` for a price that is not one, and
+    :class:`X402ConfigError` for options that cannot work.
+    """
+    given = [
+        name
+        for name, v in (("price", price), ("upto", upto), ("accepts", accepts))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise X402ConfigError(
+            f"{what} takes exactly one of price, upto and accepts; got "
+            f"{', '.join(given) or 'none'}",
+            id="aixyz_sessions.E110",
+            hint='A fixed price: "$0.01"; a metered one: upto="$0.05"; several options: '
+            'accepts=[{"price": "$0.01", "network": "eip155:8453"}, ...].',
+        )
+    network = None if network is None else check_network(network, what=f"{what}: network")
+    pay_to = None if pay_to is None else check_address(pay_to, what=f"{what}: pay_to")
+    options: tuple[PriceOption, ...] = ()
+    fixed = ""
+    if accepts is not None:
+        if network is not None or pay_to is not None:
+            raise X402ConfigError(
+                f"{what}: network and pay_to go inside each of accepts' options",
+                id="aixyz_sessions.E110",
+                hint='accepts=[{"price": "$0.01", "network": "eip155:8453", "pay_to": "0x..."}]',
+            )
+        options = parse_accepts(accepts, what=what)
+    elif upto is not None:
+        options = (
+            PriceOption(
+                price=check_price(upto, what=what), network=network, pay_to=pay_to, scheme="upto"
+            ),
+        )
+    else:
+        fixed = check_price(price, what=what)
+    return PaidSpec(
+        price=fixed,
+        network=network,
+        pay_to=pay_to,
+        description=description,
+        sign_in=sign_in,
+        resource=resource,
+        accepts=options,
+    )
 
 
 def sign_in_required(

@@ -267,7 +267,7 @@ async def call_paid(
     if payment is None:
         raise PaymentFailure(
             PAYMENT_REQUIRED,
-            f"{call.where} costs {spec.price}: send an x402 payment for these requirements",
+            f"{call.where} costs {spec.label}: send an x402 payment for one of these options",
             payment_required=await payment_required(call, origin=origin),
         )
     try:

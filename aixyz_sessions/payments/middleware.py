@@ -137,7 +137,8 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     data = required.model_dump(by_alias=True, exclude_none=True)
     resource = data.get("resource") or {}
     options = [
-        f"{a['amount']} atomic units of {(a.get('extra') or {}).get('name', 'the token')} "
+        ("at most " if a.get("scheme") == "upto" else "")
+        + f"{a['amount']} atomic units of {(a.get('extra') or {}).get('name', 'the token')} "
         f"{a['asset']} on {a['network']}, paid to {a['payTo']}"
         for a in data.get("accepts", [])
     ]
@@ -332,10 +333,10 @@ class X402Middleware:
     ) -> HttpResponse:
         """The SDK refused the payment: its 402 (sign-in offered too) with the reason."""
         if instructions is None or instructions.status != 402:
-            return _from_instructions(instructions, price=spec.price)
+            return _from_instructions(instructions, price=spec.label)
         instructions = self._offer_sign_in(instructions, request, spec, runtime) or instructions
         if reason is None:
-            return _from_instructions(instructions, price=spec.price)
+            return _from_instructions(instructions, price=spec.label)
         return _with_error(instructions, INVALID_PAYMENT, reason)
 
     async def _challenge(
@@ -379,7 +380,7 @@ class X402Middleware:
             # would let anyone fill memory, and only people (not agents) ask for it.
             return self._offer_sign_in(instructions, request, spec, runtime)
         if not instructions.body:
-            body = _readable_402(instructions, spec.price)
+            body = _readable_402(instructions, spec.label)
             instructions = dataclasses.replace(instructions, body=body)
         runtime.remember_challenge(key, instructions)
         return self._offer_sign_in(instructions, request, spec, runtime)

@@ -77,6 +77,8 @@ from .failures import (
     PaymentFailure,
 )
 from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE
+from .metering import Meter, metering
+from .options import known_decimals
 from .retries import Retry
 from .runtime import PaymentRuntime
 from .sign_in import (
@@ -164,6 +166,9 @@ class PaidCall:
     ) -> None:
         self.runtime = runtime
         self.where = where
+        self.spec = spec
+        #: What the call may charge (:func:`~aixyz_sessions.payments.metering.charge`).
+        self.meter: Meter | None = None
         #: Resources this payment is recorded for once settled (what sign-in reads).
         self.records: list[str] = []
         if spec is not None:
@@ -227,8 +232,12 @@ class PaidCall:
             reason = self.refusal(context.payment_header or "", reason_of(instructions))
             return Outcome(refused=True, instructions=instructions, reason=reason)
         await self.claim()
+        self.meter = self.meter_for(verified.payment_requirements)
         async with self.bound():
             value = await work()
+        overrides = None if self.meter is None else self.meter.settlement_overrides()
+        if self.meter is not None:
+            self.meter.closed = True  # a streamed body cannot charge after the fact
         if not succeeded(value):
             if refused_before_work(value):
                 self.refused_before_work()  # the authorization may be used again
@@ -241,6 +250,7 @@ class PaidCall:
                 context,
                 response_headers=headers,
                 answer=lambda settled: answer(value, settled),
+                settlement_overrides=overrides,
             )
         except PaymentFailure:
             if discard is not None:
@@ -374,15 +384,36 @@ class PaidCall:
             # work is quick, that answer is the probe ``ready`` would make.
             self.session.answered()
 
-    def bound(self) -> payer_context:
-        """Bind the payer's staged session (``with`` or ``async with``) around the handler.
+    def bound(self) -> _Bound:
+        """Bind the payer's staged session and the call's :class:`Meter` (``with`` or
+        ``async with``) around the handler.
 
         From here on the call has started: its authorization stays spent even
         if the handler fails or nothing settles (see :meth:`close`).
         """
         assert self.session is not None, "claim() first"
         self.started = True
-        return payer_context(self.session)
+        return _Bound(payer_context(self.session), self.meter)
+
+    def meter_for(self, requirements: object) -> Meter | None:
+        """The :class:`Meter` of the verified ``requirements`` (the option the payer chose)."""
+        if not isinstance(requirements, PaymentRequirements):
+            return None
+        try:
+            maximum = int(requirements.amount)
+        except ValueError:  # pragma: no cover - the SDK built these requirements
+            return None
+        decimals = known_decimals(requirements.asset, str(requirements.network))
+        if decimals is None and self.spec is not None:
+            offer = self.runtime.offer_of(self.spec, requirements)
+            decimals = None if offer is None else offer.option.decimals
+        return Meter(
+            scheme=requirements.scheme,
+            maximum=maximum,
+            decimals=decimals,
+            asset=requirements.asset,
+            network=str(requirements.network),
+        )
 
     def refused_before_work(self) -> None:
         """The handler refused the request before doing any of its work (bad arguments,
@@ -397,16 +428,18 @@ class PaidCall:
         *,
         response_headers: dict[str, str] | None = None,
         answer: Callable[[ProcessSettleResult], dict[str, Any] | None] | None = None,
+        settlement_overrides: dict[str, str] | None = None,
     ) -> ProcessSettleResult:
         """Settle through the SDK, then commit the staged writes; the SDK's settlement.
 
         ``answer(settlement)`` is what a retry with the payment's identifier
         gets back (see :meth:`run`); it is kept with the commit (:meth:`commit`).
-        Raises :class:`PaymentFailure` ``settlement_failed`` (with the SDK's
-        encoded response), a facilitator failure, or, when the payment
-        settled but the writes could not be stored, a store failure carrying
-        the settlement (the writes stay staged and are reported, not lost
-        silently).
+        ``settlement_overrides`` is what a metered (``upto``) call charged
+        (see :mod:`~aixyz_sessions.payments.metering`). Raises
+        :class:`PaymentFailure` ``settlement_failed`` (with the SDK's encoded
+        response), a facilitator failure, or, when the payment settled but
+        the writes could not be stored, a store failure carrying the
+        settlement (the writes stay staged and are reported, not lost silently).
         """
         payload, requirements = verified.payment_payload, verified.payment_requirements
         assert isinstance(payload, PaymentPayload)
@@ -417,6 +450,7 @@ class PaidCall:
                 payload,
                 requirements,
                 context=context,
+                settlement_overrides=settlement_overrides,
                 declared_extensions=verified.declared_extensions,
                 transport_context=HTTPTransportContext(
                     request=context, response_headers=response_headers or {}
@@ -529,6 +563,35 @@ class PaidCall:
         if failure.payment_response is not None:
             headers[PAYMENT_RESPONSE] = failure.payment_response
         return headers
+
+
+class _Bound:
+    """The payer's session and the call's meter, bound together (``with``/``async with``)."""
+
+    __slots__ = ("_meter", "_payer", "_stack")
+
+    def __init__(self, payer: payer_context, meter: Meter | None) -> None:
+        self._payer = payer
+        self._meter = meter
+        self._stack: list[AbstractContextManager[object]] = []
+
+    def __enter__(self) -> None:
+        meter = metering(self._meter)
+        meter.__enter__()
+        self._stack.append(meter)
+        self._payer.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._payer.__exit__(*exc)
+        finally:
+            self._stack.pop().__exit__(*exc)
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.__exit__(*exc)
 
 
 def sign_in_origin(runtime: PaymentRuntime, origin: str | None) -> str:

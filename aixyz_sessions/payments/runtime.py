@@ -1,6 +1,6 @@
 """The x402 machinery built from ``AIXYZ_X402``: one per process and setting.
 
-One ``x402ResourceServer`` (exact EVM scheme, the configured facilitator),
+One ``x402ResourceServer`` (exact and upto EVM schemes, the configured facilitator),
 one ``x402HTTPResourceServer`` per distinct :class:`PaidSpec` (each with a
 single catch-all route, since Django's URL resolver already decided that the
 view is paid), and the replay guard.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 
 from django.utils.module_loading import import_string
@@ -22,7 +23,8 @@ from x402.extensions.payment_identifier import (
 from x402.http import HTTPRequestContext, PaymentOption, RouteConfig, x402HTTPResourceServer
 from x402.http.types import HTTPResponseInstructions
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
-from x402.schemas import PaymentRequirements
+from x402.mechanisms.evm.upto.server import UptoEvmScheme as UptoEvmServerScheme
+from x402.schemas import AssetAmount, PaymentRequirements
 
 from ..conf import SETTING as STORE_SETTING
 from ..conf import get_store
@@ -33,6 +35,9 @@ from .conf import SETTING as X402_SETTING
 from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
+from .options import ResolvedOption, resolve
+
+logger = logging.getLogger("aixyz_sessions.payments")
 
 __all__ = [
     "MAX_CHALLENGES",
@@ -90,9 +95,12 @@ class FixedPriceHTTPServer(x402HTTPResourceServer):
         timeout: float | None,  # noqa: ASYNC109 - the SDK's signature (its hook timeout)
     ) -> list[PaymentRequirements]:
         if self._built is None:
-            self._built = await super()._build_payment_requirements_from_options(
-                options, context, timeout
-            )
+            try:
+                self._built = await super()._build_payment_requirements_from_options(
+                    options, context, timeout
+                )
+            except Exception as exc:  # the facilitator lacks a scheme or network, ...
+                raise _cannot_offer(options, exc) from exc
         return list(self._built)
 
 
@@ -115,6 +123,7 @@ class PaymentRuntime:
             "eip155:*",
             ExactEvmServerScheme(),  # type: ignore[no-untyped-call, arg-type]
         )
+        self.server.register("eip155:*", UptoEvmServerScheme())  # type: ignore[no-untyped-call, arg-type]
         # Binds the payer the facilitator verified, on every transport (HTTP, WS, MCP).
         self.server.on_after_verify(after_verify)
         self.server.register_extension(
@@ -127,6 +136,7 @@ class PaymentRuntime:
         self._lock = threading.Lock()
         self._initialized = False
         self._http_servers: dict[PaidSpec, x402HTTPResourceServer] = {}
+        self._offers: dict[PaidSpec, tuple[ResolvedOption, ...]] = {}
         #: Unpaid JSON 402 answers (a few KB each) by (spec, method, path, URL, Accept,
         #: User-Agent); see ``X402Middleware._challenge``. Bounded: emptied at the cap.
         self.challenges: dict[tuple[object, ...], HTTPResponseInstructions] = {}
@@ -160,20 +170,41 @@ class PaymentRuntime:
         if not self._initialized:
             await asyncio.to_thread(self._initialize_sync)
 
+    def offers(self, spec: PaidSpec) -> tuple[ResolvedOption, ...]:
+        """``spec``'s options as the 402 offers them (networks and recipients filled in).
+
+        Raises :class:`X402ConfigError` (``E112``) when two come out the same.
+        """
+        offers = self._offers.get(spec)
+        if offers is None:
+            config = self.config
+            offers = resolve(spec.options(), config.defaults(), config.pay_to)
+            self._offers[spec] = offers
+        return offers
+
+    def offer_of(self, spec: PaidSpec, requirements: PaymentRequirements) -> ResolvedOption | None:
+        """Which of ``spec``'s offers the verified ``requirements`` came from."""
+        for offer in self.offers(spec):
+            option = offer.option
+            if (
+                option.scheme == requirements.scheme
+                and offer.network == requirements.network
+                and offer.pay_to.lower() == str(requirements.pay_to).lower()
+                and (option.asset is None or option.asset.lower() == requirements.asset.lower())
+            ):
+                return offer
+        return None
+
     def http_server(self, spec: PaidSpec) -> x402HTTPResourceServer:
-        """The SDK's HTTP resource server for one price/network/recipient."""
+        """The SDK's HTTP resource server for one set of payment options."""
         server = self._http_servers.get(spec)
         if server is None:
+            offers = self.offers(spec)
             with self._lock:
                 server = self._http_servers.get(spec)
                 if server is None:
                     route = RouteConfig(
-                        accepts=PaymentOption(
-                            scheme="exact",
-                            pay_to=spec.pay_to or self.config.pay_to,
-                            price=spec.price,
-                            network=spec.network or self.config.network,
-                        ),
+                        accepts=[_payment_option(offer) for offer in offers],
                         # The SDK's paywall page appends ". To access this content...".
                         description=(spec.description or "").rstrip(" .") or None,
                         # Safe retries: a payment may carry an id (see payments.retries).
@@ -182,6 +213,42 @@ class PaymentRuntime:
                     server = FixedPriceHTTPServer(self.server, route)
                     self._http_servers[spec] = server
         return server
+
+
+def _cannot_offer(options: PaymentOption | list[PaymentOption], exc: Exception) -> Exception:
+    """A route whose options the SDK cannot turn into requirements: a server fault."""
+    from .failures import SERVER_MISCONFIGURED, PaymentFailure
+    from .readiness import MISCONFIGURED_MESSAGE
+
+    listed = options if isinstance(options, list) else [options]
+    offered = ", ".join(f"{o.scheme} on {o.network}" for o in listed)
+    logger.error(
+        "x402: cannot offer %s: %s (does the facilitator support each scheme and network?)",
+        offered,
+        exc,
+    )
+    from django.conf import settings
+
+    detail = f"cannot offer {offered}: {exc}" if settings.DEBUG else MISCONFIGURED_MESSAGE
+    return PaymentFailure(SERVER_MISCONFIGURED, detail)
+
+
+def _payment_option(offer: ResolvedOption) -> PaymentOption:
+    """One offer as the SDK's route option."""
+    option = offer.option
+    price: str | AssetAmount
+    if option.price is not None:
+        price = option.price
+    else:
+        assert option.amount is not None and option.asset is not None
+        price = AssetAmount(amount=option.amount, asset=option.asset, extra=dict(option.extra))
+    return PaymentOption(
+        scheme=option.scheme,
+        pay_to=offer.pay_to,
+        price=price,
+        network=offer.network,
+        extra=dict(option.extra) or None,
+    )
 
 
 # Built from AIXYZ_X402; the default replay guard lives in the session store's backend.

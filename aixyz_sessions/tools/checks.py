@@ -12,13 +12,14 @@ from typing import Any
 from django.core import checks
 
 from ..payments.checks import add_price_source
+from ..payments.decorators import PaidSpec
 from .registry import registry
 
 
-def _tool_prices() -> Iterator[tuple[str, str]]:
+def _tool_prices() -> Iterator[tuple[str, PaidSpec]]:
     for item in registry:
         if item.paid_spec is not None and item.paid_spec.charges:
-            yield f"the tool {item.name!r}", item.paid_spec.price
+            yield f"the tool {item.name!r}", item.paid_spec
 
 
 add_price_source(_tool_prices)

@@ -23,7 +23,8 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..payments.conf import X402ConfigError
-from ..payments.decorators import PaidSpec, check_price
+from ..payments.decorators import PaidSpec, check_price, priced_spec
+from ..payments.options import PriceOption, parse_accepts
 from ..payments.sign_in import SignInPolicy, check_sign_in
 
 __all__ = ["Tool", "ToolArgumentsError", "ToolError", "ToolRegistry", "registry", "tool"]
@@ -67,21 +68,28 @@ class Tool:
     input_schema: dict[str, Any] = field(default_factory=dict)
     _model: type[BaseModel] | None = field(default=None, repr=False, compare=False)
     sign_in: SignInPolicy | None = None
+    #: Several payment options (see :mod:`~aixyz_sessions.payments.options`).
+    accepts: tuple[PriceOption, ...] = ()
+    #: A metered price: the most one call costs (x402 ``upto``; the tool calls ``charge()``).
+    upto: str | None = None
     paid_spec: PaidSpec | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         what = f"tool {self.name!r}"
         sign_in = check_sign_in(self.sign_in, what=what)
         spec = None
-        if self.price is not None:
+        if self.price is not None or self.upto is not None or self.accepts:
             if sign_in == "required":
                 raise X402ConfigError(
                     f'{what}: sign_in="required" takes no payment, so it has no price',
                     id="aixyz_sessions.E108",
                     hint='Drop the price, or use sign_in="after_payment".',
                 )
-            spec = PaidSpec(
-                price=check_price(self.price, what=what),
+            spec = priced_spec(
+                what,
+                price=self.price,
+                upto=self.upto,
+                accepts=self.accepts or None,
                 description=self.description or None,
                 sign_in=sign_in,
                 resource=f"tool:{self.name}",
@@ -108,6 +116,11 @@ class Tool:
         return self.paid_spec is not None and self.paid_spec.charges
 
     @property
+    def price_label(self) -> str | None:
+        """What a call costs, in words (``"$0.01"``, ``"up to $0.05"``); ``None`` when free."""
+        return self.paid_spec.label if self.paid else None  # type: ignore[union-attr]
+
+    @property
     def gated(self) -> bool:
         """Whether a call needs a payment or a sign-in (a proven payer)."""
         return self.paid_spec is not None
@@ -118,7 +131,7 @@ class Tool:
             "name": self.name,
             "description": self.description,
             "input_schema": self.input_schema,
-            "price": self.price,
+            "price": self.price_label,
         }
         if self.sign_in is not None:
             described["sign_in"] = self.sign_in
@@ -236,12 +249,17 @@ def tool(
     price: str | None = None,
     input_schema: dict[str, Any] | None = None,
     sign_in: SignInPolicy | None = None,
+    accepts: list[dict[str, Any]] | None = None,
+    upto: str | None = None,
     registry: ToolRegistry = registry,
 ) -> Any:
     """Register an async function as an agent tool.
 
     ``name`` defaults to the function name, ``description`` to its docstring;
     ``price`` (for example ``"$0.01"``) makes the tool paid through x402;
+    ``upto="$0.05"`` makes it metered (the tool reports what a call used with
+    :func:`~aixyz_sessions.payments.charge`), ``accepts=[...]`` offers
+    several options (networks, assets; see :func:`~aixyz_sessions.payments.paid`);
     ``input_schema`` replaces the schema derived from the type hints (then the
     function receives the validated JSON object's items as keyword arguments).
     ``sign_in`` lets returning payers in with a wallet signature instead of a
@@ -258,7 +276,10 @@ def tool(
             raise ValueError(
                 f"tool name {tool_name!r} must be 1-64 characters of letters, digits, '_', '-', '.'"
             )
-        checked_price = None if price is None else check_price(price, what=f"@tool {tool_name!r}")
+        what = f"@tool {tool_name!r}"
+        checked_price = None if price is None else check_price(price, what=what)
+        checked_upto = None if upto is None else check_price(upto, what=what)
+        options = () if accepts is None else parse_accepts(accepts, what=what)
         text = description or inspect.getdoc(fn) or ""
         if input_schema is not None:
             jsonschema.Draft202012Validator.check_schema(input_schema)
@@ -276,6 +297,8 @@ def tool(
                 input_schema=schema,
                 _model=model,
                 sign_in=sign_in,
+                accepts=options,
+                upto=checked_upto,
             )
         )
         return fn

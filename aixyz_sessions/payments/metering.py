@@ -1,0 +1,138 @@
+"""``charge()``: what a metered call (x402 ``upto``) used, reported by the call itself.
+
+An ``upto`` payment authorizes a maximum; the call settles only what it
+reports with :func:`charge`, once its work succeeded::
+
+    @paid(upto="$0.05")
+    async def summarize(request):
+        text = ...
+        charge(f"${len(text) / 100_000:.6f}")   # dollars, or an int of atomic units
+        return JsonResponse({"summary": text})
+
+Rules (the x402 ``upto`` scheme's, kept on every transport by
+:class:`~aixyz_sessions.payments.paid_call.PaidCall`):
+
+* the last ``charge()`` of the call is what settles; a call that never calls
+  it settles the maximum; ``charge(0)`` settles nothing (no transfer) while
+  the call's session writes still take effect;
+* above the authorized maximum is :class:`ChargeError` (a ``ValueError``),
+  raised in the call, and the amount charged before it stands;
+* dollars (``"$0.012"``, a ``Decimal`` or a ``float``) are converted with
+  the paid asset's decimals, rounded down to whole atomic units; an ``int``
+  is atomic units of that asset;
+* in an ``exact`` payment the price is fixed: ``charge()`` only checks the
+  amount against it;
+* outside a paid call (a sign-in, a free call, a unit test calling the
+  function) nothing is charged and ``charge()`` returns 0; after the call's
+  answer left (a streamed body) it is :class:`ChargeError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from .options import to_atomic
+
+__all__ = ["ChargeError", "Meter", "charge", "metering"]
+
+
+class ChargeError(ValueError):
+    """A charge the call cannot make: above what the payer authorized, or too late."""
+
+
+@dataclass
+class Meter:
+    """One paid call's payment as :func:`charge` sees it (atomic units of ``asset``)."""
+
+    scheme: str
+    maximum: int
+    decimals: int | None
+    asset: str = ""
+    network: str = ""
+    charged: int | None = None
+    closed: bool = False
+
+    @property
+    def metered(self) -> bool:
+        """Whether the call settles what it charged (``upto``)."""
+        return self.scheme == "upto"
+
+    def atomic(self, amount: object) -> int:
+        """``amount`` in atomic units; ``TypeError``/``ValueError`` when it is not an amount."""
+        if isinstance(amount, bool) or not isinstance(amount, int | str | Decimal | float):
+            raise TypeError(
+                f"charge() takes dollars ('$0.01') or atomic units (int), got {amount!r}"
+            )
+        if isinstance(amount, int):
+            units = amount
+        else:
+            try:
+                dollars = Decimal(
+                    amount.strip().removeprefix("$") if isinstance(amount, str) else str(amount)
+                )
+            except InvalidOperation:
+                raise ValueError(f"charge(): {amount!r} is not a dollar amount") from None
+            if not dollars.is_finite():
+                raise ValueError(f"charge(): {amount!r} is not a dollar amount")
+            if self.decimals is None:
+                raise ChargeError(
+                    f"charge(): the decimals of {self.asset} are not known, so dollars "
+                    "cannot be converted; charge an int of atomic units"
+                )
+            units = to_atomic(dollars, self.decimals) if dollars >= 0 else -1
+        if units < 0:
+            raise ValueError(f"charge(): the amount must not be negative, got {amount!r}")
+        return units
+
+    def charge(self, amount: object) -> int:
+        """Set what the call costs (see the module); returns it in atomic units."""
+        units = self.atomic(amount)
+        if self.closed:
+            raise ChargeError("charge(): this call's payment is already settled")
+        if units > self.maximum:
+            raise ChargeError(
+                f"charge(): {amount!r} ({units} atomic units) is above the {self.maximum} "
+                "the payer authorized for this call"
+            )
+        self.charged = units
+        return units
+
+    def settlement_overrides(self) -> dict[str, str] | None:
+        """What the SDK settles instead of the maximum (``None``: the maximum)."""
+        if not self.metered or self.charged is None:
+            return None
+        return {"amount": str(self.charged)}
+
+
+_meter: ContextVar[Meter | None] = ContextVar("aixyz_x402_meter", default=None)
+
+
+@contextmanager
+def metering(meter: Meter | None) -> Iterator[Meter | None]:
+    """Make ``meter`` the one :func:`charge` reports to, in this block."""
+    token = _meter.set(meter)
+    try:
+        yield meter
+    finally:
+        _meter.reset(token)
+
+
+def charge(amount: str | int | Decimal | float) -> int:
+    """Report what this paid call used; the ``upto`` payment settles that much.
+
+    ``"$0.012"`` (dollars of the paid asset) or an ``int`` of atomic units.
+    Returns the amount in atomic units (0 outside a paid call). Raises
+    :class:`ChargeError` above the authorized maximum; see the module.
+    """
+    meter = _meter.get()
+    if meter is None:
+        if isinstance(amount, bool) or not isinstance(amount, int | str | Decimal | float):
+            raise TypeError(
+                f"charge() takes dollars ('$0.01') or atomic units (int), got {amount!r}"
+            )
+        return 0
+    return meter.charge(amount)
