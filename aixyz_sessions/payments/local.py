@@ -1,22 +1,42 @@
-"""``LocalFacilitator``: the SDK's own exact-EVM facilitator over an in-memory ledger.
+"""``LocalFacilitator``: the SDK's own EVM facilitator schemes over an in-memory ledger.
 
 For development and tests. Nothing leaves the process and NO MONEY MOVES.
 Verification is the real thing: the ``x402`` SDK's ``x402FacilitatorSync``
-with its exact-EVM scheme checks the EIP-712 signature (public-key recovery),
-amount, recipient, network, asset and validity window, exactly as a hosted
-facilitator does. Only the chain is replaced, by :class:`LocalLedger`, a
-stand-in for the SDK's ``FacilitatorEvmSigner``:
+with its ``exact`` and ``upto`` EVM schemes checks the EIP-712 signature
+(public-key recovery), amount, recipient, facilitator, network, asset and
+validity window, exactly as a hosted facilitator does. Only the chain is
+replaced, by :class:`LocalLedger`, a stand-in for the SDK's
+``FacilitatorEvmSigner``:
 
 * every payer's balance, and its Permit2 allowance, is always sufficient;
-* the token contracts of the SDK's default assets "exist" (have code), every
-  other address is a plain account (EOA signatures only, no smart wallets);
+* the token contracts of the SDK's default assets "exist" (have code) on every
+  chain, every other address is a plain account (EOA signatures only, no smart
+  wallets);
+* every EVM network the SDK has a default asset for is served, each on its own
+  chain: the ledger keeps its nonce state and receipts per chain id (from the
+  CAIP-2 network), so one nonce on two chains is two authorizations, as on
+  real chains. Each network's schemes get a view of the ledger for their chain
+  (:meth:`LocalLedger.for_chain`); all views share one state, one lock and one
+  ``fail_settlements`` switch;
 * settling records the authorization's nonce, so a settled payment never
   verifies or settles again (EIP-3009's ``authorization is used``; for
   Permit2, whose SDK verification reads no nonce state, this facilitator
   refuses a used ``(owner, nonce)`` before the SDK's checks, as the Permit2
-  contract would revert);
-* both exact-EVM branches settle: EIP-3009 ``transferWithAuthorization`` on
-  the token, and Permit2 through the x402 Permit2 proxy's ``settle``;
+  contract would revert). Both x402 Permit2 proxies spend the one Permit2
+  nonce of an owner on a chain, as on chain;
+* three settlements: ``exact`` by EIP-3009 ``transferWithAuthorization`` on the
+  token or by the x402 exact Permit2 proxy's ``settle`` (the signed amount),
+  and ``upto`` by the x402 upto Permit2 proxy's ``settle``, which moves the
+  amount the server settles, at most the signed maximum. The ledger reverts
+  there as the proxy would: ``AmountExceedsPermitted()`` above the maximum,
+  ``UnauthorizedFacilitator()`` when the witness names another facilitator
+  than the ledger's, ``InvalidNonce()`` for a spent nonce. The SDK settles an
+  ``upto`` amount of 0 without any transaction: nothing is recorded, and the
+  nonce stays unspent (as on chain);
+* ``ledger.transfers`` lists what each settlement would have moved (chain,
+  token, payer, recipient, atomic amount, transaction), and
+  ``ledger.settled_amount(payer=..., pay_to=...)`` sums it, so a test can see
+  that an ``upto`` call charged what it used, not what it authorized;
 * ``ledger.fail_settlements = "reason"`` makes settlement fail (for tests).
 
 A paid call verifies and then settles the same payload, and the SDK's settle
@@ -34,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import logging
 import secrets
@@ -41,28 +62,43 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from eth_utils.address import to_checksum_address
 from x402 import x402FacilitatorSync
 from x402.mechanisms.evm import verify as sdk_verify
-from x402.mechanisms.evm.constants import PERMIT2_ADDRESS, X402_EXACT_PERMIT2_PROXY_ADDRESS
+from x402.mechanisms.evm.constants import (
+    PERMIT2_ADDRESS,
+    X402_EXACT_PERMIT2_PROXY_ADDRESS,
+    X402_UPTO_PERMIT2_PROXY_ADDRESS,
+)
 from x402.mechanisms.evm.default_assets import DEFAULT_ASSETS
 from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
 from x402.mechanisms.evm.types import TransactionReceipt
+from x402.mechanisms.evm.upto import UptoEvmFacilitatorScheme
+from x402.mechanisms.evm.utils import get_evm_chain_id
 from x402.schemas import (
     PaymentPayload,
     PaymentPayloadV1,
     PaymentRequirements,
     PaymentRequirementsV1,
+    SchemeNotFoundError,
     SettleResponse,
+    SupportedKind,
     SupportedResponse,
     VerifyResponse,
 )
 
 from ..lazy import Lazy
 
-__all__ = ["LocalFacilitator", "LocalLedger", "RecoveryMemo", "get_local_facilitator"]
+__all__ = [
+    "LocalFacilitator",
+    "LocalLedger",
+    "RecoveryMemo",
+    "Transfer",
+    "get_local_facilitator",
+]
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -71,6 +107,9 @@ _TRANSFER = "transferWithAuthorization"
 _USED = "FiatTokenV2: authorization is used or canceled"
 _PERMIT2_SETTLE = "settle"
 _PERMIT2_USED = "InvalidNonce()"
+# The x402 upto Permit2 proxy's own reverts (the names the SDK's settle error mapping knows).
+_UPTO_ABOVE_PERMITTED = "AmountExceedsPermitted()"
+_UPTO_NOT_FACILITATOR = "UnauthorizedFacilitator()"
 #: Default bound of a facilitator's :class:`RecoveryMemo` (entries of ~0.3 KB).
 RECOVERY_CACHE_SIZE = 4096
 _warned = False
@@ -149,9 +188,9 @@ class RecoveryMemo:
 
 
 # The SDK recovers EOA signers in one function, ``verify_eoa_signature`` in
-# ``x402.mechanisms.evm.verify``, which both exact-EVM branches reach through
-# that module's globals (EIP-3009: ``verify_universal_signature``; Permit2:
-# ``verify_typed_data_strict``). Neither the scheme nor the signer protocol
+# ``x402.mechanisms.evm.verify``, which both exact-EVM branches and upto reach
+# through that module's globals (EIP-3009: ``verify_universal_signature``;
+# exact and upto Permit2: ``verify_typed_data_strict``). Neither the scheme nor the signer protocol
 # offers a hook there: the signer is asked only for ``get_code(payer)``, with
 # no digest or signature. So that one module attribute is replaced, once, by a
 # pass-through that consults a memo only while a LocalFacilitator runs the SDK
@@ -186,62 +225,208 @@ def _install_recovery_hook() -> None:
         sdk_verify.verify_eoa_signature = verify_eoa_signature
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """What one settlement moved, as the token's ``Transfer`` event would record it.
+
+    ``amount`` is in the token's atomic units: for EIP-3009 and exact Permit2
+    the signed amount, for ``upto`` the amount the server settled (at most the
+    signed maximum). Addresses are checksummed.
+    """
+
+    chain_id: int
+    token: str
+    payer: str
+    pay_to: str
+    amount: int
+    tx: str
+
+    @property
+    def network(self) -> str:
+        """The CAIP-2 network of :attr:`chain_id` (``eip155:<chain id>``)."""
+        return f"eip155:{self.chain_id}"
+
+
+#: ``(chain id, contract, owner, nonce)``: the contract is the token (EIP-3009) or
+#: Permit2, whose nonces both x402 proxies spend.
+_NonceKey = tuple[int, str, str, str]
+
+
+class _Settlement(NamedTuple):
+    """A transfer call, parsed: the nonce it spends, its revert when spent, what it moves."""
+
+    key: _NonceKey
+    used: str
+    token: str
+    payer: str
+    pay_to: str
+    amount: int
+
+
+class _LedgerState:
+    """The one state every chain view of a :class:`LocalLedger` shares, and its lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fail_settlements: str | None = None
+        self.used: set[_NonceKey] = set()
+        self.receipts: dict[tuple[int, str], TransactionReceipt] = {}
+        self.transfers: list[Transfer] = []
+
+
+def _nonce_hex(nonce: object) -> str:
+    """An EIP-3009 nonce (``bytes32`` or hex text) as bare lower-case hex."""
+    text = nonce.hex() if isinstance(nonce, bytes | bytearray) else str(nonce)
+    return text.lower().removeprefix("0x")
+
+
+def _same_address(one: object, other: str) -> bool:
+    return str(one).lower() == other.lower()
+
+
+_CONTRACTS = frozenset(
+    entry["asset"].lower() for entries in DEFAULT_ASSETS.values() for entry in entries
+)
+
+
 class LocalLedger:
     """In-memory stand-in for the SDK's ``FacilitatorEvmSigner`` (no chain, no network).
 
-    Thread-safe: the used-nonce set and the receipts sit behind one lock.
+    A ledger signs for ``chain_id``; :meth:`for_chain` gives the signer of any
+    other chain, a view sharing this ledger's state: the used nonces, receipts
+    and transfers of every chain (each keyed by its chain id), one lock and one
+    ``fail_settlements`` switch. The queries (:meth:`is_used`,
+    :meth:`is_permit2_nonce_used`) default to the ledger's own chain; the
+    totals (:attr:`settled_count`, :attr:`transfers`, :meth:`settled_amount`)
+    cover every chain unless asked for one.
+
+    Thread-safe: all state sits behind the one lock.
     """
 
     def __init__(self, *, chain_id: int = 84532) -> None:
         self.chain_id = chain_id
-        #: When set, settlement fails with this revert message.
-        self.fail_settlements: str | None = None
-        self._lock = threading.Lock()
-        self._used: set[tuple[str, str, str]] = set()
-        self._receipts: dict[str, TransactionReceipt] = {}
-        self._contracts = {
-            entry["asset"].lower() for entries in DEFAULT_ASSETS.values() for entry in entries
-        }
+        #: The address this facilitator "sends" from: the ``upto`` witness must name it.
+        self.facilitator_address = FACILITATOR_ADDRESS
+        self._state = _LedgerState()
+
+    def for_chain(self, chain_id: int) -> LocalLedger:
+        """This ledger as the signer of ``chain_id`` (same state, lock and switch)."""
+        if chain_id == self.chain_id:
+            return self
+        view = copy.copy(self)  # shares ``_state``
+        view.chain_id = chain_id
+        return view
+
+    @property
+    def fail_settlements(self) -> str | None:
+        """When set, settlement fails with this revert message, on every chain."""
+        return self._state.fail_settlements
+
+    @fail_settlements.setter
+    def fail_settlements(self, reason: str | None) -> None:
+        self._state.fail_settlements = reason
 
     @property
     def settled_count(self) -> int:
-        """How many authorizations have been settled."""
-        with self._lock:
-            return len(self._used)
+        """How many authorizations have been settled (nonces spent), on every chain."""
+        with self._state.lock:
+            return len(self._state.used)
 
-    @staticmethod
-    def _key(token: str, args: tuple[Any, ...]) -> tuple[str, str, str]:
-        nonce = args[5]
-        nonce_hex = nonce.hex() if isinstance(nonce, bytes | bytearray) else str(nonce)
-        return token.lower(), str(args[0]).lower(), nonce_hex.lower().removeprefix("0x")
+    @property
+    def transfers(self) -> list[Transfer]:
+        """Every settled transfer, oldest first, on every chain (a copy)."""
+        with self._state.lock:
+            return list(self._state.transfers)
 
-    @staticmethod
-    def _permit2_key(owner: str, nonce: int | str) -> tuple[str, str, str]:
-        return PERMIT2_ADDRESS.lower(), owner.lower(), str(int(nonce))
+    def settled_amount(
+        self,
+        payer: str | None = None,
+        pay_to: str | None = None,
+        *,
+        token: str | None = None,
+        chain_id: int | None = None,
+    ) -> int:
+        """Atomic units moved by the transfers matching every filter given (any address case)."""
+        return sum(
+            transfer.amount
+            for transfer in self.transfers
+            if (payer is None or _same_address(transfer.payer, payer))
+            and (pay_to is None or _same_address(transfer.pay_to, pay_to))
+            and (token is None or _same_address(transfer.token, token))
+            and (chain_id is None or transfer.chain_id == chain_id)
+        )
 
-    def is_used(self, token: str, payer: str, nonce: str) -> bool:
-        """Whether ``payer``'s authorization ``nonce`` on ``token`` has been settled."""
-        with self._lock:
-            return (token.lower(), payer.lower(), nonce.lower().removeprefix("0x")) in self._used
+    def _chain(self, chain_id: int | None) -> int:
+        return self.chain_id if chain_id is None else chain_id
 
-    def is_permit2_nonce_used(self, owner: str, nonce: int | str) -> bool:
+    def _permit2_key(
+        self, owner: object, nonce: int | str, chain_id: int | None = None
+    ) -> _NonceKey:
+        return self._chain(chain_id), PERMIT2_ADDRESS.lower(), str(owner).lower(), str(int(nonce))
+
+    def is_used(self, token: str, payer: str, nonce: str, *, chain_id: int | None = None) -> bool:
+        """Whether ``payer``'s EIP-3009 ``nonce`` on ``token`` has been settled (on this chain)."""
+        key = (self._chain(chain_id), token.lower(), payer.lower(), _nonce_hex(nonce))
+        with self._state.lock:
+            return key in self._state.used
+
+    def is_permit2_nonce_used(
+        self, owner: str, nonce: int | str, *, chain_id: int | None = None
+    ) -> bool:
         """Whether ``owner``'s Permit2 ``nonce`` has been spent (the contract's nonce bitmap)."""
-        with self._lock:
-            return self._permit2_key(owner, nonce) in self._used
+        key = self._permit2_key(owner, nonce, chain_id)
+        with self._state.lock:
+            return key in self._state.used
+
+    # The contracts' transfer calls ---------------------------------------------------
+
+    def _settlement(self, address: str, function_name: str, args: tuple[Any, ...]) -> _Settlement:
+        """Parse a transfer call as the SDK makes it, reverting as the contract would up front.
+
+        * ``transferWithAuthorization(from, to, value, validAfter, validBefore,
+          nonce, ...)`` on a token (EIP-3009);
+        * ``settle(permit, owner, witness(to, validAfter), signature)`` on the
+          x402 exact Permit2 proxy, ``permit`` being ``((token, amount), nonce,
+          deadline)``: the signed amount moves;
+        * ``settle(permit, amount, owner, witness(to, facilitator, validAfter),
+          signature)`` on the x402 upto Permit2 proxy: ``amount`` moves, if it
+          is at most the permitted one and this ledger is the witness's facilitator.
+        """
+        exact = _same_address(address, X402_EXACT_PERMIT2_PROXY_ADDRESS)
+        upto = _same_address(address, X402_UPTO_PERMIT2_PROXY_ADDRESS)
+        if function_name == _TRANSFER and not (exact or upto):
+            payer, pay_to, value, nonce = args[0], args[1], args[2], args[5]
+            key = (self.chain_id, address.lower(), str(payer).lower(), _nonce_hex(nonce))
+            return _Settlement(key, _USED, address, str(payer), str(pay_to), int(value))
+        if function_name == _PERMIT2_SETTLE and exact:
+            permit, owner, witness = args[0], args[1], args[2]
+            (token, permitted), nonce = permit[0], permit[1]
+            key = self._permit2_key(owner, nonce)
+            return _Settlement(key, _PERMIT2_USED, token, str(owner), witness[0], int(permitted))
+        if function_name == _PERMIT2_SETTLE and upto:
+            permit, amount, owner, witness = args[0], int(args[1]), args[2], args[3]
+            (token, permitted), nonce = permit[0], permit[1]
+            if amount > int(permitted):
+                raise RuntimeError(f"execution reverted: {_UPTO_ABOVE_PERMITTED}")
+            if not _same_address(witness[1], self.facilitator_address):
+                raise RuntimeError(f"execution reverted: {_UPTO_NOT_FACILITATOR}")
+            key = self._permit2_key(owner, nonce)
+            return _Settlement(key, _PERMIT2_USED, token, str(owner), witness[0], amount)
+        raise NotImplementedError(f"LocalLedger cannot call {function_name}() on {address}")
 
     # FacilitatorEvmSigner ------------------------------------------------------------
 
     def get_addresses(self) -> list[str]:
         """The (fictitious) facilitator address."""
-        return [FACILITATOR_ADDRESS]
+        return [self.facilitator_address]
 
     def get_chain_id(self) -> int:
-        """The chain id this ledger pretends to be on."""
+        """The chain id this view of the ledger signs for."""
         return self.chain_id
 
     def get_code(self, address: str) -> bytes:
         """Known token contracts have code; everything else is an EOA."""
-        return b"\x60\x80" if address.lower() in self._contracts else b""
+        return b"\x60\x80" if address.lower() in _CONTRACTS else b""
 
     def get_balance(self, address: str, token_address: str) -> int:
         """Always enough."""
@@ -250,18 +435,21 @@ class LocalLedger:
     def read_contract(
         self, address: str, abi: list[dict[str, Any]], function_name: str, *args: Any
     ) -> Any:
-        """Answer the reads the exact-EVM scheme makes (simulation, balance, nonce state)."""
-        if function_name == _TRANSFER:
-            with self._lock:
-                if self._key(address, args) in self._used:
-                    raise RuntimeError(f"execution reverted: {_USED}")
+        """Answer the reads the schemes make (simulations, balance, allowance, nonce state).
+
+        A simulated transfer reverts as the real one would, but for
+        ``fail_settlements``, which stands for a failure of the sent transaction.
+        """
+        if function_name in (_TRANSFER, _PERMIT2_SETTLE):
+            settlement = self._settlement(address, function_name, args)
+            with self._state.lock:
+                if settlement.key in self._state.used:
+                    raise RuntimeError(f"execution reverted: {settlement.used}")
             return None
         if function_name in ("balanceOf", "allowance"):
             return 10**30
         if function_name == "authorizationState":
-            nonce = args[1]
-            nonce_hex = nonce.hex() if isinstance(nonce, bytes | bytearray) else str(nonce)
-            return self.is_used(address, str(args[0]), nonce_hex)
+            return self.is_used(address, str(args[0]), _nonce_hex(args[1]))
         raise NotImplementedError(f"LocalLedger cannot read {function_name}()")
 
     def verify_typed_data(
@@ -284,28 +472,32 @@ class LocalLedger:
         *args: Any,
         data_suffix: str | None = None,
     ) -> str:
-        """ "Execute" a transfer: record its nonce, return a fake tx hash.
+        """ "Execute" a transfer: spend its nonce, record its :class:`Transfer`, return a tx hash.
 
-        ``transferWithAuthorization`` on a token (EIP-3009), or ``settle`` on
-        the x402 Permit2 proxy (``permit``, ``owner``, ``witness``, ``signature``).
+        The calls are those :meth:`_settlement` parses; they revert as there,
+        with ``fail_settlements``, or when the nonce is spent on this chain.
         """
-        permit2 = address.lower() == X402_EXACT_PERMIT2_PROXY_ADDRESS.lower()
-        if permit2 and function_name == _PERMIT2_SETTLE:
-            permit, owner = args[0], args[1]
-            key, used = self._permit2_key(str(owner), permit[1]), _PERMIT2_USED
-        elif function_name == _TRANSFER and not permit2:
-            key, used = self._key(address, args), _USED
-        else:
-            raise NotImplementedError(f"LocalLedger cannot call {function_name}() on {address}")
-        with self._lock:
-            if self.fail_settlements is not None:
-                raise RuntimeError(f"execution reverted: {self.fail_settlements}")
-            if key in self._used:
-                raise RuntimeError(f"execution reverted: {used}")
-            self._used.add(key)
+        settlement = self._settlement(address, function_name, args)
+        state = self._state
+        with state.lock:
+            if state.fail_settlements is not None:
+                raise RuntimeError(f"execution reverted: {state.fail_settlements}")
+            if settlement.key in state.used:
+                raise RuntimeError(f"execution reverted: {settlement.used}")
+            state.used.add(settlement.key)
             tx_hash = "0x" + secrets.token_hex(32)
-            self._receipts[tx_hash] = TransactionReceipt(
-                status=1, block_number=len(self._used), tx_hash=tx_hash, logs=None
+            state.receipts[(self.chain_id, tx_hash)] = TransactionReceipt(
+                status=1, block_number=len(state.receipts) + 1, tx_hash=tx_hash, logs=None
+            )
+            state.transfers.append(
+                Transfer(
+                    chain_id=self.chain_id,
+                    token=to_checksum_address(settlement.token),
+                    payer=to_checksum_address(settlement.payer),
+                    pay_to=to_checksum_address(settlement.pay_to),
+                    amount=settlement.amount,
+                    tx=tx_hash,
+                )
             )
         return tx_hash
 
@@ -314,9 +506,9 @@ class LocalLedger:
         raise NotImplementedError("LocalLedger does not deploy smart wallets")
 
     def wait_for_transaction_receipt(self, tx_hash: str) -> TransactionReceipt:
-        """The receipt recorded by :meth:`write_contract`."""
-        with self._lock:
-            return self._receipts[tx_hash]
+        """The receipt :meth:`write_contract` recorded on this chain."""
+        with self._state.lock:
+            return self._state.receipts[(self.chain_id, tx_hash)]
 
 
 class LocalFacilitator:
@@ -327,6 +519,13 @@ class LocalFacilitator:
     SDK's checks run in a worker thread (signature recovery is CPU work). A
     payload the SDK cannot even parse comes back as an invalid verification,
     as a hosted facilitator would answer, never as an exception.
+
+    Every EVM network the SDK has a default asset for (:attr:`networks`) is
+    served with the SDK's ``exact`` and ``upto`` facilitator schemes, over the
+    ledger's view of that network's chain. Each network has its own SDK
+    facilitator, and a payment goes to its payload's network's: the SDK routes
+    by CAIP family (``eip155:*``), so within one SDK facilitator the first
+    scheme registered would serve every chain.
 
     ``recoveries`` memoizes the signature recovery (``recovery_cache_size``
     entries, ``0`` for none), so settling a payload this facilitator verified
@@ -343,9 +542,22 @@ class LocalFacilitator:
         self.ledger = ledger or LocalLedger()
         self.recoveries = RecoveryMemo(recovery_cache_size)
         self.networks = sorted(n for n in DEFAULT_ASSETS if n.startswith("eip155:"))
-        self._facilitator = x402FacilitatorSync()
-        self._facilitator.register(self.networks, ExactEvmFacilitatorScheme(signer=self.ledger))
+        self._facilitators: dict[str, x402FacilitatorSync] = {}
+        for network in self.networks:
+            signer = self.ledger.for_chain(get_evm_chain_id(network))
+            facilitator = x402FacilitatorSync()
+            facilitator.register([network], ExactEvmFacilitatorScheme(signer=signer))
+            facilitator.register([network], UptoEvmFacilitatorScheme(signer=signer))
+            self._facilitators[network] = facilitator
         _install_recovery_hook()
+
+    def _facilitator_for(self, payload: PaymentPayload | PaymentPayloadV1) -> x402FacilitatorSync:
+        """The SDK facilitator of the payload's network (the SDK's error when none serves it)."""
+        network = str(payload.get_network())
+        facilitator = self._facilitators.get(network)
+        if facilitator is None:
+            raise SchemeNotFoundError(str(payload.get_scheme()), network)
+        return facilitator
 
     @contextmanager
     def _memoized(self) -> Iterator[None]:
@@ -364,25 +576,33 @@ class LocalFacilitator:
     ) -> VerifyResponse:
         """Run the SDK's verification (blocking; CPU only)."""
         try:
+            facilitator = self._facilitator_for(payload)
             used = self._used_permit2(payload)
             if used is not None:
                 return used
             with self._memoized():
-                return self._facilitator.verify(payload, requirements)
+                return facilitator.verify(payload, requirements)
         except Exception as exc:
             return VerifyResponse(
                 is_valid=False, invalid_reason="invalid_payload", invalid_message=str(exc)
             )
 
     def _used_permit2(self, payload: PaymentPayload | PaymentPayloadV1) -> VerifyResponse | None:
-        """An invalid verification for a Permit2 payload whose nonce is spent, else ``None``."""
+        """An invalid verification for a Permit2 payload whose nonce is spent, else ``None``.
+
+        Both ``exact`` and ``upto`` Permit2 payloads carry ``permit2Authorization``
+        (``from``, ``nonce``); the nonce is looked up on the payload's network's chain.
+        """
         inner = payload.payload if isinstance(payload, PaymentPayload) else None
         auth = (inner or {}).get("permit2Authorization")
         if not isinstance(auth, dict):
             return None
         owner, nonce = str(auth.get("from", "")), auth.get("nonce")
+        if not isinstance(nonce, int | str):
+            return None  # malformed: the SDK's own checks refuse it
         try:
-            used = self.ledger.is_permit2_nonce_used(owner, nonce)  # type: ignore[arg-type]
+            chain_id = get_evm_chain_id(str(payload.get_network()))
+            used = self.ledger.is_permit2_nonce_used(owner, nonce, chain_id=chain_id)
         except (TypeError, ValueError):
             return None  # malformed: the SDK's own checks refuse it
         if not used:
@@ -401,8 +621,9 @@ class LocalFacilitator:
     ) -> SettleResponse:
         """Run the SDK's settlement against the ledger (blocking; CPU only)."""
         try:
+            facilitator = self._facilitator_for(payload)
             with self._memoized():
-                return self._facilitator.settle(payload, requirements)
+                return facilitator.settle(payload, requirements)
         except Exception as exc:
             return SettleResponse(
                 success=False,
@@ -429,8 +650,21 @@ class LocalFacilitator:
         return await asyncio.to_thread(self.settle_sync, payload, requirements)
 
     def get_supported(self) -> SupportedResponse:
-        """The exact scheme on every EVM network the SDK has a default asset for."""
-        return self._facilitator.get_supported()
+        """``exact`` and ``upto`` on every network of :attr:`networks`.
+
+        The ``upto`` kinds' ``extra`` carries ``facilitatorAddress``, which the
+        SDK's upto server scheme copies into the requirements for the payer's
+        witness to name.
+        """
+        kinds: list[SupportedKind] = []
+        signers: dict[str, list[str]] = {}
+        for facilitator in self._facilitators.values():
+            supported = facilitator.get_supported()
+            kinds.extend(supported.kinds)
+            for family, addresses in supported.signers.items():
+                known = signers.setdefault(family, [])
+                known.extend(a for a in addresses if a not in known)
+        return SupportedResponse(kinds=kinds, extensions=[], signers=signers)
 
 
 _instance: Lazy[LocalFacilitator] = Lazy(LocalFacilitator)

@@ -1,7 +1,8 @@
 """``PayingClient``: a Django test client that pays x402 402s like a real agent.
 
 On a 402 it decodes ``PAYMENT-REQUIRED``, signs an exact-EVM authorization
-with the SDK's ``x402Client`` and its own key, and retries with the payment
+(or an ``upto`` Permit2 one, for a metered price) for the first option it
+offers, with the SDK's ``x402Client`` and its own key, and retries with the payment
 header. ``pay=False`` on a request sends no payment::
 
     client = PayingClient()                  # random key; client.address
@@ -21,6 +22,8 @@ from eth_account.signers.local import LocalAccount
 from x402 import x402Client, x402ClientSync
 from x402.http import x402HTTPClient, x402HTTPClientSync
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.mechanisms.evm.signers import EthAccountSigner
+from x402.mechanisms.evm.upto import UptoEvmClientScheme
 
 __all__ = ["PayingClient", "SyncPayingClient", "sign_in_header"]
 
@@ -107,6 +110,7 @@ class PayingClient(_Payer, AsyncClient):
         self.account = _account(account)
         client = x402Client()
         register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
+        client.register("eip155:*", UptoEvmClientScheme(EthAccountSigner(self.account)))
         #: The SDK's ``x402Client`` signing with this key (``create_payment_payload``).
         self.signer = client
         self.x402 = x402HTTPClient(client)
@@ -210,6 +214,7 @@ class SyncPayingClient(_Payer, Client):
         self.account = _account(account)
         client = x402ClientSync()
         register_exact_evm_client(client, self.account)  # type: ignore[arg-type]
+        client.register("eip155:*", UptoEvmClientScheme(EthAccountSigner(self.account)))
         #: The SDK's ``x402ClientSync`` signing with this key.
         self.signer = client
         self.x402 = x402HTTPClientSync(client)
