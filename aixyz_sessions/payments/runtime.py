@@ -12,6 +12,8 @@ import asyncio
 import inspect
 import logging
 import threading
+from contextvars import ContextVar
+from typing import Any
 
 from django.utils.module_loading import import_string
 from x402 import x402ResourceServer
@@ -21,7 +23,7 @@ from x402.extensions.payment_identifier import (
     payment_identifier_resource_server_extension,
 )
 from x402.http import HTTPRequestContext, PaymentOption, RouteConfig, x402HTTPResourceServer
-from x402.http.types import HTTPResponseInstructions
+from x402.http.types import HTTPProcessResult, HTTPResponseInstructions
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
 from x402.mechanisms.evm.upto.server import UptoEvmScheme as UptoEvmServerScheme
 from x402.schemas import AssetAmount, PaymentRequirements
@@ -74,6 +76,10 @@ def build_replay_guard(path: str | None) -> ReplayGuard:
     return guard
 
 
+#: Where :class:`FixedPriceHTTPServer` puts a failure to build a route's requirements.
+_build_failure: ContextVar[list[Exception] | None] = ContextVar("aixyz_build_failure", default=None)
+
+
 class FixedPriceHTTPServer(x402HTTPResourceServer):
     """The SDK's HTTP resource server for one :class:`PaidSpec`: requirements built once.
 
@@ -88,6 +94,27 @@ class FixedPriceHTTPServer(x402HTTPResourceServer):
 
     _built: list[PaymentRequirements] | None = None
 
+    async def process_http_request(
+        self, context: HTTPRequestContext, paywall_config: Any = None
+    ) -> HTTPProcessResult:
+        """The SDK's answer, or the reason the route's options cannot be offered.
+
+        The SDK turns an exception raised while it builds the requirements into
+        a bare "Failed to process request"; a route whose options the
+        facilitator does not support (``upto`` on a network it lacks, say) is
+        the server's fault, and says so (:class:`PaymentFailure`
+        ``server_misconfigured``, logged with the scheme and network).
+        """
+        slot: list[Exception] = []
+        token = _build_failure.set(slot)
+        try:
+            result = await super().process_http_request(context, paywall_config)
+        finally:
+            _build_failure.reset(token)
+        if slot:
+            raise slot[0]
+        return result
+
     async def _build_payment_requirements_from_options(
         self,
         options: PaymentOption | list[PaymentOption],
@@ -100,7 +127,11 @@ class FixedPriceHTTPServer(x402HTTPResourceServer):
                     options, context, timeout
                 )
             except Exception as exc:  # the facilitator lacks a scheme or network, ...
-                raise _cannot_offer(options, exc) from exc
+                failure = _cannot_offer(options, exc)
+                slot = _build_failure.get()
+                if slot is not None:
+                    slot.append(failure)
+                raise failure from exc
         return list(self._built)
 
 
