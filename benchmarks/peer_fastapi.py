@@ -13,7 +13,12 @@ ledger, so verification costs the same everywhere), each answering
 * theirs: FastAPI with the SDK's ``PaymentMiddlewareASGI`` on ``GET /paid``;
 * SDK flow on Django: the SDK's own middleware sequence ported to Django
   middleware on ``/sdk-paid`` in the same Django app (see the app module): the
-  baseline that tells our flow's cost from Django's.
+  baseline that tells our flow's cost from Django's;
+* ours, upto: the same Django app's ``@paid(upto="$0.01")`` view, which
+  charges $0.004 (an ``upto`` Permit2 authorization of the maximum, settled for
+  less): its paid overhead over ours with ``exact`` is the cost of metering;
+* theirs, upto: the FastAPI app's ``upto`` route, settling $0.004 through the
+  SDK's ``Settlement-Overrides`` header: the peer for the metered row.
 
 Cases, per side: (a) free requests, (b) the 402 challenge (paid endpoint, no
 payment, ``Accept: application/json``), (c) paid requests, each with its own
@@ -69,6 +74,8 @@ from x402 import x402Client
 from x402.http import decode_payment_response_header, x402HTTPClient
 from x402.mechanisms.evm import verify as evm_verify
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.mechanisms.evm.signers import EthAccountSigner
+from x402.mechanisms.evm.upto import UptoEvmClientScheme
 
 from aixyz_sessions.payments.local import LocalFacilitator
 from benchmarks import peer_fastapi_app as apps
@@ -169,7 +176,9 @@ class Side:
         """Pre-sign ``n`` payments against this side's own 402 (one fresh nonce each)."""
         challenge = await self.challenge()
         signer = x402Client()
-        register_exact_evm_client(signer, Account.create())  # type: ignore[arg-type]
+        account = Account.create()
+        register_exact_evm_client(signer, account)  # type: ignore[arg-type]
+        signer.register("eip155:*", UptoEvmClientScheme(EthAccountSigner(account)))
         http_client = x402HTTPClient(signer)
         headers = dict(challenge.headers)
         for _ in range(n):
@@ -193,6 +202,8 @@ class Side:
         settled = decode_payment_response_header(response.headers["payment-response"])
         if not settled.success:
             raise Abort(self.name, "PAYMENT-RESPONSE says the settlement failed", response)
+        if self.path.endswith("-upto") and settled.amount != "4000":
+            raise Abort(self.name, "the metered call did not settle $0.004", response)
         replay = await self.client.get(self.path, headers=payment)
         if replay.status_code != 402:
             raise Abort(self.name, "a replayed payment was not refused", replay)
@@ -229,8 +240,9 @@ class Side:
         return elapsed
 
 
-def make_sides() -> tuple[Side, Side, Side]:
-    """Ours, the SDK's flow ported to the same Django process, and FastAPI with the SDK."""
+def make_sides() -> tuple[Side, ...]:
+    """Ours, the SDK's flow ported to the same Django process, FastAPI with the SDK, and
+    ours again with a metered (``upto``) price on the same Django app."""
     settings.configure(**apps.DJANGO_SETTINGS)
     django.setup()
     django_app = apps.build_django_app()
@@ -254,7 +266,17 @@ def make_sides() -> tuple[Side, Side, Side]:
     )
     theirs = Side("theirs", "theirs (FastAPI)", client(theirs_app), theirs_facilitator)
     assert len({id(s.facilitator) for s in (ours, sdk_on_django, theirs)}) == 3
-    return ours, sdk_on_django, theirs
+    metered = Side(
+        "ours-upto",
+        "ours, upto",
+        client(django_app),
+        apps.django_facilitator(),
+        path="/paid-upto",
+    )
+    theirs_metered = Side(
+        "theirs-upto", "theirs, upto", client(theirs_app), theirs_facilitator, path="/paid-upto"
+    )
+    return ours, sdk_on_django, theirs, metered, theirs_metered
 
 
 # Reporting -----------------------------------------------------------------------------
@@ -307,9 +329,11 @@ def chunks(n: int) -> list[int]:
 
 async def compare(sides: list[Side], rounds: int, counts: dict[str, int]) -> None:
     """Interleaved rounds; per round and in medians, each side's figures and the ratios."""
-    ours, baseline, theirs = sides
+    ours, baseline, theirs = sides[:3]
+    metered = sides[3] if len(sides) > 4 else None
+    theirs_metered = sides[4] if len(sides) > 4 else None
     results: dict[str, list[Figures]] = {side.name: [] for side in sides}
-    ratios: dict[str, list[float]] = {"theirs": [], "baseline": []}
+    ratios: dict[str, list[float]] = {"theirs": [], "baseline": [], "upto": [], "upto-peer": []}
     floors: list[float] = []
     for number in range(1, rounds + 1):
         order = sides[number % len(sides) :] + sides[: number % len(sides)]  # rotate who leads
@@ -328,9 +352,19 @@ async def compare(sides: list[Side], rounds: int, counts: dict[str, int]) -> Non
         mine = round_figures[ours.name].paid_overhead_ms
         ratios["theirs"].append(mine / round_figures[theirs.name].paid_overhead_ms)
         ratios["baseline"].append(mine / round_figures[baseline.name].paid_overhead_ms)
+        if metered is not None and theirs_metered is not None:
+            metered_ms = round_figures[metered.name].paid_overhead_ms
+            ratios["upto"].append(metered_ms / mine)
+            ratios["upto-peer"].append(
+                metered_ms / round_figures[theirs_metered.name].paid_overhead_ms
+            )
         floors.append(await django_402_floor(ours, counts["402"]))
         print(f"round {number} ({leader} first)")
         report(sides, round_figures, ratios["theirs"][-1], ratios["baseline"][-1], floors[-1])
+        if metered is not None:
+            print(f"  paid overhead ratio ours upto/ours exact:      {ratios['upto'][-1]:.3f}")
+            print(f"  paid overhead ratio ours upto/theirs upto:     {ratios['upto-peer'][-1]:.3f}")
+            print()
 
     medians = {side.name: median_figures(results[side.name]) for side in sides}
     print(f"medians over {rounds} rounds (ratios: median of per-round ratios)")
@@ -341,6 +375,15 @@ async def compare(sides: list[Side], rounds: int, counts: dict[str, int]) -> Non
         statistics.median(ratios["baseline"]),
         statistics.median(floors),
     )
+    if metered is not None:
+        print(
+            "  paid overhead ratio ours upto/ours exact:      "
+            f"{statistics.median(ratios['upto']):.3f}"
+        )
+        print(
+            "  paid overhead ratio ours upto/theirs upto:     "
+            f"{statistics.median(ratios['upto-peer']):.3f}"
+        )
     print("  target: ours/theirs <= 1.0 (aim 0.8); 402-free <= 0.2 ms")
     print()
     print(
@@ -471,7 +514,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--paid-requests", type=int, help="paid requests per round (default: 2/3 of --requests)"
     )
-    parser.add_argument("--profile", choices=("ours", "sdk-django", "theirs"))
+    parser.add_argument(
+        "--profile", choices=("ours", "sdk-django", "theirs", "ours-upto", "theirs-upto")
+    )
     args = parser.parse_args()
     if args.paid_requests is None:
         args.paid_requests = max(1, args.requests * 2 // 3)

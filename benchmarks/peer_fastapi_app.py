@@ -3,7 +3,10 @@
 * Django: this module is the URLconf (``ROOT_URLCONF``); ``/free`` is a plain
   async view, ``/paid`` the same view under ``@paid(PRICE)``, gated by
   ``X402Middleware`` with ``AIXYZ_X402["FACILITATOR"] = "local"`` (the
-  process-wide ``LocalFacilitator``) and the default in-memory store.
+  process-wide ``LocalFacilitator``) and the default in-memory store;
+  ``/paid-upto`` the same under ``@paid(upto=PRICE)``, charging
+  ``METERED_CHARGE`` (x402 ``upto``: a Permit2 authorization of the maximum,
+  settled for what the view charged).
 * Django, SDK flow (attribution baseline): ``/sdk-paid``, the same async view
   gated by :class:`SdkFlowMiddleware`, a line-by-line port of what the SDK's
   FastAPI middleware does on a paid request (``process_http_request``, the
@@ -12,6 +15,8 @@
   Django process, so ours minus it is what our own flow costs on Django, and
   it minus FastAPI is what Django itself costs.
 * FastAPI: the x402 SDK's own ``PaymentMiddlewareASGI`` protecting ``GET /paid``
+  and ``GET /paid-upto`` (``upto``, settling ``METERED_CHARGE`` through the
+  SDK's ``Settlement-Overrides`` response header)
   (``/free`` unprotected), over an ``x402ResourceServer`` with the exact-EVM
   scheme for ``eip155:*`` and its own ``LocalFacilitator`` instance.
 
@@ -20,24 +25,28 @@ Both answer ``{"ok": true}``; same network, price and recipient.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import path
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from x402 import x402ResourceServer
 from x402.http import HTTPRequestContext, PaymentOption, RouteConfig, x402HTTPResourceServer
 from x402.http.middleware.fastapi import PaymentMiddlewareASGI
 from x402.http.types import HTTPTransportContext
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
+from x402.mechanisms.evm.upto import UptoEvmServerScheme
 
-from aixyz_sessions.payments import paid
+from aixyz_sessions.payments import charge, paid
 from aixyz_sessions.payments.adapter import DjangoHTTPAdapter
 from aixyz_sessions.payments.local import LocalFacilitator
 
 NETWORK = "eip155:84532"
 PRICE = "$0.01"
+METERED_CHARGE = "$0.004"
 PAY_TO = "0x" + "ab" * 20
 
 DJANGO_SETTINGS: dict[str, Any] = {
@@ -72,9 +81,16 @@ async def paid_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+@paid(upto=PRICE)
+async def metered_view(request: HttpRequest) -> JsonResponse:
+    charge(METERED_CHARGE)  # settles 40% of the authorized maximum
+    return JsonResponse({"ok": True})
+
+
 urlpatterns = [
     path("free", free_view),
     path("paid", paid_view),
+    path("paid-upto", metered_view),
     path("sdk-paid", free_view),  # paid through SdkFlowMiddleware
     path("plain-402", plain_402_view),
 ]
@@ -177,7 +193,12 @@ def build_fastapi_app(facilitator: LocalFacilitator) -> FastAPI:
     """FastAPI with the SDK's payment middleware in front of ``GET /paid``."""
     server = x402ResourceServer(facilitator)  # type: ignore[arg-type]
     server.register("eip155:*", ExactEvmServerScheme())  # type: ignore[no-untyped-call, arg-type]
-    routes = {"GET /paid": RouteConfig(accepts=_option())}
+    server.register("eip155:*", UptoEvmServerScheme())  # type: ignore[no-untyped-call, arg-type]
+    metered = PaymentOption(scheme="upto", pay_to=PAY_TO, price=PRICE, network=NETWORK)
+    routes = {
+        "GET /paid": RouteConfig(accepts=_option()),
+        "GET /paid-upto": RouteConfig(accepts=metered),
+    }
     app = FastAPI()
     app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
 
@@ -188,5 +209,11 @@ def build_fastapi_app(facilitator: LocalFacilitator) -> FastAPI:
     @app.get("/paid")
     async def paid_route() -> dict[str, bool]:
         return {"ok": True}
+
+    @app.get("/paid-upto")
+    async def metered_route() -> JSONResponse:
+        # The SDK's way to settle less than the maximum: a response header it reads.
+        overrides = json.dumps({"amount": METERED_CHARGE})
+        return JSONResponse({"ok": True}, headers={"Settlement-Overrides": overrides})
 
     return app
