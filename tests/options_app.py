@@ -70,6 +70,15 @@ async def metered(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"payer": payer, "refused": refused})
 
 
+@paid(upto=MAXIMUM)
+async def metered_by_header(request: HttpRequest) -> JsonResponse:
+    """Says what it used the SDK's way: a ``Settlement-Overrides`` response header."""
+    amount = json.loads(request.body)["amount"]
+    response = JsonResponse({"ok": True})
+    response["Settlement-Overrides"] = json.dumps({"amount": amount})
+    return response
+
+
 async def metered_tool(key: str, amount: str | None = None) -> dict[str, Any]:
     """Write ``key``; charge ``amount`` (dollars) when given."""
     payer = await _write(key, "by tool")
@@ -101,6 +110,7 @@ def options_tools() -> Iterator[None]:
 urlpatterns = [
     path("two-networks/", two_networks),
     path("metered/", metered),
+    path("metered-header/", metered_by_header),
     path("tools/", include("aixyz_sessions.tools.urls")),
     path("", include("aixyz_sessions.agent.urls")),
 ]

@@ -411,3 +411,20 @@ async def test_a_metered_retry_with_its_payment_identifier_gets_the_answer_settl
     assert settled(again.headers["PAYMENT-RESPONSE"]).amount == "2000"
     assert other.status_code == 409, other.text  # another request under the same id
     assert moved(account.address) == [(84532, 2000)]
+
+
+@pytest.mark.parametrize(
+    ("amount", "settles"), [("$0.003", "3000"), ("25%", "12500"), ("700", "700")]
+)
+async def test_a_view_ported_from_the_sdk_charges_with_its_settlement_overrides_header(
+    base: str, amount: str, settles: str
+) -> None:
+    account = Account.create()
+    async with x402HttpxClient(signer(account), base_url=base, timeout=30) as http:
+        response = await http.post("/metered-header/", json={"amount": amount})
+        over = await http.post("/metered-header/", json={"amount": "$0.06"})
+    assert response.status_code == 200, response.text
+    assert "Settlement-Overrides" not in response.headers  # ours to read, not the client's
+    assert settled(response.headers["PAYMENT-RESPONSE"]).amount == settles
+    assert over.status_code == 500  # above the maximum: the view's bug, nothing settles
+    assert moved(account.address) == [(84532, int(settles))]

@@ -37,7 +37,10 @@ from decimal import Decimal, InvalidOperation
 
 from .options import to_atomic
 
-__all__ = ["ChargeError", "Meter", "charge", "metering"]
+__all__ = ["ChargeError", "Meter", "charge", "charge_override", "metering"]
+
+#: The response header the SDK's own FastAPI/Flask middleware reads for the same purpose.
+SETTLEMENT_OVERRIDES = "Settlement-Overrides"
 
 
 class ChargeError(ValueError):
@@ -119,6 +122,35 @@ def metering(meter: Meter | None) -> Iterator[Meter | None]:
         yield meter
     finally:
         _meter.reset(token)
+
+
+def charge_override(raw: str) -> int:
+    """Charge what a ``Settlement-Overrides`` response header says (the SDK's own form).
+
+    Views ported from the SDK's FastAPI or Flask middleware set
+    ``Settlement-Overrides: {"amount": ...}`` on their response instead of
+    calling :func:`charge`; the amount is atomic units (``"1000"``), dollars
+    (``"$0.001"``) or a percentage of the maximum (``"50%"``). The same rules
+    apply; a header that says none of these is :class:`ChargeError`.
+    """
+    import json
+    import re
+
+    try:
+        amount = json.loads(raw)["amount"]
+    except (ValueError, KeyError, TypeError):
+        raise ChargeError(f'{SETTLEMENT_OVERRIDES} is not {{"amount": ...}}: {raw!r}') from None
+    text = str(amount).strip()
+    meter = _meter.get()
+    percent = re.fullmatch(r"(\d+(?:\.\d{1,2})?)%", text)
+    if percent is not None:
+        maximum = 0 if meter is None else meter.maximum
+        return charge(int(Decimal(percent.group(1)) * maximum / 100))
+    if re.fullmatch(r"\d+", text):
+        return charge(int(text))
+    if text.startswith("$"):
+        return charge(text)
+    raise ChargeError(f"{SETTLEMENT_OVERRIDES} amount {amount!r} is not atomic units, $ or %")
 
 
 def charge(amount: str | int | Decimal | float) -> int:

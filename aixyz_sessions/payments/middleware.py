@@ -65,6 +65,7 @@ from .failures import (
     PaymentFailure,
 )
 from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE
+from .metering import SETTLEMENT_OVERRIDES, charge_override
 from .paid_call import PaidCall, sign_in_offer, signed_in_payer
 from .readiness import ready_runtime
 from .retries import TOOL_CALL_ATTR, ToolAnswer, ToolCall, fingerprint, retry_of
@@ -292,7 +293,12 @@ class X402Middleware:
             # CsrfViewMiddleware (and DRF's session CSRF check) skip a request whose
             # CSRF processing is done. An unpaid one never gets here (402 first).
             request.csrf_processing_done = True  # type: ignore[attr-defined]
-            return await call_view(request)
+            response = await call_view(request)
+            override = response.headers.get(SETTLEMENT_OVERRIDES)
+            if override is not None:  # the SDK's middleware convention: same as charge()
+                del response[SETTLEMENT_OVERRIDES]
+                charge_override(override)
+            return response
 
         async with PaidCall(
             runtime, where=request.path, spec=spec, request_path=request.path, retry=retry
