@@ -7,7 +7,9 @@ Every request is kept in :attr:`FakeModel.requests`; ``fail`` makes every
 answer a 500, ``fail_from`` every answer from that request on (0-based);
 ``endless`` calls the first tool at every step and never answers;
 ``per_step`` is how many tool calls one step asks for; ``delay`` seconds pass
-before each answer (to cut a turn short while the model "thinks").
+before each answer (to cut a turn short while the model "thinks"); ``usage``
+``(prompt_tokens, completion_tokens)`` is reported with every answer (``None``:
+no ``usage``, as some compatible servers do). With no ``calls`` it answers at once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class FakeModel:
     endless: bool = False
     per_step: int = 1
     delay: float = 0.0
+    usage: tuple[int, int] | None = None
 
     def reset(self) -> None:
         """Back to the plain script, with no requests seen."""
@@ -45,6 +48,7 @@ class FakeModel:
             1,
             0.0,
         )
+        self.usage = None
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1/chat/completions", self.complete, methods=["POST"])])
@@ -74,14 +78,21 @@ class FakeModel:
             }
             finish = "tool_calls"
         else:
-            message = {"role": "assistant", "content": f"done: {done[-1]['content']}"}
+            said = done[-1]["content"] if done else "nothing to do"
+            message = {"role": "assistant", "content": f"done: {said}"}
             finish = "stop"
-        return JSONResponse(
-            {
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        answer: dict[str, Any] = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        }
+        if self.usage is not None:
+            prompt, completion = self.usage
+            answer["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
             }
-        )
+        return JSONResponse(answer)

@@ -7,11 +7,11 @@ so a test can say what a call used and check what the ledger moved.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import include, path
 
 from aixyz_sessions import get_session
@@ -79,6 +79,22 @@ async def metered_by_header(request: HttpRequest) -> JsonResponse:
     return response
 
 
+@paid(upto=MAXIMUM)
+async def metered_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """Charges $0.001 in the view, then tries again from its streamed body (too late)."""
+    charge("$0.001")
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            charge("$0.04")
+        except ChargeError as exc:
+            yield f"late charge refused: {exc}".encode()
+            return
+        yield b"late charge taken"
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
 async def metered_tool(key: str, amount: str | None = None) -> dict[str, Any]:
     """Write ``key``; charge ``amount`` (dollars) when given."""
     payer = await _write(key, "by tool")
@@ -111,6 +127,7 @@ urlpatterns = [
     path("two-networks/", two_networks),
     path("metered/", metered),
     path("metered-header/", metered_by_header),
+    path("metered-stream/", metered_stream),
     path("tools/", include("aixyz_sessions.tools.urls")),
     path("", include("aixyz_sessions.agent.urls")),
 ]

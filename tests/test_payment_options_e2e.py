@@ -428,3 +428,14 @@ async def test_a_view_ported_from_the_sdk_charges_with_its_settlement_overrides_
     assert settled(response.headers["PAYMENT-RESPONSE"]).amount == settles
     assert over.status_code == 500  # above the maximum: the view's bug, nothing settles
     assert moved(account.address) == [(84532, int(settles))]
+
+
+async def test_a_charge_from_a_streamed_body_is_refused_not_lost(base: str) -> None:
+    """The payment settles before the body streams: a late charge() raises in the body."""
+    account = Account.create()
+    async with x402HttpxClient(signer(account), base_url=base, timeout=30) as http:
+        response = await http.get("/metered-stream/")
+    assert response.status_code == 200, response.text
+    assert response.text.startswith("late charge refused: charge(): this call's payment")
+    assert settled(response.headers["PAYMENT-RESPONSE"]).amount == "1000"
+    assert moved(account.address) == [(84532, 1000)]

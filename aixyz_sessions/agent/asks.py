@@ -15,9 +15,14 @@ decides which from the JSON-RPC object the middleware prices:
   ``referenceTaskIds``) are short strings: at most :data:`MAX_ID_CHARS` each,
   :data:`MAX_REFERENCES` references (a task is kept for days, and indexed);
 * the price is the tool's own (:attr:`Tool.paid_spec`, taken here for a
-  payment only) for an invocation, and ``AIXYZ_AGENT["PRICE"]`` for a text
-  turn and for a tool that has no price of its own (the task it leaves is
-  kept for its payer, and keeping it is not free).
+  payment only) for an invocation (a metered tool settles what it charges),
+  and the agent's turn price (``AIXYZ_AGENT["PRICE"]``, ``"UPTO"`` or
+  ``"ACCEPTS"``) for a text turn and for a tool that has no price of its own
+  (the task it leaves is kept for its payer, and keeping it is not free; a
+  metered turn price settles its maximum there, since nothing is metered:
+  give such a tool a price of its own);
+* a text turn carries the agent's ``TOKEN_PRICES`` (:attr:`Ask.token_prices`):
+  what it settles is metered on what was priced, not looked up again.
 
 Every refusal is a :class:`MessageRefused` (a JSON-RPC error) given before
 payment, so nothing is charged or spent. The executor then runs exactly the
@@ -35,7 +40,7 @@ from typing import Any
 
 from ..payments.decorators import PaidSpec
 from ..tools.registry import Tool, ToolArgumentsError, ToolRegistry, registry
-from .conf import AgentConfig
+from .conf import AgentConfig, TokenPrices
 
 __all__ = [
     "HELP",
@@ -81,23 +86,20 @@ class MessageRefused(Exception):
 class Ask:
     """What a message runs: ``tool`` with its validated ``arguments``, else a text turn.
 
-    ``spec`` is its price (``None``: read outside a priced request).
+    ``spec`` is its price (``None``: read outside a priced request);
+    ``token_prices`` the rates a metered text turn is charged at (``None``:
+    a tool invocation, or a turn that is not metered by its tokens).
     """
 
     tool: Tool | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
     spec: PaidSpec | None = None
-
-
-@functools.lru_cache(maxsize=256)
-def message_spec(price: str, name: str) -> PaidSpec:
-    """What a text turn costs: ``AIXYZ_AGENT["PRICE"]`` (one spec object per price and name)."""
-    return PaidSpec(price=price, description=name, resource="agent")
+    token_prices: TokenPrices | None = None
 
 
 def turn_spec(config: AgentConfig) -> PaidSpec:
-    """What a text turn costs under ``config`` (see :func:`message_spec`)."""
-    return message_spec(config.price, config.name)
+    """What a text turn costs under ``config`` (one spec object per parsed setting)."""
+    return config.spec
 
 
 @functools.lru_cache(maxsize=256)
@@ -147,7 +149,7 @@ def read_ask(rpc: dict[str, Any], config: AgentConfig, tools: ToolRegistry = reg
             raise MessageRefused(
                 INVALID_PARAMS, f"a text turn takes at most {MAX_TEXT_CHARS} characters of text"
             )
-        return Ask(spec=message_spec(config.price, config.name))
+        return Ask(spec=config.spec, token_prices=config.token_prices)
     call = calls[0]
     name = call.get("tool")
     if not isinstance(name, str):
@@ -162,7 +164,7 @@ def read_ask(rpc: dict[str, Any], config: AgentConfig, tools: ToolRegistry = reg
     own = item.paid_spec
     if own is not None and own.charges:
         return Ask(item, arguments, _tool_spec(own))
-    return Ask(item, arguments, message_spec(config.price, config.name))
+    return Ask(item, arguments, config.spec)
 
 
 _ID_FIELDS = ("messageId", "message_id", "contextId", "context_id", "taskId", "task_id")

@@ -4,6 +4,8 @@ One JSON-RPC interface at the agent URL, advertised for A2A 1.0 and 0.3 (the
 SDK serves both on one endpoint, and its card serializer adds the 0.3 fields
 ``url``/``protocolVersion``/``preferredTransport`` that 0.3 clients read).
 Skills are ``AIXYZ_AGENT["SKILLS"]`` when given, else one per registered tool.
+The description says what a text message costs: its price in words
+(``$0.001``, ``up to $0.05``), and ``TOKEN_PRICES`` for a metered turn.
 """
 
 from __future__ import annotations
@@ -50,7 +52,15 @@ def _skills(config: AgentConfig, tools: ToolRegistry) -> list[AgentSkill]:
 def build_card(config: AgentConfig, url: str, *, tools: ToolRegistry = registry) -> AgentCard:
     """The card of the agent served at ``url`` (the absolute URL of its JSON-RPC endpoint)."""
     description = f"{config.description} A message invokes one tool at that tool's price (x402)"
-    description += f"; a text message costs {config.price}." if config.agent is not None else "."
+    if config.agent is None:
+        description += "."
+    elif config.token_prices is None:
+        description += f"; a text message costs {config.price}."
+    else:
+        description += (
+            f"; a text message costs {config.price}: "
+            f"{config.token_prices.label} of the model it runs."
+        )
     return AgentCard(
         name=config.name,
         description=description,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.utils.module_loading import import_string
 from ..payments.checks import add_price_source
 from ..payments.decorators import PaidSpec
 from .asks import turn_spec
-from .conf import SETTING, agent_config_errors
+from .conf import SETTING, agent_config_errors, price_key
 
 __all__ = ["check_agent_settings"]
 
@@ -23,7 +24,7 @@ def _agent_price() -> list[tuple[str, PaidSpec]]:
     agent = getattr(settings, SETTING, None)
     if not isinstance(agent, dict) or agent_config_errors(agent):
         return []
-    return [(f"{SETTING}['PRICE']", turn_spec(get_agent_config()))]
+    return [(f"{SETTING}[{price_key(agent)!r}]", turn_spec(get_agent_config()))]
 
 
 add_price_source(_agent_price)
@@ -60,43 +61,52 @@ def check_agent_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
                         id="aixyz_sessions.E206",
                     )
                 )
-            messages.extend(_turn_price(value.get("PRICE"), target))
+            messages.extend(_turn_price(price_key(value), target))
     return messages
 
 
-def _turn_price(price: object, agent: object) -> list[checks.CheckMessage]:
-    """W207: a text turn's PRICE below what the tools its model may call cost elsewhere.
+def _most_dollars(spec: PaidSpec | None) -> Decimal | None:
+    """The highest dollar price among ``spec``'s options (``None``: none is in dollars).
+
+    For a metered option that is its maximum; an option in atomic units of
+    an asset has no dollar price to compare, and is left out.
+    """
+    prices = [Decimal(o.price.removeprefix("$")) for o in spec.options() if o.price] if spec else []
+    return max(prices) if prices else None
+
+
+def _turn_price(key: str, agent: object) -> list[checks.CheckMessage]:
+    """W207: a text turn's price below what the tools its model may call cost elsewhere.
 
     A tool costs its own price on every transport; a ``ToolLoopAgent`` turn
-    may call tools ``max_tool_calls`` times for one ``PRICE``.
+    may call tools ``max_tool_calls`` times for one turn's price. The turn's
+    most (a fixed price, or the maximum of a metered one) is compared with
+    the priciest offered tool's most, in dollars.
     """
-    from decimal import Decimal
-
+    from .conf import get_agent_config
     from .loop import ToolLoopAgent
 
-    if not isinstance(agent, ToolLoopAgent) or not isinstance(price, str):
+    if not isinstance(agent, ToolLoopAgent):
         return []
+    turn = _most_dollars(turn_spec(get_agent_config()))
     priced = [
-        (t.name, max(Decimal(o.price.lstrip("$")) for o in t.paid_spec.options() if o.price))
+        (t.name, most)
         for t in agent.tools().values()
-        if t.paid_spec is not None
-        and t.paid_spec.charges
-        and any(o.price for o in t.paid_spec.options())
+        if t.paid and (most := _most_dollars(t.paid_spec)) is not None
     ]
-    if not priced:
+    if turn is None or not priced:
         return []
     name, most_value = max(priced, key=lambda item: item[1])
-    most = f"${most_value}"
-    turn = Decimal(price.lstrip("$").replace(",", ""))
-    if turn >= most_value * agent.max_tool_calls:
+    needed = most_value * agent.max_tool_calls
+    if turn >= needed:
         return []
     return [
         checks.Warning(
-            f"{SETTING}['PRICE'] is {price} per text turn, but the model may call {name} "
-            f"({most} a call) up to {agent.max_tool_calls} times in one turn: the tools "
-            "cost less through the agent than on every other transport",
-            hint=f"Raise PRICE to at least {most_value * agent.max_tool_calls:f}, lower the "
-            "agent's max_tool_calls, or offer it fewer tools.",
+            f"{SETTING}[{key!r}] charges at most ${turn} per text turn, but the model may call "
+            f"{name} (${most_value} a call) up to {agent.max_tool_calls} times in one turn: "
+            "the tools cost less through the agent than on every other transport",
+            hint=f"Raise {key} to at least ${needed:f}, lower the agent's max_tool_calls, "
+            "or offer it fewer tools.",
             id="aixyz_sessions.W207",
         )
     ]

@@ -6,10 +6,27 @@
         "NAME": "Session Content Agent",          # required
         "DESCRIPTION": "Stores and reads content in your session.",   # required
         "VERSION": "1.0.0",                       # default "1.0.0"
-        "PRICE": "$0.001",                        # per message (x402); required
+        # What one text turn costs: exactly one of
+        "PRICE": "$0.001",                        # a fixed price (x402 exact)
+        # "UPTO": "$0.05",                        # the most one turn may cost (x402 upto)
+        # "ACCEPTS": [{"price": "$0.001", "network": "eip155:8453"}, ...],  # as @paid(accepts=)
+        "TOKEN_PRICES": {"input": "$0.0005", "output": "$0.0015"},  # optional, needs upto
         "AGENT": "myapp.agents.answer",           # optional: text messages go here
         "SKILLS": [{"id": "...", "name": "...", "description": "..."}],  # optional
     }
+
+``PRICE``, ``UPTO`` and ``ACCEPTS`` build the text turn's
+:class:`~aixyz_sessions.payments.decorators.PaidSpec` exactly as ``@paid``
+does (:func:`~aixyz_sessions.payments.decorators.priced_spec`), so networks,
+assets and metered prices work for turns as for views and tools. A metered
+turn (``UPTO``, or an ``upto`` option in ``ACCEPTS``) settles what it used:
+``TOKEN_PRICES`` are dollars per 1,000 input (prompt) and output
+(completion) tokens of the model, which a
+:class:`~aixyz_sessions.agent.loop.ToolLoopAgent` counts and charges at the
+end of the turn, never above the maximum the payer authorized (see
+:func:`~aixyz_sessions.agent.turns.charge_tokens`). A metered turn that
+charges nothing settles its maximum, as x402 ``upto`` does; a plain
+``AGENT`` callable meters its turns with ``charge()`` or ``charge_tokens()``.
 
 Without ``SKILLS`` the card lists one skill per registered tool. A value
 that cannot work raises :class:`AgentConfigError`, which the system check
@@ -19,18 +36,46 @@ reports with an id (``aixyz_sessions.E2xx``) and a hint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from ..conf import SettingError
 from ..lazy import Lazy, lazy_setting
 
-__all__ = ["SETTING", "AgentConfig", "AgentConfigError", "agent_config_errors", "get_agent_config"]
+if TYPE_CHECKING:
+    from ..payments.decorators import PaidSpec
+
+__all__ = [
+    "SETTING",
+    "AgentConfig",
+    "AgentConfigError",
+    "TokenPrices",
+    "agent_config_errors",
+    "get_agent_config",
+]
 
 SETTING = "AIXYZ_AGENT"
-KNOWN_KEYS = frozenset({"NAME", "DESCRIPTION", "VERSION", "PRICE", "AGENT", "SKILLS"})
+#: The keys that price a text turn; a setting gives exactly one.
+PRICE_KEYS = ("PRICE", "UPTO", "ACCEPTS")
+KNOWN_KEYS = frozenset(
+    {"NAME", "DESCRIPTION", "VERSION", *PRICE_KEYS, "TOKEN_PRICES", "AGENT", "SKILLS"}
+)
 SKILL_KEYS = frozenset({"id", "name", "description", "tags", "examples"})
+TOKEN_KEYS = frozenset({"input", "output"})
+#: Tokens a rate of ``TOKEN_PRICES`` is for.
+TOKENS_PER_RATE = 1000
+
+_PRICE_HINT = (
+    "What one text turn costs: PRICE = '$0.001' (fixed), UPTO = '$0.05' (the most a turn "
+    'may cost; it settles what it used) or ACCEPTS = [{"price": "$0.001", '
+    '"network": "eip155:8453"}, ...] (as @paid(accepts=...)).'
+)
+_TOKEN_HINT = (
+    'TOKEN_PRICES = {"input": "$0.0005", "output": "$0.0015"}: dollars per 1,000 prompt '
+    "and completion tokens, with a metered price (UPTO, or an upto option in ACCEPTS)."
+)
 
 
 class AgentConfigError(SettingError):
@@ -38,15 +83,44 @@ class AgentConfigError(SettingError):
 
 
 @dataclass(frozen=True)
+class TokenPrices:
+    """``TOKEN_PRICES``: dollars per 1,000 input (prompt) and output (completion) tokens."""
+
+    input: Decimal
+    output: Decimal
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """What ``prompt_tokens`` and ``completion_tokens`` cost, in dollars (exact)."""
+        return (self.input * prompt_tokens + self.output * completion_tokens) / TOKENS_PER_RATE
+
+    @property
+    def label(self) -> str:
+        """The rates in words, for the agent card."""
+        return (
+            f"${self.input:f} per 1,000 input tokens and ${self.output:f} per 1,000 output tokens"
+        )
+
+
+@dataclass(frozen=True)
 class AgentConfig:
-    """The parsed ``AIXYZ_AGENT`` setting."""
+    """The parsed ``AIXYZ_AGENT`` setting.
+
+    ``spec`` is what a text turn costs (``PRICE``, ``UPTO`` or ``ACCEPTS``):
+    one object per parsed setting, sold as resource ``"agent"``.
+    """
 
     name: str
     description: str
-    price: str
+    spec: PaidSpec
     version: str = "1.0.0"
     agent: str | None = None
     skills: tuple[dict[str, Any], ...] | None = field(default=None)
+    token_prices: TokenPrices | None = None
+
+    @property
+    def price(self) -> str:
+        """A text turn's price in words: ``$0.001``, ``up to $0.05``, ``$0.01 on ... or ...``."""
+        return self.spec.label
 
 
 def _error(msg: str, id: str, hint: str) -> AgentConfigError:
@@ -83,7 +157,15 @@ def agent_config_errors(value: object) -> list[AgentConfigError]:
                     "The agent card shows it to every A2A client.",
                 )
             )
-    errors.extend(_price_errors(value.get("PRICE")))
+    spec: PaidSpec | None = None
+    try:
+        spec = turn_price(value, name="")
+    except AgentConfigError as exc:
+        errors.append(exc)
+    try:
+        parse_token_prices(value.get("TOKEN_PRICES"), spec)
+    except AgentConfigError as exc:
+        errors.append(exc)
     agent = value.get("AGENT")
     if agent is not None and (not isinstance(agent, str) or "." not in agent):
         errors.append(
@@ -97,20 +179,100 @@ def agent_config_errors(value: object) -> list[AgentConfigError]:
     return errors
 
 
-def _price_errors(price: object) -> list[AgentConfigError]:
-    from ..payments.decorators import check_price
+def price_key(value: dict[str, Any]) -> str:
+    """Which of ``PRICE``, ``UPTO`` and ``ACCEPTS`` prices the turn (``PRICE`` if unclear)."""
+    given = [key for key in PRICE_KEYS if value.get(key) is not None]
+    return given[0] if len(given) == 1 else "PRICE"
 
+
+def turn_price(value: dict[str, Any], *, name: str) -> PaidSpec:
+    """A text turn's :class:`PaidSpec` from exactly one of ``PRICE``, ``UPTO``, ``ACCEPTS``.
+
+    Built by ``priced_spec``, as ``@paid`` builds a view's; every problem is
+    ``E203`` with the reason and a hint. Raises :class:`AgentConfigError`.
+    """
+    from ..payments.conf import X402ConfigError
+    from ..payments.decorators import priced_spec
+
+    given = [key for key in PRICE_KEYS if value.get(key) is not None]
+    if len(given) != 1:
+        said = f"got {' and '.join(given)}" if given else "got none"
+        raise _error(
+            f"{SETTING} takes exactly one of PRICE, UPTO and ACCEPTS; {said}",
+            "aixyz_sessions.E203",
+            _PRICE_HINT,
+        )
+    (key,) = given
     try:
-        check_price(price, what=f"{SETTING}['PRICE']")
+        return priced_spec(
+            f"{SETTING}[{key!r}]",
+            **{key.lower(): value[key]},
+            description=name or None,
+            resource="agent",
+        )
+    except X402ConfigError as exc:
+        raise _error(exc.msg, "aixyz_sessions.E203", exc.hint) from None
     except (TypeError, ValueError) as exc:
-        return [
-            _error(
-                str(exc),
-                "aixyz_sessions.E203",
-                "What one A2A message costs, in dollars: '$0.001'.",
-            )
-        ]
-    return []
+        raise _error(str(exc), "aixyz_sessions.E203", _PRICE_HINT) from None
+
+
+def parse_token_prices(value: object, spec: PaidSpec | None) -> TokenPrices | None:
+    """``TOKEN_PRICES``, checked against the turn's ``spec`` (``None``: not given).
+
+    Each rate is dollars (``"$0.0005"``) per 1,000 tokens, zero or more, and
+    not both zero; the turn needs a metered price, or the rates could never
+    change what it settles. ``spec`` ``None`` (a price that is itself wrong)
+    checks the rates alone. Raises :class:`AgentConfigError` ``E208``.
+    """
+    if value is None:
+        return None
+    what = f"{SETTING}['TOKEN_PRICES']"
+    if not isinstance(value, dict) or set(value) != TOKEN_KEYS:
+        raise _error(
+            f'{what} must be a dict of "input" and "output" rates, got {value!r}',
+            "aixyz_sessions.E208",
+            _TOKEN_HINT,
+        )
+    rates = TokenPrices(
+        _rate(value["input"], f"{what}['input']"), _rate(value["output"], f"{what}['output']")
+    )
+    if not rates.input and not rates.output:
+        raise _error(
+            f"{what} makes every turn free: both rates are 0",
+            "aixyz_sessions.E208",
+            _TOKEN_HINT,
+        )
+    if spec is not None and not spec.metered:
+        raise _error(
+            f"{what} needs a metered price: with a fixed PRICE a turn settles that price "
+            "whatever its tokens cost",
+            "aixyz_sessions.E208",
+            'Give UPTO = "$0.05" (the most a turn may cost) instead of PRICE, or an '
+            'option with "scheme": "upto" in ACCEPTS.',
+        )
+    return rates
+
+
+def _rate(value: object, what: str) -> Decimal:
+    """One rate of ``TOKEN_PRICES``: dollars, zero or more."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise _error(
+            f"{what} must be dollars as a str like '$0.0005', got {value!r}",
+            "aixyz_sessions.E208",
+            _TOKEN_HINT,
+        )
+    text = str(value).strip().removeprefix("$").strip()
+    try:
+        rate = Decimal(text) if "," not in text else None
+    except InvalidOperation:
+        rate = None
+    if rate is None or not rate.is_finite() or rate < 0:
+        raise _error(
+            f"{what} must be a dollar amount of zero or more such as '$0.0005', got {value!r}",
+            "aixyz_sessions.E208",
+            _TOKEN_HINT,
+        )
+    return rate
 
 
 def _skill_errors(skills: object) -> list[AgentConfigError]:
@@ -142,16 +304,17 @@ def parse_agent_config(value: object) -> AgentConfig:
     if errors:
         raise errors[0]
     assert isinstance(value, dict)
-    from ..payments.decorators import check_price
-
+    name = value["NAME"].strip()
+    spec = turn_price(value, name=name)
     skills = value.get("SKILLS")
     return AgentConfig(
-        name=value["NAME"].strip(),
+        name=name,
         description=value["DESCRIPTION"].strip(),
-        price=check_price(value["PRICE"]),
+        spec=spec,
         version=str(value.get("VERSION", "1.0.0")).strip(),
         agent=value.get("AGENT"),
         skills=None if skills is None else tuple(dict(s) for s in skills),
+        token_prices=parse_token_prices(value.get("TOKEN_PRICES"), spec),
     )
 
 

@@ -27,27 +27,78 @@ said so far, and so does a model that fails after it has answered once. Only
 a model that cannot answer at all (unreachable, refused on the first call)
 fails the task, uncharged, with a readable :class:`AgentError`. A tool that
 fails is reported to the model, which may recover.
+
+Metered turns (``AIXYZ_AGENT["UPTO"]`` with ``"TOKEN_PRICES"``): the loop
+adds up the ``usage`` the model reports at every step (``prompt_tokens``,
+``completion_tokens``) and, when the turn ends (an answer, ``max_steps``, a
+model that failed after it ran), charges what those tokens cost at the
+rates the turn was priced with, capped at the payer's maximum
+(:func:`~aixyz_sessions.agent.turns.charge_tokens`). A step whose answer
+reports no usage cannot be measured: such a turn charges nothing and so
+settles its maximum. The rates are the setting's, never this object's: one
+agent, one price list. The tools the model calls are covered by the turn's
+price (``manage.py check`` warns, ``W207``, when they may cost more). A
+metered turn adds the tools the model called, each call that succeeded at
+its own price (an ``upto`` tool at what its ``charge()`` reported), to its
+tokens, capped at the maximum as the tokens are: a tool costs its own price
+wherever it runs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from .. import bounded_json
+from ..payments.metering import Meter, metering
+from ..payments.options import to_atomic
 from ..tools.failures import tool_failure
 from ..tools.registry import Tool, ToolRegistry, registry
+from .turns import charge_tokens, turn_token_prices
 
-__all__ = ["AgentError", "ToolLoopAgent"]
+__all__ = ["AgentError", "ToolLoopAgent", "Usage"]
 
 _FUNCTION_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+logger = logging.getLogger("aixyz_sessions.agent")
 
 
 class AgentError(Exception):
     """The model could not answer this message; the message says why (for the task)."""
+
+
+@dataclass
+class Usage:
+    """The tokens a turn's model steps reported (``measured``: every step reported them)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    measured: bool = True
+    #: Dollars of the tools the model called that succeeded, each at its own price
+    #: (a metered turn adds them to its tokens: a tool costs its price wherever it runs).
+    tools: Decimal = Decimal(0)
+
+    def add(self, usage: Any) -> None:
+        """Add one step's ``usage`` (an answer without it leaves the turn unmeasured)."""
+        prompt = _count(getattr(usage, "prompt_tokens", None))
+        completion = _count(getattr(usage, "completion_tokens", None))
+        if prompt is None or completion is None:
+            self.measured = False
+            return
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+
+
+def _count(value: object) -> int | None:
+    """A token count the model reported (``None``: none, or not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 class ToolLoopAgent:
@@ -104,7 +155,26 @@ class ToolLoopAgent:
         return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=60)
 
     async def __call__(self, text: str, context: Any = None) -> str:
-        """Answer one message: ask the model, run the tools it calls, until it answers."""
+        """Answer one message: ask the model, run the tools it calls, until it answers.
+
+        A metered turn is charged for its tokens when it ends (see the module).
+        """
+        usage = Usage()
+        answer = await self._turn(text, usage)
+        if turn_token_prices() is None:
+            return answer  # not metered by tokens: the turn costs its price
+        if usage.measured:
+            charge_tokens(usage.prompt_tokens, usage.completion_tokens, tools=usage.tools)
+        else:
+            logger.warning(
+                "%r: the model did not report its token usage at every step: "
+                "this metered turn settles its maximum",
+                self,
+            )
+        return answer
+
+    async def _turn(self, text: str, usage: Usage) -> str:
+        """The loop of one turn; every step's token ``usage`` is added up."""
         offered = self.tools()
         functions = [
             {
@@ -126,7 +196,7 @@ class ToolLoopAgent:
         calls_left = self.max_tool_calls
         for step in range(self.max_steps):
             try:
-                reply = await self._ask(client, messages, functions)
+                reply = await self._ask(client, messages, functions, usage)
             except AgentError as exc:
                 if step == 0:
                     raise  # the model never ran: nothing to charge for
@@ -139,7 +209,9 @@ class ToolLoopAgent:
             for call in calls:
                 if calls_left > 0:
                     calls_left -= 1
-                    result = await self._run(offered, call.function.name, call.function.arguments)
+                    result = await self._run(
+                        offered, call.function.name, call.function.arguments, usage
+                    )
                 else:
                     result = {
                         "error": "tool_call_limit",
@@ -150,7 +222,10 @@ class ToolLoopAgent:
                 )
         return _partial(said, f"stopped after {self.max_steps} model steps")
 
-    async def _ask(self, client: Any, messages: list[dict[str, Any]], functions: Any) -> Any:
+    async def _ask(
+        self, client: Any, messages: list[dict[str, Any]], functions: Any, usage: Usage
+    ) -> Any:
+        """One model step: its message (``AgentError`` when it has none); its usage is added."""
         import openai
 
         try:
@@ -159,13 +234,19 @@ class ToolLoopAgent:
             )
         except openai.OpenAIError as exc:
             raise AgentError(f"the model failed: {type(exc).__name__}: {exc}") from None
+        usage.add(response.usage)
         if not response.choices:
             raise AgentError("the model returned no answer")
         return response.choices[0].message
 
     @staticmethod
-    async def _run(offered: dict[str, Tool], name: str, arguments: str) -> Any:
-        """One tool call; its result, or ``{"error", "message"}`` for the model to read."""
+    async def _run(offered: dict[str, Tool], name: str, arguments: str, usage: Usage) -> Any:
+        """One tool call; its result, or ``{"error", "message"}`` for the model to read.
+
+        A call that succeeds adds its tool's price (its highest dollar option)
+        to ``usage.tools``: for an ``upto`` tool what it charged (its maximum
+        when it charged nothing).
+        """
         item = offered.get(name)
         if item is None:
             return {"error": "unknown_tool", "message": f"no tool named {name!r}"}
@@ -174,12 +255,45 @@ class ToolLoopAgent:
         except ValueError:
             return {"error": "invalid_arguments", "message": "arguments are not JSON"}
         try:
-            return await item.call(parsed)
+            price = _dollar_price(item)
+            meter = _tool_meter(item, price)
+            with metering(meter):  # the turn pays for its tools: see the module
+                result = await item.call(parsed)
+            usage.tools += _tool_cost(price, meter)
+            return result
         except Exception as exc:
             failure = tool_failure(exc, f"agent tool {item.name!r}")
             if failure is None:
                 raise
             return {"error": failure.code, "message": failure.message}
+
+
+def _dollar_price(item: Tool) -> Decimal:
+    """A tool's highest dollar price (0 when free or priced only in atomic units)."""
+    spec = item.paid_spec
+    if spec is None or not spec.charges:
+        return Decimal(0)
+    prices = [Decimal(o.price.removeprefix("$")) for o in spec.options() if o.price]
+    return max(prices, default=Decimal(0))
+
+
+#: Decimals a tool's dollar price is metered in inside a turn (USDC's).
+_TOOL_DECIMALS = 6
+
+
+def _tool_meter(item: Tool, price: Decimal) -> Meter | None:
+    """What an ``upto`` tool's ``charge()`` reports to inside a turn (``None``: no meter)."""
+    spec = item.paid_spec
+    if spec is None or not spec.metered or not price:
+        return None
+    return Meter(scheme="upto", maximum=to_atomic(price, _TOOL_DECIMALS), decimals=_TOOL_DECIMALS)
+
+
+def _tool_cost(price: Decimal, meter: Meter | None) -> Decimal:
+    """What one tool call adds to a metered turn, in dollars."""
+    if meter is None or meter.charged is None:
+        return price
+    return Decimal(meter.charged) / (Decimal(10) ** _TOOL_DECIMALS)
 
 
 def _partial(said: str, why: str) -> str:

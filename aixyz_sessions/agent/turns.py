@@ -20,6 +20,14 @@ normally cancels what joined.
 
 The executor runs in a task created inside the request, which copies this
 module's context variable: that is how it finds the turn.
+
+A metered text turn (``AIXYZ_AGENT["UPTO"]``, or an ``upto`` option of
+``"ACCEPTS"``) settles what it used: :func:`charge_tokens` prices the
+model's tokens at ``AIXYZ_AGENT["TOKEN_PRICES"]`` (the rates the turn was
+priced with) and reports that with
+:func:`~aixyz_sessions.payments.charge`, capped at the maximum the payer
+authorized. :class:`~aixyz_sessions.agent.loop.ToolLoopAgent` calls it when
+its turn ends; a plain ``AGENT`` callable calls it (or ``charge()``) itself.
 """
 
 from __future__ import annotations
@@ -30,11 +38,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from ..payments.metering import ChargeError, charge
 from .asks import Ask
+from .conf import TokenPrices
 
-__all__ = ["Turn", "asked", "completed", "started", "turn"]
+__all__ = [
+    "Turn",
+    "asked",
+    "charge_tokens",
+    "completed",
+    "started",
+    "turn",
+    "turn_token_prices",
+]
 
 logger = logging.getLogger("aixyz_sessions.agent")
 
@@ -78,6 +97,56 @@ def completed() -> None:
     current = _turn.get()
     if current is not None:
         current.completed = True
+
+
+def turn_token_prices() -> TokenPrices | None:
+    """The ``TOKEN_PRICES`` the current text turn is charged at (``None``: not metered by
+    tokens: no rates, a direct tool invocation, or no paid turn at all)."""
+    ask = asked()
+    return None if ask is None or ask.tool is not None else ask.token_prices
+
+
+def charge_tokens(
+    prompt_tokens: int, completion_tokens: int, *, tools: Decimal = Decimal(0)
+) -> int | None:
+    """Charge the current text turn for its model's tokens, at ``TOKEN_PRICES``.
+
+    ``tools`` is the dollars of the priced tools the model called in the turn
+    (each at its own price, as on every other transport), added to the cost.
+
+    ``prompt_tokens`` and ``completion_tokens`` are the turn's totals (every
+    model step). Call it once, when the turn ends, and make no other charge
+    in the turn: the last charge of a paid call is what settles, and the cap
+    works by charging nothing (``charge()`` has no way to say "the
+    maximum"), so an earlier charge would stand. What the turn settles is
+    the tokens' cost, in atomic units of the paid asset (returned), or the
+    maximum the payer authorized when the cost is above it: a turn's cost is
+    capped, never refused. ``None``: the turn settles its price as declared
+    (the maximum of an ``upto`` price): the cost was above the maximum, the
+    turn has no ``TOKEN_PRICES``, or this is no paid text turn (a direct tool
+    invocation, a call outside ``/agent``). A payer who chose an ``exact``
+    option of ``ACCEPTS`` pays that price whatever this reports.
+    """
+    for value in (prompt_tokens, completion_tokens):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"token counts are ints of 0 or more, got {value!r}")
+    rates = turn_token_prices()
+    if rates is None:
+        return None
+    cost = rates.cost(prompt_tokens, completion_tokens) + tools
+    try:
+        return charge(cost)
+    except ChargeError:
+        # Above what the payer authorized: charge nothing, and an upto payment
+        # settles its maximum (this is the turn's only charge: see above).
+        logger.info(
+            "A2A text turn: %d input and %d output tokens cost $%s, above its maximum: "
+            "charged the maximum",
+            prompt_tokens,
+            completion_tokens,
+            cost,
+        )
+        return None
 
 
 @asynccontextmanager

@@ -65,7 +65,7 @@ from .failures import (
     PaymentFailure,
 )
 from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE
-from .metering import SETTLEMENT_OVERRIDES, charge_override
+from .metering import SETTLEMENT_OVERRIDES, Meter, charge_override, metering
 from .paid_call import PaidCall, sign_in_offer, signed_in_payer
 from .readiness import ready_runtime
 from .retries import TOOL_CALL_ATTR, ToolAnswer, ToolCall, fingerprint, retry_of
@@ -173,10 +173,13 @@ def _failure(failure: PaymentFailure) -> HttpResponse:
     )
 
 
-def _bind_sync(iterator: Iterator[bytes], session: Session) -> Iterator[bytes]:
-    """Produce each chunk with ``session`` bound (generators do not carry context)."""
+def _bind_sync(
+    iterator: Iterator[bytes], session: Session, meter: Meter | None = None
+) -> Iterator[bytes]:
+    """Produce each chunk with ``session`` (and the call's settled ``meter``, so that a
+    late ``charge()`` is refused, not lost) bound: generators do not carry context."""
     while True:
-        with payer_context(session):
+        with payer_context(session), metering(meter):
             try:
                 chunk = next(iterator)
             except StopIteration:
@@ -184,25 +187,31 @@ def _bind_sync(iterator: Iterator[bytes], session: Session) -> Iterator[bytes]:
         yield chunk
 
 
-async def _bind_async(iterator: AsyncIterator[bytes], session: Session) -> AsyncIterator[bytes]:
+async def _bind_async(
+    iterator: AsyncIterator[bytes], session: Session, meter: Meter | None = None
+) -> AsyncIterator[bytes]:
     """The async twin of :func:`_bind_sync`."""
     while True:
-        async with payer_context(session):
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return
+        with metering(meter):
+            async with payer_context(session):
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
         yield chunk
 
 
-def _bound_while_streaming(response: HttpResponseBase, session: Session) -> HttpResponseBase:
-    """``response``, its streamed content (if any) produced with ``session`` bound."""
+def _bound_while_streaming(
+    response: HttpResponseBase, session: Session, meter: Meter | None = None
+) -> HttpResponseBase:
+    """``response``, its streamed content (if any) produced with ``session`` (and the
+    paid call's settled ``meter``) bound."""
     if isinstance(response, StreamingHttpResponse):
         content: Any = response.streaming_content
         if response.is_async:
-            response.streaming_content = _bind_async(aiter(content), session)
+            response.streaming_content = _bind_async(aiter(content), session, meter)
         else:
-            response.streaming_content = _bind_sync(iter(content), session)
+            response.streaming_content = _bind_sync(iter(content), session, meter)
     return response
 
 
@@ -327,7 +336,7 @@ class X402Middleware:
                 response[name] = value
             response["Cache-Control"] = SUCCESS_CACHE_CONTROL
             assert call.session is not None  # committed: writes go straight through now
-            return _bound_while_streaming(response, call.session)
+            return _bound_while_streaming(response, call.session, call.meter)
 
     def _refused(
         self,
