@@ -276,3 +276,15 @@ async def test_a_facilitator_without_upto_is_a_clear_server_error(
     assert body["error"] == "server_misconfigured" and "upto on eip155:84532" in body["message"]
     assert "does the facilitator support" in caplog.text
     assert fixed.status_code == 402  # exact routes are unaffected
+
+
+def test_a_sign_in_names_the_first_network_a_route_is_paid_on() -> None:
+    from aixyz_sessions.payments.decorators import priced_spec
+    from aixyz_sessions.payments.runtime import PaymentRuntime
+
+    runtime = PaymentRuntime(parse_config(LOCAL))
+    on_base = priced_spec("t", accepts=[{"price": "$0.01", "network": "eip155:8453"}])
+    assert runtime.sign_in_network(on_base) == "eip155:8453"
+    assert runtime.sign_in_network(priced_spec("t", upto="$1")) == LOCAL["NETWORK"]
+    named = priced_spec("t", price="$0.01", network="eip155:137")
+    assert runtime.sign_in_network(named) == "eip155:137"

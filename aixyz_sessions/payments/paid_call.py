@@ -671,7 +671,7 @@ def sign_in_offer(
         url=url,
         path=path,
         origin=trusted,
-        network=spec.network or runtime.config.network,
+        network=runtime.sign_in_network(spec),
         max_age=runtime.config.sign_in_max_age,
         description=spec.description,
     )
@@ -701,7 +701,7 @@ async def signed_in_payer(
             credential,
             origin=sign_in_origin(runtime, origin),
             path=path,
-            network=spec.network or runtime.config.network,
+            network=runtime.sign_in_network(spec),
             policy=spec.sign_in,
             resource=resource,
             claims=runtime.claims,

@@ -213,6 +213,13 @@ class PaymentRuntime:
             self._offers[spec] = offers
         return offers
 
+    def sign_in_network(self, spec: PaidSpec) -> str:
+        """The chain a sign-in for ``spec`` names: its own, its first option's, else NETWORK."""
+        if spec.network:
+            return spec.network
+        offers = self.offers(spec) if spec.charges else ()
+        return offers[0].network if offers else self.config.network
+
     def offer_of(self, spec: PaidSpec, requirements: PaymentRequirements) -> ResolvedOption | None:
         """Which of ``spec``'s offers the verified ``requirements`` came from."""
         for offer in self.offers(spec):
