@@ -288,3 +288,48 @@ def test_a_sign_in_names_the_first_network_a_route_is_paid_on() -> None:
     assert runtime.sign_in_network(priced_spec("t", upto="$1")) == LOCAL["NETWORK"]
     named = priced_spec("t", price="$0.01", network="eip155:137")
     assert runtime.sign_in_network(named) == "eip155:137"
+
+
+@pytest.mark.django_db
+async def test_a_metered_402_declares_the_gas_sponsoring_the_facilitator_offers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upto payer needs a Permit2 allowance: declared sponsoring lets the client sign one."""
+    from django.test import AsyncClient
+    from x402.http import decode_payment_required_header
+
+    from aixyz_sessions.payments.local import get_local_facilitator
+    from aixyz_sessions.payments.runtime import reset_runtime
+    from tests.agent_app import AGENT
+    from tests.payments_helpers import MIDDLEWARE
+
+    facilitator = get_local_facilitator()
+    supported = facilitator.get_supported
+
+    def sponsoring() -> Any:
+        return supported().model_copy(update={"extensions": ["eip2612GasSponsoring"]})
+
+    async def extensions_of(path: str, method: str = "post") -> set[str]:
+        response = await getattr(AsyncClient(), method)(path)
+        required = decode_payment_required_header(response["PAYMENT-REQUIRED"])
+        return set(required.extensions or {})
+
+    settings = {
+        "MIDDLEWARE": MIDDLEWARE,
+        "ROOT_URLCONF": "tests.options_app",
+        "AIXYZ_X402": LOCAL,
+        "AIXYZ_AGENT": AGENT,
+    }
+    with override_settings(**settings):
+        reset_runtime()
+        try:
+            assert await extensions_of("/metered/") == {"payment-identifier"}
+            monkeypatch.setattr(facilitator, "get_supported", sponsoring)
+            reset_runtime()
+            assert await extensions_of("/metered/") == {
+                "payment-identifier",
+                "eip2612GasSponsoring",
+            }
+            assert await extensions_of("/two-networks/", "get") == {"payment-identifier"}
+        finally:
+            reset_runtime()

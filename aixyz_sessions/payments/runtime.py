@@ -213,6 +213,39 @@ class PaymentRuntime:
             self._offers[spec] = offers
         return offers
 
+    def _gas_sponsoring(self, offers: tuple[ResolvedOption, ...]) -> dict[str, Any]:
+        """The gas-sponsoring extensions to declare for ``offers``' Permit2 payments.
+
+        An ``upto`` payer needs a Permit2 allowance of the token; a facilitator
+        that advertises the SDK's ``eip2612GasSponsoring`` (an EIP-2612 permit
+        signed with the payment) or ``erc20ApprovalGasSponsoring`` (a signed
+        approval it broadcasts) for ``upto`` on an offered network can set it up
+        for the payer, but the client signs one only when the 402 declares it.
+        """
+        from x402.extensions.eip2612_gas_sponsoring import (
+            EIP2612_GAS_SPONSORING_KEY,
+            declare_eip2612_gas_sponsoring_extension,
+        )
+        from x402.extensions.erc20_approval_gas_sponsoring import (
+            ERC20_APPROVAL_GAS_SPONSORING_KEY,
+            declare_erc20_approval_gas_sponsoring_extension,
+        )
+
+        declarations = {
+            EIP2612_GAS_SPONSORING_KEY: declare_eip2612_gas_sponsoring_extension,
+            ERC20_APPROVAL_GAS_SPONSORING_KEY: declare_erc20_approval_gas_sponsoring_extension,
+        }
+        advertised: set[str] = set()
+        for offer in offers:
+            if offer.option.metered:
+                # The SDK keeps what /supported said per scheme and network here.
+                advertised.update(self.server._facilitator_extensions(offer.network, "upto"))
+        declared: dict[str, Any] = {}
+        for key, declare in declarations.items():
+            if key in advertised:
+                declared.update(declare())
+        return declared
+
     def sign_in_network(self, spec: PaidSpec) -> str:
         """The chain a sign-in for ``spec`` names: its own, its first option's, else NETWORK."""
         if spec.network:
@@ -246,7 +279,10 @@ class PaymentRuntime:
                         # The SDK's paywall page appends ". To access this content...".
                         description=(spec.description or "").rstrip(" .") or None,
                         # Safe retries: a payment may carry an id (see payments.retries).
-                        extensions={PAYMENT_IDENTIFIER: declare_payment_identifier_extension()},
+                        extensions={
+                            PAYMENT_IDENTIFIER: declare_payment_identifier_extension(),
+                            **self._gas_sponsoring(offers),
+                        },
                     )
                     server = FixedPriceHTTPServer(self.server, route)
                     self._http_servers[spec] = server
