@@ -178,7 +178,7 @@ else:
     AIXYZ_X402["FACILITATOR"] = "local"
 
 # The agent over A2A (the TypeScript template's "x402 sessions" agent): its card
-# lists both tools as skills; a message invokes one tool in the payer's session
+# lists the tools as skills; a message invokes one tool in the payer's session
 # ({"tool": ..., "arguments": ...} data part) at that tool's price; PRICE is what
 # a text turn costs when a model answers them (OPENAI_API_KEY).
 AIXYZ_AGENT: dict[str, Any] = {
@@ -200,6 +200,20 @@ AIXYZ_AGENT: dict[str, Any] = {
             "description": "Read a key, or list your content a page at a time.",
             "tags": ["session", "read"],
             "examples": ['{"tool": "get-content", "arguments": {"key": "a"}}'],
+        },
+        {
+            "id": "list-keys",
+            "name": "List keys",
+            "description": "List your keys a page at a time; pay on Base Sepolia or Base.",
+            "tags": ["session", "read"],
+            "examples": ['{"tool": "list-keys", "arguments": {}}'],
+        },
+        {
+            "id": "summarize-content",
+            "name": "Summarize content",
+            "description": "Count your keys and bytes; metered by the session's size, up to $0.05.",
+            "tags": ["session", "read", "metered"],
+            "examples": ['{"tool": "summarize-content", "arguments": {}}'],
         },
     ],
 }

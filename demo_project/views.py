@@ -63,12 +63,12 @@ def _json_index(request: HttpRequest, base: str, ws_base: str) -> JsonResponse:
     return JsonResponse(
         {
             "app": "aixyz-sessions demo: x402 sessions",
-            "about": "Two paid tools store and read content in the session of whoever "
-            "signed the x402 payment; two payers never see each other's data. A payer "
+            "about": "Paid tools store, read, list and summarize content in the session of "
+            "whoever signed the x402 payment; two payers never see each other's data. A payer "
             "comes back to read by signing in with the same wallet (no payment).",
             "tools": {
                 item.name: {
-                    "price": item.price,
+                    "price": item.price_label,
                     "description": item.description,
                     **({"sign_in": item.sign_in} if item.sign_in else {}),
                 }
@@ -156,6 +156,13 @@ def _arguments(item: Tool) -> list[dict[str, Any]]:
     return arguments
 
 
+def _price_options(item: Tool) -> list[str]:
+    """Each way to pay for a tool in words (joined by "or", they are its ``price_label``)."""
+    if not item.paid or item.paid_spec is None:
+        return []
+    return [option.label() for option in item.paid_spec.options()]
+
+
 def _try_commands(base: str) -> list[dict[str, str]]:
     """The JSON's ``try`` lines split into command and comment; ``open URL`` becomes a link."""
     commands = []
@@ -174,7 +181,8 @@ def _html_index(request: HttpRequest, base: str, ws_base: str) -> HttpResponse:
     tools = [
         {
             "name": item.name,
-            "price": item.price,
+            "price": item.price_label,
+            "price_options": _price_options(item),
             "description": item.description,
             "arguments": _arguments(item),
         }

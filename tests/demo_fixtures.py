@@ -20,7 +20,7 @@ from tests.payments_helpers import LOCAL, MIDDLEWARE
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_STORE = "aixyz_sessions.stores.db.DatabaseSessionStore"
-DEMO_TOOLS = ("put-content", "get-content")
+DEMO_TOOLS = ("put-content", "get-content", "list-keys", "summarize-content")
 _loaded: dict[str, Tool] = {}
 
 

@@ -1,4 +1,4 @@
-"""The demo project in process: its tools' result shapes, its URLs, demo_setup, its settings."""
+"""The demo project in process: its tools' results and prices, its URLs, demo_setup, settings."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.test import AsyncClient
+from x402 import prefer_network
+from x402.http import decode_payment_required_header, decode_payment_response_header
 
 from aixyz_sessions import payer_context
 from aixyz_sessions.payments.local import get_local_facilitator
@@ -21,6 +23,13 @@ from aixyz_sessions.tools import Tool
 from tests.demo_fixtures import DB_STORE
 
 SETTINGS = Path(__file__).resolve().parent.parent / "demo_project" / "settings.py"
+BASE_SEPOLIA, BASE = "eip155:84532", "eip155:8453"
+#: Base Sepolia's and Base's USDC (6 decimals): what the demo's dollar prices are paid in.
+USDC = {
+    84532: "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+    8453: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+}
+BROWSER = {"Accept": "text/html,application/xhtml+xml", "User-Agent": "Mozilla/5.0 (X11)"}
 
 
 async def call(client: AsyncClient, name: str, arguments: dict[str, Any]) -> Any:
@@ -88,7 +97,12 @@ async def test_missing_key_is_an_error_naming_the_key(demo_urls: None) -> None:
 
 async def test_without_a_session_the_tools_say_so(demo_tools: dict[str, Tool]) -> None:
     async with payer_context(None):
-        for name, arguments in (("get-content", {}), ("put-content", {"key": "k", "value": "v"})):
+        for name, arguments in (
+            ("get-content", {}),
+            ("put-content", {"key": "k", "value": "v"}),
+            ("list-keys", {}),
+            ("summarize-content", {}),
+        ):
             result = await demo_tools[name].call(arguments)
             assert result["success"] is False and set(result) == {"success", "error"}
             assert "session" in result["error"]
@@ -151,12 +165,157 @@ async def test_listing_is_paged_by_entries_and_bytes(demo_urls: None) -> None:
         assert "PAYMENT-RESPONSE" not in response
 
 
+# --- list-keys: one price on two networks ------------------------------------------------
+
+
+@db
+async def test_list_keys_402_offers_base_sepolia_then_base(demo_urls: None) -> None:
+    response = await AsyncClient().post("/tools/list-keys", "{}", content_type="application/json")
+    assert response.status_code == 402
+    offers = decode_payment_required_header(response["PAYMENT-REQUIRED"]).accepts
+    assert [(o.network, o.scheme, o.amount) for o in offers] == [
+        (BASE_SEPOLIA, "exact", "1000"),
+        (BASE, "exact", "1000"),
+    ]
+    assert [o.asset for o in offers] == [USDC[84532], USDC[8453]]
+
+
+@db
+async def test_list_keys_paid_on_either_network_lists_the_payers_keys(demo_urls: None) -> None:
+    ledger = get_local_facilitator().ledger
+    payer = PayingClient()
+    for key in ("b", "a", "c"):
+        await call(payer, "put-content", {"key": key, "value": key})
+    await call(PayingClient(), "put-content", {"key": "other", "value": "x"})
+
+    first = await payer.post("/tools/list-keys", "{}", content_type="application/json")
+    assert first.status_code == 200
+    assert json.loads(first.content)["result"] == {
+        "success": True,
+        "keys": ["a", "b", "c"],
+        "count": 3,
+    }
+    assert decode_payment_response_header(first["PAYMENT-RESPONSE"]).network == BASE_SEPOLIA
+
+    payer.signer.register_policy(prefer_network(BASE))  # the same payer, on Base this time
+    paged = await call(payer, "list-keys", {"limit": 2})
+    assert paged["keys"] == ["a", "b"] and paged["count"] == 2 and paged["cursor"]
+    rest = await call(payer, "list-keys", {"limit": 2, "cursor": paged["cursor"]})
+    assert rest == {"success": True, "keys": ["c"], "count": 1}
+    assert ledger.settled_amount(payer.address, chain_id=8453) == 2 * 1000
+    assert ledger.settled_amount(payer.address, token=USDC[8453]) == 2 * 1000
+    assert ledger.settled_amount(payer.address, chain_id=84532) == 3 * 10_000 + 1000
+
+
+# --- summarize-content: metered by the session's size --------------------------------------
+
+
+def test_summary_price_grows_by_the_kib_and_is_capped() -> None:
+    from demo_project.tools import summary_price
+
+    prices = {size: f"{summary_price(size):f}" for size in (0, 1, 1024, 1025, 10 * 1024)}
+    assert prices == {0: "0.001", 1: "0.0011", 1024: "0.0011", 1025: "0.0012", 10240: "0.002"}
+    assert f"{summary_price(490 * 1024):f}" == "0.05"  # $0.001 + 490 x $0.0001: the cap
+    assert f"{summary_price(10**9):f}" == "0.05"
+
+
+async def summarize(payer: PayingClient) -> tuple[dict[str, Any], int]:
+    """A paid summary: its result and the amount its ``PAYMENT-RESPONSE`` settled."""
+    response = await payer.post("/tools/summarize-content", "{}", content_type="application/json")
+    assert response.status_code == 200, response.content
+    settled = decode_payment_response_header(response["PAYMENT-RESPONSE"])
+    assert settled.success and settled.amount is not None
+    return json.loads(response.content)["result"], int(settled.amount)
+
+
+@db
+async def test_summary_settles_by_the_size_of_the_session_below_the_maximum(
+    demo_urls: None,
+) -> None:
+    ledger = get_local_facilitator().ledger
+    small, big = PayingClient(), PayingClient()
+    await call(small, "put-content", {"key": "greeting", "value": "hello"})
+    values = {"a": "x" * 3000, "b": "é" * 1000, "c": "y" * 10}  # "é" is 2 bytes in UTF-8
+    for key, value in values.items():
+        await call(big, "put-content", {"key": key, "value": value})
+
+    summary, amount = await summarize(big)
+    assert summary == {
+        "success": True,
+        "count": 3,
+        "bytes": 5010,
+        "keys": ["a", "b", "c"],
+        "largest": {"key": "a", "bytes": 3000},
+        "complete": True,
+        "cost": "$0.0015",  # $0.001 + 5 started KiB x $0.0001
+    }
+    assert amount == 1500 < 50_000  # USDC atomic units; the payer authorized $0.05
+    transfer = ledger.transfers[-1]
+    assert (transfer.payer, transfer.amount) == (big.address, 1500)
+
+    small_summary, small_amount = await summarize(small)
+    assert (small_summary["count"], small_summary["bytes"]) == (1, 5)
+    assert small_summary["keys"] == ["greeting"] and small_summary["cost"] == "$0.0011"
+    assert small_amount == 1100 < amount
+    empty, empty_amount = await summarize(PayingClient())
+    assert (empty["count"], empty["bytes"], empty["keys"], empty_amount) == (0, 0, [], 1000)
+    assert "largest" not in empty
+
+
+@db
+async def test_summary_of_a_large_session_settles_the_maximum(demo_urls: None) -> None:
+    payer = PayingClient()
+    await call(payer, "put-content", {"key": "big", "value": "z" * (600 * 1024)})
+    summary, amount = await summarize(payer)
+    assert summary["bytes"] == 600 * 1024 and summary["cost"] == "$0.05"
+    assert amount == 50_000
+
+
+@db
+async def test_summary_reads_page_by_page_and_stops_at_its_bounds(
+    demo_urls: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from demo_project import tools
+
+    payer = PayingClient()
+    for i in range(7):
+        await call(payer, "put-content", {"key": f"k{i}", "value": "v" * 100})
+    monkeypatch.setattr(tools, "_SUMMARY_LIST", 2)
+    monkeypatch.setattr(tools, "_SUMMARY_FETCH", 1)
+    monkeypatch.setattr(tools, "SUMMARY_PREVIEW", 3)
+    whole, _ = await summarize(payer)
+    assert (whole["count"], whole["bytes"], whole["complete"]) == (7, 700, True)
+    assert whole["keys"] == ["k0", "k1", "k2"]
+
+    monkeypatch.setattr(tools, "SUMMARY_ENTRIES", 5)
+    by_entries, _ = await summarize(payer)
+    assert (by_entries["count"], by_entries["bytes"], by_entries["complete"]) == (5, 500, False)
+    monkeypatch.setattr(tools, "SUMMARY_ENTRIES", 7)  # exactly all of them: complete
+    assert (await summarize(payer))[0]["complete"] is True
+
+    monkeypatch.setattr(tools, "SUMMARY_BYTES", 250)
+    by_bytes, amount = await summarize(payer)
+    assert (by_bytes["count"], by_bytes["bytes"], by_bytes["complete"]) == (3, 300, False)
+    assert by_bytes["cost"] == "$0.0011" and amount == 1100
+
+
 # --- schema, prices, URLs --------------------------------------------------------------
 
 
 def test_prices_and_schemas(demo_tools: dict[str, Tool]) -> None:
     put, get = demo_tools["put-content"], demo_tools["get-content"]
+    keys, summary = demo_tools["list-keys"], demo_tools["summarize-content"]
     assert (put.price, get.price) == ("$0.01", "$0.001")
+    assert (keys.price, summary.price) == (None, None)  # not one fixed price
+    assert [tool.price_label for tool in (put, get, keys, summary)] == [
+        "$0.01",
+        "$0.001",
+        "$0.001 on eip155:84532 or $0.001 on eip155:8453",
+        "up to $0.05",
+    ]
+    assert summary.upto == "$0.05" and summary.input_schema.get("properties", {}) == {}
+    assert "required" not in keys.input_schema
+    assert keys.input_schema["properties"]["limit"]["maximum"] == 1000
     assert put.input_schema["required"] == ["key", "value"]  # value: str | null, required
     assert put.input_schema["properties"]["value"]["anyOf"] == [
         {"type": "string"},
@@ -190,18 +349,28 @@ async def test_index_lists_the_tools_and_what_to_try(demo_urls: None) -> None:
     index = json.loads(response.content)
     assert response.status_code == 200
     assert index["tools"]["get-content"]["price"] == "$0.001"
+    assert index["tools"]["summarize-content"]["price"] == "up to $0.05"  # not "free"
+    assert index["tools"]["list-keys"]["price"] == "$0.001 on eip155:84532 or $0.001 on eip155:8453"
+    listing = json.loads((await AsyncClient().get("/tools/")).content)
+    assert {tool["name"]: tool["price"] for tool in listing["tools"]} == {
+        name: tool["price"] for name, tool in index["tools"].items()
+    }
     assert index["endpoints"]["mcp"].endswith("/mcp")
     assert index["store"] == "DatabaseSessionStore"
 
 
 @db
-async def test_paid_tool_url_opened_by_a_browser_is_the_sdk_paywall(demo_urls: None) -> None:
-    browser = {"Accept": "text/html,application/xhtml+xml", "User-Agent": "Mozilla/5.0 (X11)"}
-    response = await AsyncClient().get("/tools/get-content?key=greeting", headers=browser)
+@pytest.mark.parametrize("name", ["get-content", "list-keys", "summarize-content"])
+async def test_paid_tool_url_opened_by_a_browser_is_the_sdk_paywall(
+    demo_urls: None, name: str
+) -> None:
+    """Also for several payment options (list-keys) and a metered price (summarize-content)."""
+    response = await AsyncClient().get(f"/tools/{name}", headers=BROWSER)
     assert response.status_code == 402
     assert response["Content-Type"].startswith("text/html")
     assert b"<title>Payment Required</title>" in response.content
-    agent = await AsyncClient().get("/tools/get-content")
+    assert "PAYMENT-REQUIRED" in response
+    agent = await AsyncClient().get(f"/tools/{name}")
     assert agent.status_code == 402 and agent["Content-Type"] == "application/json"
 
 

@@ -38,6 +38,15 @@ FIREFOX_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.
 urlpatterns = [p for p in demo_urlpatterns if "agent" not in str(getattr(p, "urlconf_name", ""))]
 
 
+#: What each demo tool costs, as the index shows it (``Tool.price_label``).
+PRICES = {
+    "get-content": "$0.001",
+    "list-keys": "$0.001 on eip155:84532 or $0.001 on eip155:8453",
+    "put-content": "$0.01",
+    "summarize-content": "up to $0.05",
+}
+
+
 async def get_index(accept: str | None) -> Any:
     headers = {} if accept is None else {"Accept": accept}
     return await AsyncClient().get("/", headers=headers)
@@ -74,7 +83,7 @@ async def test_agents_get_the_json_map(
         "description": demo_tools["get-content"].description,
         "sign_in": "after_any_payment",  # a recent payer reads by signing in
     }
-    assert index["tools"]["put-content"]["price"] == "$0.01"
+    assert {name: tool["price"] for name, tool in index["tools"].items()} == PRICES
     assert index["endpoints"]["mcp"] == "http://testserver/mcp"
     assert index["endpoints"]["websocket"] == "ws://testserver/ws/tools/"
     assert index["store"] == "DatabaseSessionStore"
@@ -97,10 +106,16 @@ async def test_a_browser_gets_the_landing_page(
     assert "x402" in page and "never see each other" in page
     for item in demo_tools.values():
         assert f"<h3>{html.escape(item.name)}</h3>" in page
-        assert f'<span class="price">{item.price} <small>per call</small>' in page
         assert html.escape(item.description) in page
         for argument in item.input_schema["properties"]:
             assert f"<code>{argument}</code>" in page
+    for price in ("$0.001", "$0.01", "up to $0.05"):
+        assert f'<span class="price"><span>{price}</span> <small>per call</small>' in page
+    assert (  # one span per option: the pill wraps between them, not inside one
+        '<span class="price"><span>$0.001 on eip155:84532</span> <small>or</small> '
+        "<span>$0.001 on eip155:8453</span> <small>per call</small></span>"
+    ) in page
+    assert 'class="price free"' not in page  # metered or on two networks: not "free"
     assert "<code>string | null</code>" in page  # put-content's value
     assert "min 1 · max 100 · default 20" in page  # get-content's limit
     for endpoint in (
@@ -142,7 +157,7 @@ async def test_the_page_escapes_what_tools_declare(demo_urls: None) -> None:
         assert raw not in page, raw
     assert "<h3>x&lt;b&gt;&amp;y</h3>" in page
     assert "&lt;script&gt;alert(&quot;d&quot;)&lt;/script&gt; &amp; more" in page
-    assert '<span class="price">$1 <small>' in page
+    assert '<span class="price"><span>$1</span> <small>' in page
     assert "<code>&lt;arg&gt;</code>" in page and "&lt;img src=x&gt;" in page
     assert 'href="/tools/x%3Cb%3E%26y"' in page
 
@@ -202,9 +217,14 @@ def test_the_landing_page_in_chromium(driver: Any, server: DemoServer, tmp_path:
     cards = driver.find_elements(By.CSS_SELECTOR, "article.card")
     names = [card.find_element(By.TAG_NAME, "h3") for card in cards]
     assert all(name.is_displayed() for name in names)
-    assert [name.text for name in names] == ["get-content", "put-content"]
+    assert [name.text for name in names] == list(PRICES)
     prices = [card.find_element(By.CSS_SELECTOR, ".price").text for card in cards]
-    assert prices == ["$0.001 per call", "$0.01 per call"]
+    assert [" ".join(price.split()) for price in prices] == [
+        f"{price} per call" for price in PRICES.values()
+    ]
+    # A long price (two networks) goes under the tool's name; it never squeezes the name.
+    heights = {name.text: name.size["height"] for name in names}
+    assert len(set(heights.values())) == 1, heights
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "no money moves" in body.lower()
     assert f"{server.url.replace('http', 'ws', 1)}/ws/tools/" in body

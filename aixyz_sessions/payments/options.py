@@ -78,7 +78,7 @@ class PriceOption:
         return self.scheme == "upto"
 
     def label(self) -> str:
-        """A short human form: ``$0.01``, ``up to $0.05``, ``10000 units of 0x… on eip155:1``."""
+        """A short human form: ``$0.01``, ``up to $0.05``, ``10000 atomic units of 0x… on eip155:1``."""
         if self.price is not None:
             text = self.price
         else:

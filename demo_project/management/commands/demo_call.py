@@ -3,11 +3,18 @@
 While ``make demo`` serves the demo, this command creates two fresh random
 keys (payer A and payer B), pays each tool call with the ``x402`` SDK's
 client (the local facilitator verifies the signatures; no money moves), and
-prints every step with the tool's result: A stores, reads back, lists and
-deletes; B then lists and reads, and must see none of A's data. Last, A
-comes back without paying: it signs in with the same wallet (x402's
-sign-in-with-x, which ``get-content`` accepts from a recent payer) and
-reads its greeting; B's signature is refused there, since B never paid.
+prints every step with the tool's result and what it settled: A stores,
+reads back, lists, summarizes and deletes; B then lists, summarizes and
+reads, and must see none of A's data. Last, A comes back without paying: it
+signs in with the same wallet (x402's sign-in-with-x, which ``get-content``
+accepts from a recent payer) and reads its greeting; a wallet that never
+paid is refused there.
+
+The payments show the demo's three ways to price a call: a fixed price
+(``exact``); ``list-keys``, offered on Base Sepolia and Base (A pays on the
+first network offered, B prefers Base); and ``summarize-content``, metered
+(``upto``): the payer authorizes $0.05 and the call settles what the
+session's size costs, which the command checks against the summary.
 
     python manage.py demo_call                       # over HTTP: POST /tools/<name>
     python manage.py demo_call --transport ws        # over the WebSocket /ws/tools/
@@ -27,6 +34,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -34,12 +42,18 @@ import httpx
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from x402 import x402Client
+from x402 import prefer_network, x402Client
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.mechanisms.evm.signers import EthAccountSigner
+from x402.mechanisms.evm.upto import UptoEvmClientScheme
+from x402.schemas import PaymentRequirements, SettleResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TRANSPORTS = ("http", "ws", "mcp", "a2a")
-PUT, GET = "put-content", "get-content"
+PUT, GET, KEYS, SUMMARY = "put-content", "get-content", "list-keys", "summarize-content"
+TOOLS = (PUT, GET, KEYS, SUMMARY)
+#: Where payer B pays when a tool offers it (``list-keys``: Base Sepolia or Base).
+B_NETWORK = "eip155:8453"
 TIMEOUT = 30.0
 
 
@@ -49,14 +63,28 @@ class CallFailed(Exception):
 
 @dataclass
 class Payer:
-    """A fresh random key with the SDK's x402 client."""
+    """A fresh random key with the SDK's x402 client (``exact`` and ``upto`` on EVM).
+
+    ``prefer``: the network to pay on when a 402 offers several (else the first
+    offered). ``requirements`` is what the client signed its last payment for.
+    """
 
     label: str
+    prefer: str | None = None
     account: LocalAccount = field(default_factory=Account.create)
+    requirements: PaymentRequirements | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.x402 = x402Client()
         register_exact_evm_client(self.x402, self.account)  # type: ignore[arg-type]
+        self.x402.register("eip155:*", UptoEvmClientScheme(EthAccountSigner(self.account)))
+        if self.prefer:
+            self.x402.register_policy(prefer_network(self.prefer))
+        self.x402.on_after_payment_creation(self._signed)
+
+    def _signed(self, context: Any) -> None:
+        chosen = context.selected_requirements
+        self.requirements = chosen if isinstance(chosen, PaymentRequirements) else None
 
     @property
     def address(self) -> str:
@@ -65,23 +93,100 @@ class Payer:
 
 @dataclass(frozen=True)
 class Paid:
-    """A tool's result and the settlement's transaction reference (when paid)."""
+    """A tool's result and its settlement (``None``: not paid, or the server sent none)."""
 
     result: dict[str, Any]
+    settlement: SettleResponse | None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What one paid call settled: atomic units of ``asset`` on ``network``."""
+
+    amount: int
+    maximum: int
+    scheme: str
+    network: str
+    asset: str
     transaction: str | None
+
+    @property
+    def dollars(self) -> Decimal | None:
+        """The amount in dollars when the asset's decimals are known (the SDK's USDC)."""
+        decimals = _decimals(self.asset, self.network)
+        return None if decimals is None else _dollars(self.amount, decimals)
+
+    def label(self) -> str:
+        """``$0.0011 of up to $0.05 on eip155:84532, tx 0x12...``."""
+        decimals = _decimals(self.asset, self.network)
+        if decimals is None:
+            text = f"{self.amount} units of {self.asset}"
+            if self.scheme == "upto":
+                text += f" of up to {self.maximum}"
+        else:
+            text = f"${_dollars(self.amount, decimals):f}"
+            if self.scheme == "upto":
+                text += f" of up to ${_dollars(self.maximum, decimals):f}"
+        text += f" on {self.network}"
+        return text + (f", tx {self.transaction[:18]}..." if self.transaction else "")
+
+
+def _decimals(asset: str, network: str) -> int | None:
+    from x402.mechanisms.evm.default_assets import find_default_asset
+
+    try:
+        found = find_default_asset(asset, network)
+    except Exception:  # a network the SDK does not know
+        return None
+    return None if found is None else int(found["decimals"])
+
+
+def _dollars(amount: int, decimals: int) -> Decimal:
+    return (Decimal(amount) / Decimal(10) ** decimals).normalize()
+
+
+def receipt(paid: Paid, requirements: PaymentRequirements | None) -> Receipt | None:
+    """What a call settled: ``PAYMENT-RESPONSE``'s ``amount`` (``upto``), else the price signed.
+
+    An ``exact`` settlement moves the amount the payer signed for; the
+    server's answer names only the transaction (``amount`` is for ``upto``).
+    """
+    settled = paid.settlement
+    if settled is None or requirements is None:
+        return None
+    amount = settled.amount or requirements.amount
+    return Receipt(
+        amount=int(amount),
+        maximum=int(requirements.amount),
+        scheme=requirements.scheme,
+        network=settled.network or requirements.network,
+        asset=requirements.asset,
+        transaction=settled.transaction or None,
+    )
 
 
 Call = Callable[..., Any]  # (name, arguments, *, sign_in=False) -> Paid
 
 
-def _transaction_from_header(header: str | None) -> str | None:
+def _settlement_from_header(header: str | None) -> SettleResponse | None:
+    """The decoded ``PAYMENT-RESPONSE`` (HTTP and A2A header, WebSocket reply field)."""
     if not header:
         return None
     from x402.http import decode_payment_response_header
 
     try:
-        return decode_payment_response_header(header).transaction or None
+        return decode_payment_response_header(header)
     except Exception:
+        return None
+
+
+def _settlement_of(value: Any) -> SettleResponse | None:
+    """The settlement an MCP result carries (the SDK gives a ``SettleResponse`` or a dict)."""
+    if isinstance(value, SettleResponse) or value is None:
+        return value
+    try:
+        return SettleResponse.model_validate(value)
+    except ValueError:
         return None
 
 
@@ -108,7 +213,7 @@ async def http_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
                 raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
             result = response.json()["result"]
             header = response.headers.get("PAYMENT-RESPONSE")
-            return Paid(result, _transaction_from_header(header))
+            return Paid(result, _settlement_from_header(header))
 
         yield call
 
@@ -144,7 +249,7 @@ async def ws_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
                 reply = await ask({**message, "id": uuid.uuid4().hex, "payment": payment})
             if "error" in reply:
                 raise CallFailed(f"{reply['error'].get('code')}: {reply['error'].get('message')}")
-            return Paid(reply["result"], _transaction_from_header(reply.get("payment_response")))
+            return Paid(reply["result"], _settlement_from_header(reply.get("payment_response")))
 
         yield call
 
@@ -177,13 +282,7 @@ async def mcp_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
                 texts = [b.text for b in outcome.content if isinstance(b, TextContent)]
                 if outcome.is_error:
                     raise CallFailed(f"MCP error: {' '.join(texts)[:300]}")
-                settlement: Any = outcome.payment_response
-                transaction = (
-                    settlement.get("transaction")
-                    if isinstance(settlement, dict)
-                    else getattr(settlement, "transaction", None)
-                )
-                return Paid(json.loads(texts[0]), transaction or None)
+                return Paid(json.loads(texts[0]), _settlement_of(outcome.payment_response))
 
             yield call
 
@@ -227,7 +326,7 @@ async def a2a_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
             task = response.json()["result"]
             data = task["artifacts"][0]["parts"][0]["data"]
             header = response.headers.get("PAYMENT-RESPONSE")
-            return Paid(data, _transaction_from_header(header))
+            return Paid(data, _settlement_from_header(header))
 
         yield call
 
@@ -281,10 +380,10 @@ class Command(BaseCommand):
                 f"{base}/tools/ answered HTTP {response.status_code} without a tool list: "
                 "is this the demo server? (is `make demo` running?)"
             ) from None
-        missing = [name for name in (PUT, GET) if name not in tools]
+        missing = [name for name in TOOLS if name not in tools]
         if missing:
             raise CommandError(f"{base} does not serve the demo tools {missing}: is it the demo?")
-        return {name: str(tools[name]) for name in (PUT, GET)}
+        return {name: str(tools[name]) for name in TOOLS}
 
     @staticmethod
     def _store_of(base: str) -> str:
@@ -295,13 +394,19 @@ class Command(BaseCommand):
             return ""
 
     async def _run(self, base: str, transport: str) -> list[str]:
-        a, b = Payer("A"), Payer("B")
+        a, b = Payer("A"), Payer("B", prefer=B_NETWORK)
         out = self.stdout
         out.write(f"demo_call: {base} over {transport}; every call below is a paid x402 call")
-        out.write(f"  prices: {PUT} {self._prices[PUT]}, {GET} {self._prices[GET]}")
+        width = max(len(name) for name in TOOLS)
+        for i, name in enumerate(TOOLS):
+            out.write(f"  {'prices:' if i == 0 else '':<8}{name:<{width}}  {self._prices[name]}")
         out.write(f"  payer A: {a.address}  (fresh random key)")
-        out.write(f"  payer B: {b.address}  (fresh random key)\n")
+        out.write(
+            f"  payer B: {b.address}  (fresh random key; pays on {B_NETWORK} where offered)\n"
+        )
         failures: list[str] = []
+        receipts: dict[str, list[Receipt]] = {"A": [], "B": []}
+        last: Receipt | None = None  # what the latest paid call settled
         step = 0
 
         async with AsyncExitStack() as stack:
@@ -319,11 +424,13 @@ class Command(BaseCommand):
                 sign_in: bool = False,
                 refused: bool = False,
             ) -> Any:
-                nonlocal step
+                nonlocal step, last
                 step += 1
+                last = None
                 shown = json.dumps(arguments, ensure_ascii=False)
                 out.write(self.style.MIGRATE_HEADING(f"{step:>2}. payer {payer.label}: {title}"))
                 out.write(f"    {name} {shown}" + ("  (signed in, no payment)" if sign_in else ""))
+                payer.requirements = None
                 try:
                     paid = await callers[payer.label](name, arguments, sign_in=sign_in)
                 except CallFailed as exc:
@@ -334,17 +441,36 @@ class Command(BaseCommand):
                     failures.append(f"step {step} ({name} as {payer.label}) failed: {exc}")
                     return None
                 if sign_in:
-                    receipt = "  [signed in: no payment]"
+                    shown_receipt = "  [signed in: no payment]"
                 else:
-                    receipt = f"  [paid {self._prices[name]}"
-                    receipt += f", tx {paid.transaction[:18]}...]" if paid.transaction else "]"
-                out.write(f"    -> {json.dumps(paid.result, ensure_ascii=False)}{receipt}")
+                    last = receipt(paid, payer.requirements)
+                    if last is None:
+                        shown_receipt = f"  [paid {self._prices[name]}: no settlement reported]"
+                        failures.append(f"step {step} ({name}): no settlement reported")
+                    else:
+                        receipts[payer.label].append(last)
+                        shown_receipt = f"  [paid {last.label()}]"
+                out.write(f"    -> {json.dumps(paid.result, ensure_ascii=False)}{shown_receipt}")
                 return paid.result
 
             def expect(ok: bool, what: str) -> None:
                 if not ok:
                     out.write(self.style.ERROR(f"    !! expected {what}"))
                     failures.append(f"step {step}: expected {what}")
+
+            def expect_metered(result: Any) -> Receipt | None:
+                """The summary's cost is what settled, below the authorized maximum."""
+                settled = last
+                cost = result.get("cost") if isinstance(result, dict) else None
+                expect(
+                    settled is not None
+                    and settled.scheme == "upto"
+                    and settled.dollars is not None
+                    and f"${settled.dollars:f}" == cost
+                    and settled.amount < settled.maximum,
+                    f"the summary's cost {cost} settled, below the maximum (upto)",
+                )
+                return settled
 
             greeting, note = "hello from A", "A's private note"
             r = await do(a, PUT, {"key": "greeting", "value": greeting}, "store a greeting")
@@ -358,9 +484,32 @@ class Command(BaseCommand):
                 r == {"success": True, "content": {"greeting": greeting, "note": note}, "count": 2},
                 "both entries",
             )
+            title = "list A's keys (offered on two networks: A pays on the first)"
+            r = await do(a, KEYS, {}, title)
+            expect(r == {"success": True, "keys": ["greeting", "note"], "count": 2}, "both keys")
+            expect(last is not None and last.network != B_NETWORK, "A to pay on the first network")
+            r = await do(a, SUMMARY, {}, "summarize A's session (metered: priced by its size)")
+            size = len(greeting.encode()) + len(note.encode())
+            expect(
+                isinstance(r, dict) and (r.get("count"), r.get("bytes")) == (2, size),
+                f"2 entries of {size} bytes",
+            )
+            a_summary = expect_metered(r)
             r = await do(b, GET, {}, "list all of B's content (B is a different payer)")
             b_listing_empty = r == {"success": True, "content": {}, "count": 0}
             expect(b_listing_empty, "B's session to be empty")
+            r = await do(b, KEYS, {}, f"list B's keys, paying on {B_NETWORK}")
+            b_keys_empty = r == {"success": True, "keys": [], "count": 0}
+            expect(b_keys_empty, "no keys for B")
+            expect(last is not None and last.network == B_NETWORK, f"B to pay on {B_NETWORK}")
+            r = await do(b, SUMMARY, {}, "summarize B's session (empty: the smallest charge)")
+            b_summary_empty = isinstance(r, dict) and (r.get("count"), r.get("bytes")) == (0, 0)
+            expect(b_summary_empty, "B's summary to count nothing")
+            b_summary = expect_metered(r)
+            expect(
+                a_summary is None or b_summary is None or b_summary.amount < a_summary.amount,
+                "B's empty session to cost less to summarize than A's",
+            )
             r = await do(b, GET, {"key": "greeting"}, "try to read A's key 'greeting'")
             b_read_refused = isinstance(r, dict) and r.get("success") is False
             expect(b_read_refused, "no content for B under 'greeting'")
@@ -391,10 +540,12 @@ class Command(BaseCommand):
                 expect(isinstance(r, CallFailed), "the sign-in of a wallet that never paid refused")
 
         out.write("")
+        for label, paid in receipts.items():
+            out.write(f"Payer {label} settled {_total(paid)} in {len(paid)} payments")
         # The admin's Sessions pages work on every store (memory: this server's process).
         keys = f"{base}/admin/aixyz_sessions/storedsession/{quote(a.address.lower())}/"
         out.write(f"Payer A's entries in the admin: {keys}")
-        if b_listing_empty and b_read_refused and a_untouched:
+        if b_listing_empty and b_keys_empty and b_summary_empty and b_read_refused and a_untouched:
             out.write(
                 self.style.SUCCESS(
                     "ISOLATION OK: payer B saw none of payer A's data, "
@@ -405,3 +556,19 @@ class Command(BaseCommand):
             out.write(self.style.ERROR("ISOLATION FAILED: payer B saw payer A's data."))
             failures.append("isolation between payer A and payer B failed")
         return failures
+
+
+def _total(paid: list[Receipt]) -> str:
+    """The payments' total in dollars, by network: ``$0.0331 (eip155:84532 $0.0321, ...)``."""
+    by_network: dict[str, Decimal] = {}
+    units = 0
+    for item in paid:
+        dollars = item.dollars
+        if dollars is None:
+            units += item.amount
+        else:
+            by_network[item.network] = by_network.get(item.network, Decimal(0)) + dollars
+    text = f"${sum(by_network.values(), Decimal(0)).normalize():f}"
+    if len(by_network) > 1:
+        text += " (" + ", ".join(f"{n} ${v.normalize():f}" for n, v in by_network.items()) + ")"
+    return text + (f" and {units} units of other tokens" if units else "")

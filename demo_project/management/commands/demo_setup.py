@@ -30,7 +30,7 @@ def tour(url: str, username: str) -> str:
 The demo ("x402 sessions") is starting on {url}  (Ctrl-C stops it)
 
   {url}/                      what runs here, as JSON
-  {url}/tools/                the tools and their prices (put-content $0.01, get-content $0.001)
+  {url}/tools/                the tools and their prices (one on two networks, one metered)
   {url}/tools/get-content     open it in a browser: the x402 paywall page
   {url}/mcp                   the same tools over MCP
   {ws}/ws/tools/               and over WebSocket
