@@ -178,6 +178,20 @@ class StagedSession(Session):
 
     # -- other writes of the paid work -------------------------------------------------
 
+    def savepoint(self) -> dict[str, Pending]:
+        """The pending writes as they stand, for :meth:`rollback` (a part of the call failed)."""
+        return dict(self._pending)
+
+    def rollback(self, point: dict[str, Pending]) -> None:
+        """Drop the writes made since ``point`` (a :meth:`savepoint`); before the commit only.
+
+        One paid call may run several pieces of work (an agent turn runs the
+        tools its model calls): a piece that fails keeps none of its writes,
+        while the call, and what the pieces before it wrote, go on.
+        """
+        if not self._committed:
+            self._pending = dict(point)
+
     def defer(self, name: str, value: object, apply: Callable[[], Awaitable[None]]) -> bool:
         """Keep ``apply`` (the write of ``value``) until the commit; the last under ``name`` wins.
 

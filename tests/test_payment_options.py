@@ -188,6 +188,9 @@ def test_charge_outside_a_paid_call_charges_nothing() -> None:
     assert charge("$0.01") == 0
     with pytest.raises(TypeError):
         charge(["$0.01"])  # type: ignore[arg-type]
+    # A wrong amount is wrong outside a paid call too: a unit test of the view catches it.
+    with pytest.raises(ValueError, match="give dollars such as"):
+        charge("0.01 USD")
 
 
 def test_charge_converts_dollars_rounding_down_and_the_last_one_counts() -> None:

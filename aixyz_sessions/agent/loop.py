@@ -56,8 +56,10 @@ from decimal import Decimal
 from typing import Any
 
 from .. import bounded_json
-from ..payments.metering import Meter, metering
+from ..context import get_session
+from ..payments.metering import ChargeError, Meter, metering
 from ..payments.options import to_atomic
+from ..staging import StagedSession
 from ..tools.failures import tool_failure
 from ..tools.registry import Tool, ToolRegistry, registry
 from .turns import charge_tokens, turn_token_prices
@@ -254,6 +256,8 @@ class ToolLoopAgent:
             parsed = bounded_json.loads(arguments or "{}")
         except ValueError:
             return {"error": "invalid_arguments", "message": "arguments are not JSON"}
+        session = get_session()
+        point = session.savepoint() if isinstance(session, StagedSession) else None
         try:
             price = _dollar_price(item)
             meter = _tool_meter(item, price)
@@ -262,9 +266,17 @@ class ToolLoopAgent:
             usage.tools += _tool_cost(price, meter)
             return result
         except Exception as exc:
+            # A tool call that failed keeps none of its writes, as on every transport;
+            # the turn goes on (the model ran: it is charged) and the model reads why.
+            if point is not None:
+                assert isinstance(session, StagedSession)
+                session.rollback(point)
+            if isinstance(exc, ChargeError):
+                return {"error": "charge_refused", "message": str(exc)}
             failure = tool_failure(exc, f"agent tool {item.name!r}")
             if failure is None:
-                raise
+                logger.exception("agent tool %r failed inside a turn", item.name)
+                return {"error": "tool_failed", "message": f"the tool {item.name!r} failed"}
             return {"error": failure.code, "message": failure.message}
 
 

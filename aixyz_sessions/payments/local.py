@@ -577,6 +577,14 @@ class LocalFacilitator:
         """Run the SDK's verification (blocking; CPU only)."""
         try:
             facilitator = self._facilitator_for(payload)
+            contract = self._contract_payer(payload)
+            if contract is not None:
+                return VerifyResponse(
+                    is_valid=False,
+                    invalid_reason="invalid_payer",
+                    invalid_message=contract,
+                    payer="",
+                )
             used = self._used_permit2(payload)
             if used is not None:
                 return used
@@ -586,6 +594,25 @@ class LocalFacilitator:
             return VerifyResponse(
                 is_valid=False, invalid_reason="invalid_payload", invalid_message=str(exc)
             )
+
+    def _contract_payer(self, payload: PaymentPayload | PaymentPayloadV1) -> str | None:
+        """Why a payment whose ``from`` has code here is refused (``None``: an EOA payer).
+
+        The ledger gives code to the token contracts (so that asset checks
+        pass) and answers no smart-wallet call: were a token address named as
+        the payer, the SDK would take it for a smart wallet whose signature
+        check it cannot run and, finding every balance and allowance ample,
+        accept a payment nobody signed. This facilitator takes EOA payers only.
+        """
+        inner = payload.payload if isinstance(payload, PaymentPayload) else None
+        for branch in ("authorization", "permit2Authorization"):
+            auth = (inner or {}).get(branch)
+            payer = auth.get("from") if isinstance(auth, dict) else None
+            if isinstance(payer, str) and self.ledger.get_code(payer):
+                return (
+                    f"the payer {payer} is a contract; the LocalFacilitator takes EOA payers only"
+                )
+        return None
 
     def _used_permit2(self, payload: PaymentPayload | PaymentPayloadV1) -> VerifyResponse | None:
         """An invalid verification for a Permit2 payload whose nonce is spent, else ``None``.
@@ -622,6 +649,15 @@ class LocalFacilitator:
         """Run the SDK's settlement against the ledger (blocking; CPU only)."""
         try:
             facilitator = self._facilitator_for(payload)
+            contract = self._contract_payer(payload)
+            if contract is not None:
+                return SettleResponse(
+                    success=False,
+                    error_reason="invalid_payer",
+                    error_message=contract,
+                    transaction="",
+                    network=str(getattr(requirements, "network", "")),
+                )
             with self._memoized():
                 return facilitator.settle(payload, requirements)
         except Exception as exc:

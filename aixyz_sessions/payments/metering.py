@@ -23,7 +23,8 @@ Rules (the x402 ``upto`` scheme's, kept on every transport by
 * in an ``exact`` payment the price is fixed: ``charge()`` only checks the
   amount against it;
 * outside a paid call (a sign-in, a free call, a unit test calling the
-  function) nothing is charged and ``charge()`` returns 0; after the call's
+  function) nothing is charged and ``charge()`` returns 0 (an amount that
+  is not one still raises); after the call's
   answer left (a streamed body) it is :class:`ChargeError`.
 """
 
@@ -66,30 +67,15 @@ class Meter:
 
     def atomic(self, amount: object) -> int:
         """``amount`` in atomic units; ``TypeError``/``ValueError`` when it is not an amount."""
-        if isinstance(amount, bool) or not isinstance(amount, int | str | Decimal | float):
-            raise TypeError(
-                f"charge() takes dollars ('$0.01') or atomic units (int), got {amount!r}"
+        dollars = _amount(amount)
+        if isinstance(dollars, int):
+            return dollars
+        if self.decimals is None:
+            raise ChargeError(
+                f"charge(): the decimals of {self.asset} are not known, so dollars "
+                "cannot be converted; charge an int of atomic units"
             )
-        if isinstance(amount, int):
-            units = amount
-        else:
-            try:
-                dollars = Decimal(
-                    amount.strip().removeprefix("$") if isinstance(amount, str) else str(amount)
-                )
-            except InvalidOperation:
-                raise ValueError(f"charge(): {amount!r} is not a dollar amount") from None
-            if not dollars.is_finite():
-                raise ValueError(f"charge(): {amount!r} is not a dollar amount")
-            if self.decimals is None:
-                raise ChargeError(
-                    f"charge(): the decimals of {self.asset} are not known, so dollars "
-                    "cannot be converted; charge an int of atomic units"
-                )
-            units = to_atomic(dollars, self.decimals) if dollars >= 0 else -1
-        if units < 0:
-            raise ValueError(f"charge(): the amount must not be negative, got {amount!r}")
-        return units
+        return to_atomic(dollars, self.decimals)
 
     def charge(self, amount: object) -> int:
         """Set what the call costs (see the module); returns it in atomic units."""
@@ -109,6 +95,27 @@ class Meter:
         if not self.metered or self.charged is None:
             return None
         return {"amount": str(self.charged)}
+
+
+_FORMS = "dollars such as '$0.012' (a str, Decimal or float) or an int of atomic units"
+
+
+def _amount(amount: object) -> int | Decimal:
+    """``amount`` checked: an ``int`` of atomic units or a ``Decimal`` of dollars, 0 or more."""
+    if isinstance(amount, bool) or not isinstance(amount, int | str | Decimal | float):
+        raise TypeError(f"charge() takes {_FORMS}, got {amount!r}")
+    if isinstance(amount, int):
+        if amount < 0:
+            raise ValueError(f"charge(): the amount must not be negative, got {amount!r}")
+        return amount
+    text = amount.strip() if isinstance(amount, str) else str(amount)
+    try:
+        dollars = Decimal(text.removeprefix("$"))
+    except InvalidOperation:
+        raise ValueError(f"charge(): {amount!r} is not an amount; give {_FORMS}") from None
+    if not dollars.is_finite() or dollars < 0:
+        raise ValueError(f"charge(): {amount!r} is not an amount of 0 or more; give {_FORMS}")
+    return dollars
 
 
 _meter: ContextVar[Meter | None] = ContextVar("aixyz_x402_meter", default=None)
@@ -162,9 +169,6 @@ def charge(amount: str | int | Decimal | float) -> int:
     """
     meter = _meter.get()
     if meter is None:
-        if isinstance(amount, bool) or not isinstance(amount, int | str | Decimal | float):
-            raise TypeError(
-                f"charge() takes dollars ('$0.01') or atomic units (int), got {amount!r}"
-            )
+        _amount(amount)  # a wrong amount is wrong in a unit test too
         return 0
     return meter.charge(amount)

@@ -149,6 +149,12 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
         f"{what} costs {cost}. Pay with x402: sign a payment for one of 'accepts' and "
         "repeat the request with it in the PAYMENT-SIGNATURE header."
     )
+    if any(a.get("scheme") == "upto" for a in data.get("accepts", [])):
+        body["message"] += (
+            " An 'upto' option is metered: sign its amount as a maximum with the x402 "
+            "upto scheme (the Python SDK's UptoEvmClientScheme, a Permit2 authorization); "
+            "the call settles what it used."
+        )
     if price:
         body["price"] = price
     body.update(

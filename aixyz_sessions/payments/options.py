@@ -78,7 +78,8 @@ class PriceOption:
         return self.scheme == "upto"
 
     def label(self) -> str:
-        """A short human form: ``$0.01``, ``up to $0.05``, ``10000 atomic units of 0x… on eip155:1``."""
+        """A short human form: ``$0.01``, ``up to $0.05``, or for a named token
+        ``10000 atomic units of 0x… on eip155:1``."""
         if self.price is not None:
             text = self.price
         else:
@@ -168,8 +169,8 @@ def parse_option(value: object, *, what: str) -> PriceOption:
     has_price, has_amount = value.get("price") is not None, value.get("amount") is not None
     if has_price == has_amount:
         raise _shape_error(
-            f"{what} gives {'both' if has_price else 'neither'} 'price' and 'amount'; "
-            "give exactly one",
+            f"{what} gives {'both' if has_price else 'neither'} 'price' "
+            f"{'and' if has_price else 'nor'} 'amount'; give exactly one",
             _OPTION_HINT,
         )
     network = value.get("network")
@@ -324,7 +325,8 @@ def resolve(
                 pay_to=option.pay_to or target.pay_to or pay_to,
             )
             if offer.key in seen:
-                raise _duplicate(f"the option {option.label()} on {offer.network} is offered twice")
+                where = "" if option.network else f" on {offer.network}"
+                raise _duplicate(f"the option {option.label()}{where} is offered twice")
             seen.add(offer.key)
             resolved.append(offer)
     return tuple(resolved)
