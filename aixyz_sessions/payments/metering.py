@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -119,6 +119,16 @@ def _amount(amount: object) -> int | Decimal:
 
 
 _meter: ContextVar[Meter | None] = ContextVar("aixyz_x402_meter", default=None)
+
+
+def bind_meter(meter: Meter | None) -> Token[Meter | None]:
+    """Make ``meter`` the one :func:`charge` reports to; undo with :func:`unbind_meter`."""
+    return _meter.set(meter)
+
+
+def unbind_meter(token: Token[Meter | None]) -> None:
+    """Undo :func:`bind_meter`."""
+    _meter.reset(token)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ decimals are not known, ``E112`` the same option twice.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -142,8 +143,13 @@ def _check_extra(value: object, what: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(value.items()))
 
 
+@functools.lru_cache(maxsize=1024)
 def known_decimals(asset: str, network: str) -> int | None:
-    """The decimals of a token the SDK lists as a default asset of ``network``."""
+    """The decimals of a token the SDK lists as a default asset of ``network``.
+
+    Cached: every paid call asks it (see ``PaidCall.meter_for``), and the
+    SDK's lookup costs tens of microseconds; its table does not change.
+    """
     from x402.mechanisms.evm.default_assets import find_default_asset
 
     found = find_default_asset(asset, network)

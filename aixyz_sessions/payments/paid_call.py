@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -77,7 +78,7 @@ from .failures import (
     PaymentFailure,
 )
 from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE
-from .metering import Meter, metering
+from .metering import Meter, bind_meter, unbind_meter
 from .options import known_decimals
 from .retries import Retry
 from .runtime import PaymentRuntime
@@ -568,24 +569,22 @@ class PaidCall:
 class _Bound:
     """The payer's session and the call's meter, bound together (``with``/``async with``)."""
 
-    __slots__ = ("_meter", "_payer", "_stack")
+    __slots__ = ("_meter", "_payer", "_tokens")
 
     def __init__(self, payer: payer_context, meter: Meter | None) -> None:
         self._payer = payer
         self._meter = meter
-        self._stack: list[AbstractContextManager[object]] = []
+        self._tokens: list[Token[Meter | None]] = []
 
     def __enter__(self) -> None:
-        meter = metering(self._meter)
-        meter.__enter__()
-        self._stack.append(meter)
+        self._tokens.append(bind_meter(self._meter))
         self._payer.__enter__()
 
     def __exit__(self, *exc: Any) -> None:
         try:
             self._payer.__exit__(*exc)
         finally:
-            self._stack.pop().__exit__(*exc)
+            unbind_meter(self._tokens.pop())
 
     async def __aenter__(self) -> None:
         self.__enter__()
