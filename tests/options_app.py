@@ -14,7 +14,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import include, path
 
-from aixyz_sessions import get_session
+from aixyz_sessions import get_payer, get_session
 from aixyz_sessions.payments import ChargeError, charge, paid
 from aixyz_sessions.tools import ToolError, registry, tool
 from tests.settings import LOOPBACK_HOSTS
@@ -95,6 +95,15 @@ async def metered_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body(), content_type="text/plain")
 
 
+@paid(upto=MAXIMUM, sign_in="after_payment")
+async def metered_sign_in(request: HttpRequest) -> JsonResponse:
+    """Charges ``{"charge": ...}`` when it is paid; a returning payer signs in for free."""
+    body = json.loads(request.body or b"{}")
+    if "charge" in body:
+        charge(body["charge"])
+    return JsonResponse({"payer": get_payer()})
+
+
 async def metered_tool(key: str, amount: str | None = None) -> dict[str, Any]:
     """Write ``key``; charge ``amount`` (dollars) when given."""
     payer = await _write(key, "by tool")
@@ -128,6 +137,7 @@ urlpatterns = [
     path("metered/", metered),
     path("metered-header/", metered_by_header),
     path("metered-stream/", metered_stream),
+    path("metered-sign-in/", metered_sign_in),
     path("tools/", include("aixyz_sessions.tools.urls")),
     path("", include("aixyz_sessions.agent.urls")),
 ]

@@ -439,3 +439,29 @@ async def test_a_charge_from_a_streamed_body_is_refused_not_lost(base: str) -> N
     assert response.text.startswith("late charge refused: charge(): this call's payment")
     assert settled(response.headers["PAYMENT-RESPONSE"]).amount == "1000"
     assert moved(account.address) == [(84532, 1000)]
+
+
+async def test_a_metered_call_that_charged_nothing_opens_no_sign_in(base: str) -> None:
+    """sign_in="after_payment" reads settled payments: a charge of 0 paid nothing."""
+    from aixyz_sessions.testing.paying import sign_in_header
+
+    async def sign_in(account: LocalAccount) -> int:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
+            asked = await plain.post("/metered-sign-in/", json={})
+            header = await sign_in_header(
+                account, asked.headers["PAYMENT-REQUIRED"], f"{base}/metered-sign-in/"
+            )
+            response = await plain.post(
+                "/metered-sign-in/", json={}, headers={"SIGN-IN-WITH-X": header}
+            )
+        assert response.status_code in (200, 402), response.text
+        return response.status_code
+
+    free, paying = Account.create(), Account.create()
+    async with x402HttpxClient(signer(free), base_url=base, timeout=30) as http:
+        zero = await http.post("/metered-sign-in/", json={"charge": 0})
+    async with x402HttpxClient(signer(paying), base_url=base, timeout=30) as http:
+        some = await http.post("/metered-sign-in/", json={"charge": "$0.001"})
+    assert zero.status_code == 200 and some.status_code == 200
+    assert await sign_in(free) == 402  # paid nothing: no sign-in
+    assert await sign_in(paying) == 200

@@ -2,8 +2,10 @@
 
 kept answer (a retry with a payment identifier) -> verify (the facilitator,
 through the SDK) -> claim the authorization in the replay guard -> run the
-work inside the payer's :class:`~aixyz_sessions.staging.StagedSession` ->
-settle -> commit the staged session writes -> record the payment (sign-in)
+work inside the payer's :class:`~aixyz_sessions.staging.StagedSession`, with
+the call's :class:`~aixyz_sessions.payments.metering.Meter` for ``charge()``
+-> settle (what a metered ``upto`` call charged; the verified option's price
+otherwise) -> commit the staged session writes -> record the payment (sign-in)
 -> keep the answer (retries) -> release what is left. Commit, record and
 keep are one step where the store keeps the replay guard's records beside
 the session (one round trip on Redis; see :meth:`PaidCall.commit`). Each
@@ -473,8 +475,13 @@ class PaidCall:
         return settlement
 
     def _payment_records(self) -> list[Record]:
-        """The settled payment's records for sign-in (``records``), as the guard keeps them."""
+        """The settled payment's records for sign-in (``records``), as the guard keeps them.
+
+        A metered call that charged nothing paid nothing: it opens no sign-in.
+        """
         if not self.records or self.authorization is None:
+            return []
+        if self.meter is not None and self.meter.metered and self.meter.charged == 0:
             return []
         return payment_records(
             self.authorization.payer, self.records, self.runtime.config.sign_in_window
