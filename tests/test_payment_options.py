@@ -66,9 +66,11 @@ def test_every_field_of_an_option_is_checked_with_an_id(
 
 
 def test_paid_takes_exactly_one_of_price_upto_and_accepts() -> None:
-    for arguments in ({}, {"price": "$0.01", "upto": "$0.05"}, {"upto": "$1", "accepts": []}):
-        with pytest.raises(X402ConfigError, match="exactly one of price, upto and accepts"):
+    for arguments in ({"price": "$0.01", "upto": "$0.05"}, {"upto": "$1", "accepts": []}):
+        with pytest.raises(X402ConfigError, match="at most one of price, upto and accepts"):
             paid(**arguments)
+    with pytest.raises(X402ConfigError, match="exactly one of price, upto and accepts"):
+        tool(_nothing, name="opt_none", upto="$1", price="$1")
     with pytest.raises(X402ConfigError, match="inside each of accepts' options"):
         paid(accepts=[{"price": "$0.01"}], network="eip155:8453")
 
@@ -123,7 +125,8 @@ def test_accepts_setting_gives_the_default_networks_in_order() -> None:
 @pytest.mark.parametrize(
     ("accepts", "check_id"),
     [
-        ([{"price": "$0.01"}], "E110"),  # a default gives where, not what
+        ([{"price": "$0.01"}], "E103"),  # every entry names its network
+        ([{"network": "eip155:8453", "scheme": "upto"}], "E110"),  # a scheme without a price
         ([{"network": "eip155:8453"}, {"network": "eip155:8453"}], "E112"),
         ([{"network": "base"}], "E103"),
         ("eip155:8453", "E110"),
@@ -334,5 +337,56 @@ async def test_a_metered_402_declares_the_gas_sponsoring_the_facilitator_offers(
                 "eip2612GasSponsoring",
             }
             assert await extensions_of("/two-networks/", "get") == {"payment-identifier"}
+        finally:
+            reset_runtime()
+
+
+@pytest.mark.django_db
+async def test_a_route_without_a_price_offers_the_prices_of_accepts() -> None:
+    """``@paid()``: the ACCEPTS entries' own prices, in order; a route's price wins."""
+    from django.test import AsyncClient
+    from x402.http import decode_payment_required_header
+
+    from aixyz_sessions.payments.runtime import reset_runtime
+    from tests.agent_app import AGENT
+    from tests.payments_helpers import MIDDLEWARE
+
+    async def offers(path: str) -> list[tuple[str, str, str]]:
+        response = await AsyncClient().get(path)
+        assert response.status_code == 402, response.content
+        required = decode_payment_required_header(response["PAYMENT-REQUIRED"])
+        return [(a.network, a.amount, a.pay_to) for a in required.accepts]
+
+    accepts = [
+        {"network": "eip155:8453", "price": "$0.02"},
+        {"network": "eip155:84532", "price": "$0.01", "pay_to": OTHER},
+    ]
+    base = {
+        "MIDDLEWARE": MIDDLEWARE,
+        "ROOT_URLCONF": "tests.options_defaults_urls",
+        "AIXYZ_AGENT": AGENT,
+    }
+    with override_settings(**base, AIXYZ_X402={**LOCAL, "ACCEPTS": accepts}):
+        reset_runtime()
+        try:
+            assert [m for m in check_x402_settings() if m.is_serious()] == []
+            assert await offers("/default-priced/") == [
+                ("eip155:8453", "20000", PAY_TO),
+                ("eip155:84532", "10000", OTHER),
+            ]
+            # A route with its own price offers it on every entry's network and recipient.
+            assert await offers("/metered-header/") != []
+            two = await offers("/two-networks/")
+            assert [n for n, _, _ in two] == ["eip155:84532", "eip155:8453"]
+        finally:
+            reset_runtime()
+    with override_settings(**base, AIXYZ_X402=LOCAL, DEBUG=True):
+        reset_runtime()
+        try:
+            found = [m for m in check_x402_settings() if m.id == "aixyz_sessions.E110"]
+            assert found and "default_priced" in found[0].msg
+            response = await AsyncClient().get("/default-priced/")
+            assert response.status_code == 500
+            assert b"server_misconfigured" in response.content
         finally:
             reset_runtime()

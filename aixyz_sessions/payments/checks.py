@@ -150,7 +150,7 @@ def _offers(value: dict[str, Any]) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     for what, spec in _specs():
         try:
-            resolve(spec.options(), config.defaults(), config.pay_to)
+            resolve(spec.offered(), config.defaults(), config.pay_to)
         except X402ConfigError as exc:
             messages.append(checks.Error(f"{what}: {exc.msg}", hint=exc.hint, id=exc.id))
     return messages

@@ -96,6 +96,13 @@ class PaidSpec:
     #: The payment options, in order (``@paid(accepts=...)``, ``upto=``); empty: one
     #: ``exact`` option of ``price`` on ``network`` to ``pay_to``.
     accepts: tuple[PriceOption, ...] = ()
+    #: Declared without a price (``@paid()``): offers ``AIXYZ_X402["ACCEPTS"]``'s own prices.
+    defaults: bool = False
+
+    def offered(self) -> tuple[PriceOption, ...] | None:
+        """What :func:`~aixyz_sessions.payments.options.resolve` offers: ``None`` for the
+        ACCEPTS entries' prices (``@paid()``), else :meth:`options`."""
+        return None if self.defaults else self.options()
 
     def options(self) -> tuple[PriceOption, ...]:
         """What the route accepts, as declared (see :mod:`~aixyz_sessions.payments.options`)."""
@@ -108,7 +115,7 @@ class PaidSpec:
     @property
     def charges(self) -> bool:
         """Whether a payment is taken (``False``: sign-in only)."""
-        return bool(self.price) or bool(self.accepts)
+        return bool(self.price) or bool(self.accepts) or self.defaults
 
     @property
     def metered(self) -> bool:
@@ -118,6 +125,8 @@ class PaidSpec:
     @property
     def label(self) -> str:
         """The price in words: ``$0.01``, ``up to $0.05``, ``$0.01 on eip155:8453 or ...``."""
+        if self.defaults:
+            return "a price of AIXYZ_X402['ACCEPTS']"
         return " or ".join(option.label() for option in self.options())
 
     @property
@@ -248,6 +257,7 @@ def paid(
         pay_to=pay_to,
         description=description,
         sign_in=check_sign_in(sign_in, what="paid()"),
+        defaults=True,
     )
     return _marking(spec)
 
@@ -263,8 +273,12 @@ def priced_spec(
     description: str | None = None,
     sign_in: SignInPolicy | None = None,
     resource: str | None = None,
+    defaults: bool = False,
 ) -> PaidSpec:
     """The :class:`PaidSpec` of ``price``, ``upto`` or ``accepts`` (exactly one), checked.
+
+    ``defaults=True`` lets none be given: the route offers the prices of
+    ``AIXYZ_X402["ACCEPTS"]``'s entries (``@paid()``).
 
     Shared by ``@paid``, ``@tool`` and the agent's settings. Raises
     ``TypeError``/``ValueError`` for a price that is not one, and
@@ -275,13 +289,18 @@ def priced_spec(
         for name, v in (("price", price), ("upto", upto), ("accepts", accepts))
         if v is not None
     ]
-    if len(given) != 1:
+    if not given and defaults and network is None and pay_to is None:
+        return PaidSpec(
+            price="", description=description, sign_in=sign_in, resource=resource, defaults=True
+        )
+    if len(given) > 1 or not given:
         raise X402ConfigError(
-            f"{what} takes exactly one of price, upto and accepts; got "
-            f"{', '.join(given) or 'none'}",
+            f"{what} takes {'at most' if defaults else 'exactly'} one of price, upto and "
+            f"accepts; got {', '.join(given) or 'none'}",
             id="aixyz_sessions.E110",
             hint='A fixed price: "$0.01"; a metered one: upto="$0.05"; several options: '
-            'accepts=[{"price": "$0.01", "network": "eip155:8453"}, ...].',
+            'accepts=[{"price": "$0.01", "network": "eip155:8453"}, ...]'
+            + ("; none: the prices of AIXYZ_X402['ACCEPTS']." if defaults else "."),
         )
     network = None if network is None else check_network(network, what=f"{what}: network")
     pay_to = None if pay_to is None else check_address(pay_to, what=f"{what}: pay_to")

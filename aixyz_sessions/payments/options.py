@@ -271,59 +271,96 @@ def _duplicate(msg: str) -> X402ConfigError:
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a default option is paid: an entry of ``AIXYZ_X402["ACCEPTS"]`` or NETWORK/PAY_TO."""
+    """An entry of ``AIXYZ_X402["ACCEPTS"]`` (or NETWORK/PAY_TO): where a route is paid.
+
+    ``option`` is the entry's own price when it gives one: what a route that
+    declares no price of its own (``@paid()``) offers there.
+    """
 
     network: str
     pay_to: str | None = None
+    option: PriceOption | None = None
 
 
 def parse_destinations(value: object, *, what: str) -> tuple[Destination, ...]:
-    """``AIXYZ_X402["ACCEPTS"]``: ``[{"network": ..., "pay_to"?: ...}, ...]``."""
+    """``AIXYZ_X402["ACCEPTS"]``: ``[{"network": ..., "pay_to"?: ..., "price"?: ...}, ...]``.
+
+    Every entry names a network. An entry may also give a price (or an
+    amount of an asset, a scheme: any option key): a route declared without
+    a price, ``@paid()``, offers those; a route with its own price offers it
+    on every entry's network.
+    """
     if not isinstance(value, list | tuple) or not value or len(value) > MAX_OPTIONS:
         raise _shape_error(
             f"{what} must be a list of 1 to {MAX_OPTIONS} dicts, got {value!r}",
             'ACCEPTS = [{"network": "eip155:8453"}, {"network": "eip155:84532", '
-            '"pay_to": "0x..."}]: where every paid route can be paid; each route gives '
-            "its own price.",
+            '"pay_to": "0x..."}]: where every paid route can be paid; a route gives its '
+            'price, or takes the entries\' own ({"price": "$0.01", "network": ...}) '
+            "when it declares none (@paid()).",
         )
     found: list[Destination] = []
     for i, entry in enumerate(value):
         here = f"{what}[{i}]"
         if not isinstance(entry, Mapping):
-            raise _shape_error(f"{here} must be a dict, got {type(entry).__name__}", "")
-        unknown = sorted(str(k) for k in entry if k not in ("network", "pay_to"))
-        if unknown:
-            raise _shape_error(
-                f"{here} has keys a default cannot give: {', '.join(unknown)}",
-                "ACCEPTS says where to be paid (network, pay_to); prices, amounts and "
-                "schemes belong to each route (@paid, @tool, AIXYZ_AGENT).",
-            )
+            raise _shape_error(f"{here} must be a dict, got {type(entry).__name__}", _OPTION_HINT)
         network = check_network(entry.get("network"), what=f"{here}['network']")
+        priced = entry.get("price") is not None or entry.get("amount") is not None
+        option = parse_option(entry, what=here) if priced else None
+        unknown = sorted(str(k) for k in entry if k not in OPTION_KEYS)
+        if not priced and set(entry) - {"network", "pay_to"}:
+            raise _shape_error(
+                f"{here} gives {', '.join(sorted(set(entry) - {'network', 'pay_to'}))} "
+                "without a price",
+                "An entry is where to be paid (network, pay_to), with a price or amount "
+                "when routes declared without one (@paid()) should offer it.",
+            )
+        if unknown:  # pragma: no cover - parse_option refused them already
+            raise _shape_error(f"{here} has unknown keys: {', '.join(unknown)}", _OPTION_HINT)
         pay_to = entry.get("pay_to")
         if pay_to is not None:
             pay_to = check_address(pay_to, what=f"{here}['pay_to']")
-        destination = Destination(network, pay_to)
-        if destination in found:
+        destination = Destination(network, pay_to, option)
+        if any(d.network == network and d.pay_to == pay_to and d.option == option for d in found):
             raise _duplicate(f"{here} repeats an earlier entry")
         found.append(destination)
     return tuple(found)
 
 
+def declared_defaults(defaults: tuple[Destination, ...]) -> tuple[PriceOption, ...]:
+    """The options of a route that declares no price: the ACCEPTS entries' own prices.
+
+    Raises :class:`X402ConfigError` ``E110`` when an entry has none.
+    """
+    missing = [i for i, d in enumerate(defaults) if d.option is None]
+    if missing:
+        raise _shape_error(
+            "a route declared without a price (@paid()) offers the prices of "
+            f"AIXYZ_X402['ACCEPTS'], and entry {missing[0]} has none",
+            'Give every ACCEPTS entry a "price" (or "amount" and "asset"), or give the '
+            'route its own: @paid("$0.01").',
+        )
+    return tuple(d.option for d in defaults if d.option is not None)
+
+
 def resolve(
-    options: Iterable[PriceOption], defaults: tuple[Destination, ...], pay_to: str
+    options: Iterable[PriceOption] | None, defaults: tuple[Destination, ...], pay_to: str
 ) -> tuple[ResolvedOption, ...]:
     """The options as offered: networks and recipients filled in, in order.
 
-    An option without a network becomes one offer per default destination.
+    ``None``: the route declared no price, and offers the ACCEPTS entries'
+    own (:func:`declared_defaults`). An option without a network becomes one
+    offer per default network and recipient.
     Raises :class:`X402ConfigError` ``E112`` when two offers come out the same.
     """
+    if options is None:
+        options = declared_defaults(defaults)
     resolved: list[ResolvedOption] = []
     seen: set[tuple[object, ...]] = set()
     for option in options:
         if option.network is not None:
             targets = [Destination(option.network, None)]
-        else:
-            targets = list(defaults)
+        else:  # each default network and recipient once (entries may differ in price only)
+            targets = list({(d.network, d.pay_to): d for d in reversed(defaults)}.values())[::-1]
         for target in targets:
             offer = ResolvedOption(
                 option=option,

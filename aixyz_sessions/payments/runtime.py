@@ -209,7 +209,10 @@ class PaymentRuntime:
         offers = self._offers.get(spec)
         if offers is None:
             config = self.config
-            offers = resolve(spec.options(), config.defaults(), config.pay_to)
+            try:
+                offers = resolve(spec.offered(), config.defaults(), config.pay_to)
+            except X402ConfigError as exc:  # manage.py check says so too (E110, E112)
+                raise _misconfigured_route(spec, exc) from exc
             self._offers[spec] = offers
         return offers
 
@@ -287,6 +290,19 @@ class PaymentRuntime:
                     server = FixedPriceHTTPServer(self.server, route)
                     self._http_servers[spec] = server
         return server
+
+
+def _misconfigured_route(spec: PaidSpec, exc: X402ConfigError) -> Exception:
+    """A route whose options cannot be offered with this configuration: a server fault."""
+    from django.conf import settings
+
+    from .failures import SERVER_MISCONFIGURED, PaymentFailure
+    from .readiness import MISCONFIGURED_MESSAGE
+
+    where = spec.resource or spec.description or "a paid route"
+    logger.error("x402: %s cannot be offered: %s", where, exc)
+    detail = f"{where}: {exc.msg}" if settings.DEBUG else MISCONFIGURED_MESSAGE
+    return PaymentFailure(SERVER_MISCONFIGURED, detail)
 
 
 def _cannot_offer(options: PaymentOption | list[PaymentOption], exc: Exception) -> Exception:
