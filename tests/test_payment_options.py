@@ -218,6 +218,8 @@ def test_charge_above_the_maximum_is_refused_and_the_earlier_charge_stands() -> 
         charge("$0.01")
         with pytest.raises(ChargeError, match="above the 50000"):
             charge(50_001)
+        with pytest.raises(ChargeError, match="above what the payer authorized"):
+            charge("$1e1000000")  # refused before a million-digit integer is built
     assert meter.settlement_overrides() == {"amount": "10000"}
 
 

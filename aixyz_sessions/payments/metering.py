@@ -75,6 +75,8 @@ class Meter:
                 f"charge(): the decimals of {self.asset} are not known, so dollars "
                 "cannot be converted; charge an int of atomic units"
             )
+        if dollars.adjusted() > 40:  # above any uint256 maximum: do not build the integer
+            raise ChargeError(f"charge(): {amount!r} is above what the payer authorized")
         return to_atomic(dollars, self.decimals)
 
     def charge(self, amount: object) -> int:
