@@ -23,6 +23,8 @@ from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 
+from .channels.models import Channel as Channel  # the channels table (DatabaseChannelStorage)
+
 __all__ = [
     "CodePointCharField",
     "PaymentClaim",
