@@ -97,11 +97,6 @@ class Ask:
     token_prices: TokenPrices | None = None
 
 
-def turn_spec(config: AgentConfig) -> PaidSpec:
-    """What a text turn costs under ``config`` (one spec object per parsed setting)."""
-    return config.spec
-
-
 @functools.lru_cache(maxsize=256)
 def _tool_spec(spec: PaidSpec) -> PaidSpec:
     """A tool's own price, sold on ``/agent`` for a payment only (its sign-in is elsewhere)."""

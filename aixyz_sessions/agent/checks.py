@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -11,7 +10,6 @@ from django.utils.module_loading import import_string
 
 from ..payments.checks import add_price_source
 from ..payments.decorators import PaidSpec
-from .asks import turn_spec
 from .conf import SETTING, agent_config_errors, price_key
 
 __all__ = ["check_agent_settings"]
@@ -24,7 +22,7 @@ def _agent_price() -> list[tuple[str, PaidSpec]]:
     agent = getattr(settings, SETTING, None)
     if not isinstance(agent, dict) or agent_config_errors(agent):
         return []
-    return [(f"{SETTING}[{price_key(agent)!r}]", turn_spec(get_agent_config()))]
+    return [(f"{SETTING}[{price_key(agent)!r}]", get_agent_config().spec)]
 
 
 add_price_source(_agent_price)
@@ -65,16 +63,6 @@ def check_agent_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
     return messages
 
 
-def _most_dollars(spec: PaidSpec | None) -> Decimal | None:
-    """The highest dollar price among ``spec``'s options (``None``: none is in dollars).
-
-    For a metered option that is its maximum; an option in atomic units of
-    an asset has no dollar price to compare, and is left out.
-    """
-    prices = [Decimal(o.price.removeprefix("$")) for o in spec.options() if o.price] if spec else []
-    return max(prices) if prices else None
-
-
 def _turn_price(key: str, agent: object) -> list[checks.CheckMessage]:
     """W207: a text turn's price below what the tools its model may call cost elsewhere.
 
@@ -88,11 +76,11 @@ def _turn_price(key: str, agent: object) -> list[checks.CheckMessage]:
 
     if not isinstance(agent, ToolLoopAgent):
         return []
-    turn = _most_dollars(turn_spec(get_agent_config()))
+    turn = get_agent_config().spec.most_dollars()
     priced = [
         (t.name, most)
         for t in agent.tools().values()
-        if t.paid and (most := _most_dollars(t.paid_spec)) is not None
+        if t.paid_spec is not None and t.paid and (most := t.paid_spec.most_dollars()) is not None
     ]
     if turn is None or not priced:
         return []

@@ -36,12 +36,11 @@ rates the turn was priced with, capped at the payer's maximum
 (:func:`~aixyz_sessions.agent.turns.charge_tokens`). A step whose answer
 reports no usage cannot be measured: such a turn charges nothing and so
 settles its maximum. The rates are the setting's, never this object's: one
-agent, one price list. The tools the model calls are covered by the turn's
-price (``manage.py check`` warns, ``W207``, when they may cost more). A
-metered turn adds the tools the model called, each call that succeeded at
-its own price (an ``upto`` tool at what its ``charge()`` reported), to its
-tokens, capped at the maximum as the tokens are: a tool costs its own price
-wherever it runs.
+agent, one price list. A fixed turn price covers the tools the model calls
+(``manage.py check`` warns, ``W207``, when they may cost more); a metered
+turn adds each tool call that succeeded, at its own price (an ``upto`` tool
+at what its ``charge()`` reported), to its tokens, capped at the maximum as
+the tokens are: a tool costs its own price wherever it runs.
 """
 
 from __future__ import annotations
@@ -259,7 +258,8 @@ class ToolLoopAgent:
         session = get_session()
         point = session.savepoint() if isinstance(session, StagedSession) else None
         try:
-            price = _dollar_price(item)
+            spec = item.paid_spec if item.paid else None
+            price = (spec.most_dollars() if spec is not None else None) or Decimal(0)
             meter = _tool_meter(item, price)
             with metering(meter):  # the turn pays for its tools: see the module
                 result = await item.call(parsed)
@@ -278,15 +278,6 @@ class ToolLoopAgent:
                 logger.exception("agent tool %r failed inside a turn", item.name)
                 return {"error": "tool_failed", "message": f"the tool {item.name!r} failed"}
             return {"error": failure.code, "message": failure.message}
-
-
-def _dollar_price(item: Tool) -> Decimal:
-    """A tool's highest dollar price (0 when free or priced only in atomic units)."""
-    spec = item.paid_spec
-    if spec is None or not spec.charges:
-        return Decimal(0)
-    prices = [Decimal(o.price.removeprefix("$")) for o in spec.options() if o.price]
-    return max(prices, default=Decimal(0))
 
 
 #: Decimals a tool's dollar price is metered in inside a turn (USDC's).

@@ -89,15 +89,17 @@ def _check_result(key: str, channel: Channel) -> None:
         raise ValueError("update returned a channel with another channel_id")
 
 
-def _apply(key: str, update: ChannelUpdate, current: Channel | None) -> tuple[Channel | None, bool]:
-    """Run ``update`` on a private copy; ``(next, unchanged)``."""
+def _apply(key: str, update: ChannelUpdate, current: Channel | None) -> Channel | None:
+    """Run ``update`` on a private copy: the channel to write, ``None`` to delete, or
+    ``current`` itself when nothing changes (deleting a channel that is not there
+    included), as the SDK's in-memory storage decides."""
     snapshot = current.copy() if current is not None else None
     nxt = update(snapshot)
-    if nxt is snapshot:
-        return current, True
+    if nxt is snapshot or (nxt is None and current is None):
+        return current
     if nxt is not None:
         _check_result(key, nxt)
-    return nxt, False
+    return nxt
 
 
 def _dump(channel: Channel) -> str:
@@ -214,12 +216,10 @@ class DatabaseChannelStorage:
                 rows.filter(pk=key).update(channel_id=key)  # take the write lock first
             data = rows.select_for_update().filter(pk=key).values_list("data", flat=True).first()
             current = Channel.from_dict(data) if data is not None else None
-            nxt, unchanged = _apply(key, update, current)
-            if unchanged:
+            nxt = _apply(key, update, current)
+            if nxt is current:
                 return ChannelUpdateResult(channel=current, status="unchanged")
             if nxt is None:
-                if current is None:
-                    return ChannelUpdateResult(channel=None, status="unchanged")
                 rows.filter(pk=key).delete()
                 return ChannelUpdateResult(channel=None, status="deleted")
             columns = self._columns(nxt)
@@ -341,12 +341,10 @@ class RedisChannelStorage:
         channel_key = _key(channel_id)
         for attempt in range(self.max_attempts):
             current, version = self._read("update_channel", key)
-            nxt, unchanged = _apply(channel_key, update, current)
-            if unchanged:
+            nxt = _apply(channel_key, update, current)
+            if nxt is current:
                 return ChannelUpdateResult(channel=current, status="unchanged")
             if nxt is None:
-                if current is None:
-                    return ChannelUpdateResult(channel=None, status="unchanged")
                 done = self._script("update_channel", self._delete, key, version)
                 if done:
                     return ChannelUpdateResult(channel=None, status="deleted")

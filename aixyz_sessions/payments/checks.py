@@ -170,14 +170,8 @@ def _prices_above(ceiling: str) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     for what, spec in _specs():
         for option in spec.options():
-            if option.price is None:
-                continue  # atomic units of a named token: no dollar value to compare
-            price = option.price
-            try:
-                amount = dollars(price)
-            except InvalidOperation:
-                continue
-            if amount > limit:
+            amount = option.dollars  # None: atomic units of a named token, no dollar value
+            if amount is not None and amount > limit:
                 messages.append(
                     checks.Warning(
                         f"{what} costs {option.label()} a call, above {SETTING}['MAX_PRICE'] "

@@ -117,6 +117,10 @@ class PaidSpec:
         """Whether a payment is taken (``False``: sign-in only)."""
         return bool(self.price) or bool(self.accepts) or self.defaults
 
+    def most_dollars(self) -> Decimal | None:
+        """The highest dollar price among the options (``None``: none is in dollars)."""
+        return max((o.dollars for o in self.options() if o.dollars is not None), default=None)
+
     @property
     def metered(self) -> bool:
         """Whether some option settles what the call used (``upto``)."""

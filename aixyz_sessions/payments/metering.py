@@ -56,7 +56,6 @@ class Meter:
     maximum: int
     decimals: int | None
     asset: str = ""
-    network: str = ""
     charged: int | None = None
     closed: bool = False
 

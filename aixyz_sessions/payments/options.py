@@ -78,6 +78,11 @@ class PriceOption:
         """Whether the call settles what it used, up to this option's amount (``upto``)."""
         return self.scheme == "upto"
 
+    @property
+    def dollars(self) -> Decimal | None:
+        """The dollar price (an ``upto`` option's maximum); ``None`` for atomic units."""
+        return None if self.price is None else Decimal(self.price.removeprefix("$"))
+
     def label(self) -> str:
         """A short human form: ``$0.01``, ``up to $0.05``, or for a named token
         ``10000 atomic units of 0x… on eip155:1``."""

@@ -415,7 +415,6 @@ class PaidCall:
             maximum=maximum,
             decimals=decimals,
             asset=requirements.asset,
-            network=str(requirements.network),
         )
 
     def refused_before_work(self) -> None:

@@ -21,7 +21,7 @@ from .facilitators import facilitator_failures
 from .failures import SERVER_MISCONFIGURED, PaymentFailure
 from .runtime import PaymentRuntime, get_runtime
 
-__all__ = ["MISCONFIGURED_MESSAGE", "ready_runtime"]
+__all__ = ["MISCONFIGURED_MESSAGE", "misconfigured", "ready_runtime"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -29,7 +29,8 @@ logger = logging.getLogger("aixyz_sessions.payments")
 MISCONFIGURED_MESSAGE = "the server's payment setup is misconfigured; its log names the problem"
 
 
-def _misconfigured(detail: str) -> PaymentFailure:
+def misconfigured(detail: str) -> PaymentFailure:
+    """``server_misconfigured``: ``detail`` shown to the client only with ``DEBUG``."""
     from django.conf import settings
 
     return PaymentFailure(SERVER_MISCONFIGURED, detail if settings.DEBUG else MISCONFIGURED_MESSAGE)
@@ -45,12 +46,12 @@ async def ready_runtime(*, facilitator: bool = True) -> PaymentRuntime:
     if not startup.found_no_problem():  # first call, or settings changed: look (once)
         problem = await startup.afirst_request_problem()
         if problem is not None:  # logged once, with the details
-            raise _misconfigured(str(problem))
+            raise misconfigured(str(problem))
     try:
         runtime = get_runtime()
     except SettingError as exc:
         logger.error("x402: %s", exc)
-        raise _misconfigured(str(exc)) from None
+        raise misconfigured(str(exc)) from None
     if facilitator and not runtime.initialized:
         with facilitator_failures() as failures:
             try:

@@ -294,21 +294,16 @@ class PaymentRuntime:
 
 def _misconfigured_route(spec: PaidSpec, exc: X402ConfigError) -> Exception:
     """A route whose options cannot be offered with this configuration: a server fault."""
-    from django.conf import settings
-
-    from .failures import SERVER_MISCONFIGURED, PaymentFailure
-    from .readiness import MISCONFIGURED_MESSAGE
+    from .readiness import misconfigured
 
     where = spec.resource or spec.description or "a paid route"
     logger.error("x402: %s cannot be offered: %s", where, exc)
-    detail = f"{where}: {exc.msg}" if settings.DEBUG else MISCONFIGURED_MESSAGE
-    return PaymentFailure(SERVER_MISCONFIGURED, detail)
+    return misconfigured(f"{where}: {exc.msg}")
 
 
 def _cannot_offer(options: PaymentOption | list[PaymentOption], exc: Exception) -> Exception:
     """A route whose options the SDK cannot turn into requirements: a server fault."""
-    from .failures import SERVER_MISCONFIGURED, PaymentFailure
-    from .readiness import MISCONFIGURED_MESSAGE
+    from .readiness import misconfigured
 
     listed = options if isinstance(options, list) else [options]
     offered = ", ".join(f"{o.scheme} on {o.network}" for o in listed)
@@ -317,10 +312,7 @@ def _cannot_offer(options: PaymentOption | list[PaymentOption], exc: Exception) 
         offered,
         exc,
     )
-    from django.conf import settings
-
-    detail = f"cannot offer {offered}: {exc}" if settings.DEBUG else MISCONFIGURED_MESSAGE
-    return PaymentFailure(SERVER_MISCONFIGURED, detail)
+    return misconfigured(f"cannot offer {offered}: {exc}")
 
 
 def _payment_option(offer: ResolvedOption) -> PaymentOption:
