@@ -18,6 +18,19 @@ EIP-3009 branch otherwise; nothing checks the branch it did not verify. So:
   ``int(nonce)``, so ``"007"`` and ``"7"`` would be one signature; only the
   canonical spelling is accepted).
 
+A payment channel's payload (x402 ``batch-settlement``: ``type`` ``deposit``,
+``voucher`` or ``refund``) names its payer in ``channelConfig.payer``, the
+address whose signed deposit opened the channel (the channel id is the hash
+of that config, checked by the SDK before anything else). The facilitator, or
+the SDK's local voucher check against the stored channel, verifies it; the
+payer bound to the session is again ``VerifyResponse.payer``, and it must be
+the config's. Its "nonce" is ``<channel id>:<cumulative amount>``: the
+voucher's place in the channel. What spends it is the channel itself (see
+:mod:`aixyz_sessions.channels`): the SDK reserves the channel for one call
+at a time and charges each cumulative amount once, in storage every worker
+shares; a call that is not charged leaves the channel where it was, so the
+payer's next voucher is the same amount again.
+
 Transports open :func:`verification` around the SDK call that verifies, then
 read :attr:`Verification.authorization`; ``None`` after a successful
 verification means the hook did not run, and the payment is refused.
@@ -38,6 +51,7 @@ from x402.http import safe_base64_decode
 from x402.schemas import AbortResult, PaymentPayload, VerifyResultContext
 
 from ..bounded_json import loads
+from ..replay import MAX_EXPIRY
 
 __all__ = [
     "Authorization",
@@ -46,14 +60,18 @@ __all__ = [
     "after_verify",
     "authorization_of",
     "checksummed",
+    "claimed_payer",
     "read_payment",
     "screen_payment_header",
     "verification",
 ]
 
-Branch = Literal["authorization", "permit2Authorization"]
+Branch = Literal["authorization", "permit2Authorization", "deposit", "voucher", "refund"]
 EIP3009: Branch = "authorization"
 PERMIT2: Branch = "permit2Authorization"
+#: The payload types of a payment channel (x402 ``batch-settlement``).
+CHANNEL_BRANCHES: tuple[Branch, ...] = ("deposit", "voucher", "refund")
+_CHANNEL_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _HEX_NONCE = re.compile(r"0x[0-9a-fA-F]{64}")
 _UINT = re.compile(r"0|[1-9][0-9]{0,77}")
 #: Longest payment header read, in characters (a real one is about 1.5 KB).
@@ -148,6 +166,14 @@ def authorization_of(payload: object) -> Authorization:
     if not isinstance(payload, PaymentPayload):
         raise PaymentHeaderError("x402 v1 payment payloads are not accepted; send x402Version 2")
     inner = payload.payload
+    if payload.accepted.scheme == "batch-settlement":
+        return _channel_authorization(inner)
+    if inner.get("type") in CHANNEL_BRANCHES:
+        # A channel payload under another scheme: that scheme's facilitator would
+        # verify something else than what names the payer here. Refused.
+        raise PaymentHeaderError(
+            f"a {inner['type']} payload is paid with scheme 'batch-settlement' only"
+        )
     if EIP3009 in inner and PERMIT2 in inner:
         raise PaymentHeaderError(
             f"payment payload carries both {EIP3009!r} and {PERMIT2!r}; send exactly one"
@@ -166,6 +192,48 @@ def authorization_of(payload: object) -> Authorization:
     if not isinstance(inner.get("signature"), str):
         raise PaymentHeaderError("payment payload has no signature")
     return Authorization(checksummed(payer), nonce, int(str(deadline)), branch)
+
+
+def claimed_payer(inner: object) -> str | None:
+    """The payer a payment's inner payload names (unverified: for looking up a kept answer)."""
+    if not isinstance(inner, dict):
+        return None
+    config = inner.get("channelConfig")
+    if inner.get("type") in CHANNEL_BRANCHES and isinstance(config, dict):
+        payer = config.get("payer")
+    else:
+        branch = inner.get(PERMIT2) or inner.get(EIP3009)
+        payer = branch.get("from") if isinstance(branch, dict) else None
+    return payer if isinstance(payer, str) and 0 < len(payer) <= 256 else None
+
+
+def _channel_authorization(inner: dict[str, Any]) -> Authorization:
+    """A channel payload's payer and place (``<channel id>:<cumulative>``), checked for shape."""
+    kind = inner.get("type")
+    if kind not in CHANNEL_BRANCHES:
+        raise PaymentHeaderError(
+            f"a batch-settlement payload's type must be one of {', '.join(CHANNEL_BRANCHES)}"
+        )
+    config, voucher = inner.get("channelConfig"), inner.get("voucher")
+    if not isinstance(config, dict) or not isinstance(voucher, dict):
+        raise PaymentHeaderError(f"a {kind} payload needs channelConfig and voucher objects")
+    if kind == "deposit" and not isinstance(inner.get("deposit"), dict):
+        raise PaymentHeaderError("a deposit payload needs a deposit object")
+    payer = config.get("payer")
+    if not isinstance(payer, str) or not is_address(payer):
+        raise PaymentHeaderError("channelConfig has no valid 'payer' address")
+    channel_id = voucher.get("channelId")
+    if not isinstance(channel_id, str) or not _CHANNEL_ID.fullmatch(channel_id):
+        raise PaymentHeaderError("voucher.channelId must be 0x followed by 64 hex digits")
+    cumulative = voucher.get("maxClaimableAmount")
+    if not isinstance(cumulative, str) or not _UINT.fullmatch(cumulative):
+        raise PaymentHeaderError(
+            "voucher.maxClaimableAmount must be a uint256 in ASCII decimal without leading zeros"
+        )
+    if not isinstance(voucher.get("signature"), str):
+        raise PaymentHeaderError("voucher has no signature")
+    place = f"{channel_id.lower()}:{cumulative}"
+    return Authorization(checksummed(payer), place, MAX_EXPIRY, kind)
 
 
 @dataclass

@@ -16,6 +16,9 @@
         # Where every paid route can be paid, in the order the 402 offers them
         # (NETWORK may then be left out: it is the first entry's):
         "ACCEPTS": [{"network": "eip155:8453"}, {"network": "eip155:137", "pay_to": "0x..."}],
+        # Payment channels (x402 batch-settlement) beside every option; see
+        # aixyz_sessions.channels.settings for its keys:
+        "BATCH_SETTLEMENT": {},
     }
     # or "FACILITATOR": "local" for the in-process LocalFacilitator (dev/tests only)
 
@@ -36,6 +39,7 @@ from ..conf import SettingError
 from ..lazy import Lazy, lazy_setting
 
 if TYPE_CHECKING:
+    from ..channels.settings import ChannelSettings
     from .options import Destination
 
 SETTING = "AIXYZ_X402"
@@ -59,6 +63,7 @@ KNOWN_KEYS = frozenset(
         "PAYMENT_ID_TTL",
         "MAX_PRICE",
         "ACCEPTS",
+        "BATCH_SETTLEMENT",
     }
 )
 DEFAULT_MAX_PRICE = "$10"
@@ -155,6 +160,8 @@ class X402Config:
     payment_id_ttl: float = DEFAULT_PAYMENT_ID_TTL
     #: Where a route's options without a network are paid (``ACCEPTS``, else ``NETWORK``).
     destinations: tuple[Destination, ...] = ()
+    #: Payment channels (``BATCH_SETTLEMENT``); ``None``: not offered.
+    batch_settlement: ChannelSettings | None = None
 
     def defaults(self) -> tuple[Destination, ...]:
         """``ACCEPTS``, or ``NETWORK`` to ``PAY_TO`` when it is not set."""
@@ -185,6 +192,7 @@ def parse_config(value: object) -> X402Config:
         raise errors[0]
     assert isinstance(value, dict)
     facilitator = value.get("FACILITATOR")
+    from ..channels.settings import parse_batch_settlement
     from .options import parse_destinations
 
     destinations: tuple[Destination, ...] = ()
@@ -202,6 +210,7 @@ def parse_config(value: object) -> X402Config:
         sign_in_window=float(value.get("SIGN_IN_WINDOW", DEFAULT_SIGN_IN_WINDOW)),
         sign_in_max_age=float(value.get("SIGN_IN_MAX_AGE", DEFAULT_SIGN_IN_MAX_AGE)),
         payment_id_ttl=float(value.get("PAYMENT_ID_TTL", DEFAULT_PAYMENT_ID_TTL)),
+        batch_settlement=parse_batch_settlement(value.get("BATCH_SETTLEMENT")),
     )
 
 
@@ -275,6 +284,12 @@ def config_errors(value: object) -> list[X402ConfigError]:
             )
         )
     errors.extend(_returning_payer_errors(value))
+    from ..channels.settings import parse_batch_settlement
+
+    try:
+        parse_batch_settlement(value.get("BATCH_SETTLEMENT"))
+    except X402ConfigError as exc:
+        errors.append(exc)
     ceiling = value.get("MAX_PRICE", DEFAULT_MAX_PRICE)
     from .decorators import check_price
 

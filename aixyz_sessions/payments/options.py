@@ -28,6 +28,7 @@ from typing import Any
 from .conf import X402ConfigError, check_address, check_network
 
 __all__ = [
+    "CHANNEL_SCHEME",
     "OPTION_KEYS",
     "SCHEMES",
     "PriceOption",
@@ -37,9 +38,12 @@ __all__ = [
     "parse_accepts",
     "parse_option",
     "resolve",
+    "with_channels",
 ]
 
 SCHEMES = ("exact", "upto")
+#: The x402 scheme of payment channels (``AIXYZ_X402["BATCH_SETTLEMENT"]``).
+CHANNEL_SCHEME = "batch-settlement"
 OPTION_KEYS = frozenset(
     {"price", "amount", "asset", "decimals", "network", "pay_to", "scheme", "extra"}
 )
@@ -102,13 +106,34 @@ class ResolvedOption:
     option: PriceOption
     network: str
     pay_to: str
+    #: Offered as a payment channel (x402 ``batch-settlement``) at the option's price.
+    channel: bool = False
+
+    @property
+    def scheme(self) -> str:
+        """The x402 scheme of this offer: the option's, or ``batch-settlement``."""
+        return CHANNEL_SCHEME if self.channel else self.option.scheme
 
     @property
     def key(self) -> tuple[object, ...]:
         """What makes two offers the same for a payer (duplicates are refused, ``E112``)."""
         o = self.option
         asset = None if o.asset is None else o.asset.lower()
-        return (o.scheme, self.network, self.pay_to.lower(), o.price, o.amount, asset)
+        return (self.scheme, self.network, self.pay_to.lower(), o.price, o.amount, asset)
+
+
+def with_channels(offers: tuple[ResolvedOption, ...]) -> tuple[ResolvedOption, ...]:
+    """``offers``, then each again as a payment channel (one per distinct price and place).
+
+    Channels come last, so a client that pays ``exact`` keeps paying as it did;
+    a metered (``upto``) option's channel asks a voucher for its maximum and
+    the call's :func:`~aixyz_sessions.payments.metering.charge` settles less.
+    """
+    channels: dict[tuple[object, ...], ResolvedOption] = {}
+    for offer in offers:
+        channel = ResolvedOption(offer.option, offer.network, offer.pay_to, channel=True)
+        channels.setdefault(channel.key, channel)
+    return offers + tuple(channels.values())
 
 
 def _check_amount(value: object, what: str) -> str:

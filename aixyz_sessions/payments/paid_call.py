@@ -54,7 +54,13 @@ from x402.http.types import (
     HTTPTransportContext,
     ProcessSettleResult,
 )
-from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
+from x402.schemas import (
+    PaymentCancellationDispatcher,
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    VerifiedPaymentCancelOptions,
+)
 
 from ..context import payer_context
 from ..exceptions import SessionStoreError
@@ -62,6 +68,7 @@ from ..replay import MAX_EXPIRY, Record
 from ..staging import StagedSession
 from . import retries
 from .authorization import (
+    CHANNEL_BRANCHES,
     Authorization,
     PaymentHeaderError,
     Verification,
@@ -81,7 +88,7 @@ from .failures import (
 )
 from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE
 from .metering import Meter, bind_meter, unbind_meter
-from .options import known_decimals
+from .options import CHANNEL_SCHEME, known_decimals
 from .retries import Retry
 from .runtime import PaymentRuntime
 from .sign_in import (
@@ -186,6 +193,9 @@ class PaidCall:
         #: The handler began: the authorization is spent, whatever happens next.
         self.started = False
         self.settled = False
+        #: The SDK's way to tell the scheme a verified payment will not settle (a
+        #: channel then releases its reservation); set once the payment is verified.
+        self.cancellation: PaymentCancellationDispatcher | None = None
 
     async def __aenter__(self) -> PaidCall:
         return self
@@ -234,6 +244,7 @@ class PaidCall:
             instructions = verified.response
             reason = self.refusal(context.payment_header or "", reason_of(instructions))
             return Outcome(refused=True, instructions=instructions, reason=reason)
+        self.cancellation = verified.cancellation_dispatcher
         await self.claim()
         self.meter = self.meter_for(verified.payment_requirements)
         async with self.bound():
@@ -370,6 +381,13 @@ class PaidCall:
         authorization = self.verified.authorization
         if authorization is None:
             raise PaymentFailure(INVALID_PAYMENT, self.verified.refusal or NOT_VERIFIED)
+        if authorization.branch in CHANNEL_BRANCHES:
+            # A channel call: the SDK reserved the channel for this call in the
+            # shared channel storage, and charges each cumulative amount once
+            # (see authorization's module); there is no one-time nonce to take.
+            self.authorization = authorization
+            self.session = StagedSession(authorization.payer)
+            return
         guard = self.runtime.claims
         try:
             claimed = await guard.claim(
@@ -407,11 +425,15 @@ class PaidCall:
         except ValueError:  # pragma: no cover - the SDK built these requirements
             return None
         decimals = known_decimals(requirements.asset, str(requirements.network))
-        if decimals is None and self.spec is not None:
-            offer = self.runtime.offer_of(self.spec, requirements)
-            decimals = None if offer is None else offer.option.decimals
+        offer = None if self.spec is None else self.runtime.offer_of(self.spec, requirements)
+        if decimals is None and offer is not None:
+            decimals = offer.option.decimals
+        # A channel call is priced as its option is: metered when that is ``upto``.
+        scheme = requirements.scheme
+        if scheme == CHANNEL_SCHEME:
+            scheme = "exact" if offer is None else offer.option.scheme
         return Meter(
-            scheme=requirements.scheme,
+            scheme=scheme,
             maximum=maximum,
             decimals=decimals,
             asset=requirements.asset,
@@ -546,10 +568,17 @@ class PaidCall:
 
     async def close(self) -> None:
         """Drop unsettled writes and the payment identifier; give the claim back only
-        when the handler never started (see :meth:`refused_before_work`)."""
+        when the handler never started (see :meth:`refused_before_work`); tell the
+        scheme a verified payment did not settle (a channel's charge stays put)."""
         if self.settled:
             await self.keep(lambda: None)  # settled, no answer kept: retries get 409
             return
+        if self.cancellation is not None:
+            cancellation, self.cancellation = self.cancellation, None
+            try:
+                await cancellation.cancel(VerifiedPaymentCancelOptions(reason="handler_failed"))
+            except Exception:  # the SDK logs hook failures; a reservation also expires
+                logger.exception("x402: could not release the verified payment of %s", self.where)
         if self.retry is not None and self._retry_open:
             self._retry_open = False
             await retries.forget(self.runtime.records, self.retry)

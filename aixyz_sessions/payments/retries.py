@@ -213,12 +213,10 @@ def retry_of(payload: dict[str, Any], request: Callable[[], str]) -> Retry | Non
             INVALID_PAYMENT_IDENTIFIER,
             "payment-identifier id must be 16 to 128 letters, digits, '-' or '_'",
         )
-    inner = payload.get("payload")
-    branch = None
-    if isinstance(inner, dict):
-        branch = inner.get("permit2Authorization") or inner.get("authorization")
-    payer = branch.get("from") if isinstance(branch, dict) else None
-    if not isinstance(payer, str) or not 0 < len(payer) <= 256:
+    from .authorization import claimed_payer
+
+    payer = claimed_payer(payload.get("payload"))
+    if payer is None:
         return None  # no payer named: the payment is refused later anyway
     # The payment's digest is of its JSON, canonical: HTTP sends it base64-encoded as
     # the SDK writes it, a message as an object; the same payment is the same call.

@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 from x402 import x402ResourceServer
@@ -37,7 +37,10 @@ from .conf import SETTING as X402_SETTING
 from .conf import X402Config, X402ConfigError, get_config
 from .decorators import PaidSpec
 from .facilitators import LoopLocalHTTPFacilitator, ReportingFacilitator
-from .options import ResolvedOption, resolve
+from .options import ResolvedOption, resolve, with_channels
+
+if TYPE_CHECKING:
+    from ..channels.scheme import ChannelScheme
 
 logger = logging.getLogger("aixyz_sessions.payments")
 
@@ -155,6 +158,20 @@ class PaymentRuntime:
             ExactEvmServerScheme(),  # type: ignore[no-untyped-call, arg-type]
         )
         self.server.register("eip155:*", UptoEvmServerScheme())  # type: ignore[no-untyped-call, arg-type]
+        #: The ``batch-settlement`` scheme when ``BATCH_SETTLEMENT`` is set (its storage:
+        #: ``channel_scheme.channel_storage``), else ``None``.
+        self.channel_scheme: ChannelScheme | None = None
+        channels = config.batch_settlement
+        if channels is not None:
+            from ..channels.backends import build_channel_storage
+            from ..channels.scheme import ChannelScheme
+
+            self.channel_scheme = ChannelScheme(
+                config.pay_to,
+                build_channel_storage(channels.storage),
+                withdraw_delay=channels.withdraw_delay,
+            )
+            self.server.register("eip155:*", self.channel_scheme)  # type: ignore[arg-type]
         # Binds the payer the facilitator verified, on every transport (HTTP, WS, MCP).
         self.server.on_after_verify(after_verify)
         self.server.register_extension(
@@ -211,6 +228,8 @@ class PaymentRuntime:
             config = self.config
             try:
                 offers = resolve(spec.offered(), config.defaults(), config.pay_to)
+                if self.channel_scheme is not None:
+                    offers = with_channels(offers)
             except X402ConfigError as exc:  # manage.py check says so too (E110, E112)
                 raise _misconfigured_route(spec, exc) from exc
             self._offers[spec] = offers
@@ -240,7 +259,7 @@ class PaymentRuntime:
         }
         advertised: set[str] = set()
         for offer in offers:
-            if offer.option.metered:
+            if offer.option.metered and not offer.channel:
                 # The SDK keeps what /supported said per scheme and network here.
                 advertised.update(self.server._facilitator_extensions(offer.network, "upto"))
         declared: dict[str, Any] = {}
@@ -261,7 +280,7 @@ class PaymentRuntime:
         for offer in self.offers(spec):
             option = offer.option
             if (
-                option.scheme == requirements.scheme
+                offer.scheme == requirements.scheme
                 and offer.network == requirements.network
                 and offer.pay_to.lower() == str(requirements.pay_to).lower()
                 and (option.asset is None or option.asset.lower() == requirements.asset.lower())
@@ -277,8 +296,10 @@ class PaymentRuntime:
             with self._lock:
                 server = self._http_servers.get(spec)
                 if server is None:
+                    channels = self.config.batch_settlement
+                    least = None if channels is None else channels.min_deposit
                     route = RouteConfig(
-                        accepts=[_payment_option(offer) for offer in offers],
+                        accepts=[_payment_option(offer, least) for offer in offers],
                         # The SDK's paywall page appends ". To access this content...".
                         description=(spec.description or "").rstrip(" .") or None,
                         # Safe retries: a payment may carry an id (see payments.retries).
@@ -315,8 +336,8 @@ def _cannot_offer(options: PaymentOption | list[PaymentOption], exc: Exception) 
     return misconfigured(f"cannot offer {offered}: {exc}")
 
 
-def _payment_option(offer: ResolvedOption) -> PaymentOption:
-    """One offer as the SDK's route option."""
+def _payment_option(offer: ResolvedOption, min_deposit: str | None = None) -> PaymentOption:
+    """One offer as the SDK's route option (a channel's asks ``min_deposit`` first, if set)."""
     option = offer.option
     price: str | AssetAmount
     if option.price is not None:
@@ -324,12 +345,15 @@ def _payment_option(offer: ResolvedOption) -> PaymentOption:
     else:
         assert option.amount is not None and option.asset is not None
         price = AssetAmount(amount=option.amount, asset=option.asset, extra=dict(option.extra))
+    extra = dict(option.extra)
+    if offer.channel and min_deposit is not None:
+        extra["minDeposit"] = min_deposit  # the SDK's hint: atomic units or "$1"
     return PaymentOption(
-        scheme=option.scheme,
+        scheme=offer.scheme,
         pay_to=offer.pay_to,
         price=price,
         network=offer.network,
-        extra=dict(option.extra) or None,
+        extra=extra or None,
     )
 
 

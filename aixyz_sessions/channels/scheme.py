@@ -1,0 +1,160 @@
+"""The SDK's ``batch-settlement`` server scheme, with its channel storage kept off the event loop.
+
+The SDK's scheme (``x402.mechanisms.evm.batch_settlement.server``) keeps each
+channel's state behind a synchronous ``ChannelStorage`` and touches it from
+its lifecycle hooks (``before_verify`` reads the channel, ``after_verify``
+reserves it, ``before_settle`` adds the call's price to what it charged, the
+cancel and failure hooks release the reservation). The async resource server
+calls those hooks on the event loop, where the database refuses to run
+(``SynchronousOnlyOperation``) and Redis would block every other request.
+
+:class:`ChannelScheme` runs each of those hooks in a worker thread (the
+resource server awaits whatever a hook returns): the same thread-sensitive
+hop as the database session store for :class:`DatabaseChannelStorage`, a
+plain thread otherwise. :class:`LoopSafeStorage` covers the few places the
+SDK calls the storage directly, synchronously, on the loop (the refund
+enrichment before settling, the async channel manager): there the call is
+run in a thread and waited for, which blocks the loop only on those rare
+paths and never trips Django's check.
+
+Nothing else changes: verification, the reservation that lets one call at a
+time through a channel, the cumulative voucher check and the corrective 402
+are the SDK's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from x402.mechanisms.evm.batch_settlement.server import (
+    BatchSettlementEvmScheme,
+    BatchSettlementEvmSchemeServerConfig,
+)
+from x402.mechanisms.evm.batch_settlement.server.storage import (
+    Channel,
+    ChannelStorage,
+    ChannelUpdate,
+    ChannelUpdateResult,
+)
+
+__all__ = ["ChannelScheme", "LoopSafeStorage"]
+
+T = TypeVar("T")
+
+#: Threads for the rare storage calls the SDK makes on the event loop.
+_blocking_calls = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="aixyz-channels"
+)
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class LoopSafeStorage:
+    """A ``ChannelStorage`` that may also be called from a running event loop.
+
+    Off the loop (a worker thread, a management command) it calls ``inner``
+    directly. On the loop it runs the call in a thread and waits: correct,
+    and only the SDK's rare direct calls come this way (see the module).
+    """
+
+    def __init__(self, inner: ChannelStorage) -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"LoopSafeStorage({self.inner!r})"
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if _on_loop():
+            return _blocking_calls.submit(fn, *args).result()
+        return fn(*args)
+
+    def get(self, channel_id: str) -> Channel | None:
+        return self._call(self.inner.get, channel_id)
+
+    def list(self) -> builtins.list[Channel]:
+        return self._call(self.inner.list)
+
+    def update_channel(self, channel_id: str, update: ChannelUpdate) -> ChannelUpdateResult:
+        return self._call(self.inner.update_channel, channel_id, update)
+
+
+def _hop_for(storage: ChannelStorage) -> Callable[[Callable[..., T]], Callable[..., Awaitable[T]]]:
+    from .storage import DatabaseChannelStorage
+
+    if isinstance(storage, DatabaseChannelStorage):
+        # Django's connections are per thread: the database session store's hop.
+        return lambda fn: sync_to_async(fn, thread_sensitive=True)
+
+    def in_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(fn)
+        async def run(*args: Any) -> T:
+            return await asyncio.to_thread(fn, *args)
+
+        return run
+
+    return in_thread
+
+
+class ChannelScheme(BatchSettlementEvmScheme):
+    """``BatchSettlementEvmScheme`` whose storage-touching hooks run off the event loop."""
+
+    def __init__(
+        self,
+        receiver_address: str,
+        storage: ChannelStorage,
+        *,
+        withdraw_delay: int | None = None,
+    ) -> None:
+        self.channel_storage = storage
+        super().__init__(
+            receiver_address,
+            BatchSettlementEvmSchemeServerConfig(
+                storage=LoopSafeStorage(storage),
+                withdraw_delay=withdraw_delay,
+            ),
+        )
+        self._hop = _hop_for(storage)
+
+    def _off_loop(self, hook: Callable[[Any], T], context: Any) -> Awaitable[T]:
+        return self._hop(hook)(context)
+
+    # The resource server awaits a hook's coroutine; each of these reads or
+    # writes the channel, so each runs in a thread.
+    def before_verify(self, context: Any) -> Any:
+        return self._off_loop(super().before_verify, context)
+
+    def after_verify(self, context: Any) -> Any:
+        return self._off_loop(super().after_verify, context)
+
+    def on_verify_failure(self, context: Any) -> Any:
+        return self._off_loop(super().on_verify_failure, context)
+
+    def on_verified_payment_canceled(self, context: Any) -> Any:
+        return self._off_loop(super().on_verified_payment_canceled, context)
+
+    def before_settle(self, context: Any) -> Any:
+        return self._off_loop(super().before_settle, context)
+
+    def after_settle(self, context: Any) -> Any:
+        return self._off_loop(super().after_settle, context)
+
+    def on_settle_failure(self, context: Any) -> Any:
+        return self._off_loop(super().on_settle_failure, context)
+
+    def enrich_payment_required_response(self, context: Any) -> Any:
+        return self._off_loop(super().enrich_payment_required_response, context)
+
+    def enrich_settlement_response(self, context: Any) -> Any:
+        return self._off_loop(super().enrich_settlement_response, context)
