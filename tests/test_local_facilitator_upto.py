@@ -130,10 +130,12 @@ def test_supported_lists_exact_and_upto_with_the_facilitator_address_on_every_ne
 ) -> None:
     supported = facilitator.get_supported()
     by_kind = {(kind.scheme, kind.network): kind for kind in supported.kinds}
-    assert len(by_kind) == len(supported.kinds) == 2 * len(facilitator.networks)
+    # exact, upto and batch-settlement (tests/test_local_facilitator_channels.py).
+    assert len(by_kind) == len(supported.kinds) == 3 * len(facilitator.networks)
     assert {NETWORK, BASE} <= set(facilitator.networks)
     for network in facilitator.networks:
         assert ("exact", network) in by_kind
+        assert ("batch-settlement", network) in by_kind
         extra = by_kind["upto", network].extra or {}
         assert extra["facilitatorAddress"] == FACILITATOR_ADDRESS
     assert facilitator.ledger.get_addresses() == [FACILITATOR_ADDRESS]

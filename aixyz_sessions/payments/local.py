@@ -37,6 +37,16 @@ replaced, by :class:`LocalLedger`, a stand-in for the SDK's
   token, payer, recipient, atomic amount, transaction), and
   ``ledger.settled_amount(payer=..., pay_to=...)`` sums it, so a test can see
   that an ``upto`` call charged what it used, not what it authorized;
+* ``batch-settlement`` (payment channels) by the SDK's own facilitator scheme
+  over the ledger's emulation of the x402 batch-settlement contract and its
+  deposit collectors (:mod:`.local_channels`): deposits, claims, settles,
+  refunds, the payer's timed withdrawal on the ledger's clock (``ledger.now()``,
+  ``ledger.advance_time(seconds)``). Each facilitator holds its own receiver
+  authorizer key (:attr:`LocalFacilitator.receiver_authorizer`, advertised in
+  ``get_supported()``) and signs the claims and refunds of channels that name it;
+  ``ledger.channel(channel_id)`` shows a channel's state;
+* every state-changing write is one transaction with a receipt:
+  ``ledger.transactions``, ``ledger.transaction_count(kind=..., chain_id=...)``;
 * ``ledger.fail_settlements = "reason"`` makes settlement fail (for tests).
 
 A paid call verifies and then settles the same payload, and the SDK's settle
@@ -59,15 +69,20 @@ import functools
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from eth_account import Account
 from eth_utils.address import to_checksum_address
 from x402 import x402FacilitatorSync
 from x402.mechanisms.evm import verify as sdk_verify
+from x402.mechanisms.evm.batch_settlement.authorizer_signer import LocalAuthorizerSigner
+from x402.mechanisms.evm.batch_settlement.constants import BATCH_SETTLEMENT_ADDRESS
+from x402.mechanisms.evm.batch_settlement.facilitator import BatchSettlementEvmFacilitator
 from x402.mechanisms.evm.constants import (
     PERMIT2_ADDRESS,
     X402_EXACT_PERMIT2_PROXY_ADDRESS,
@@ -91,11 +106,22 @@ from x402.schemas import (
 )
 
 from ..lazy import Lazy
+from .local_channels import (
+    BATCH_SETTLEMENT_CONTRACTS,
+    BatchSettlementContract,
+    ChannelLedgerMixin,
+    LocalChannel,
+    Movement,
+    Transaction,
+)
 
 __all__ = [
+    "LocalChannel",
     "LocalFacilitator",
+    "LocalFacilitatorSync",
     "LocalLedger",
     "RecoveryMemo",
+    "Transaction",
     "Transfer",
     "get_local_facilitator",
 ]
@@ -231,7 +257,10 @@ class Transfer:
 
     ``amount`` is in the token's atomic units: for EIP-3009 and exact Permit2
     the signed amount, for ``upto`` the amount the server settled (at most the
-    signed maximum). Addresses are checksummed.
+    signed maximum). A batch-settlement ``settle`` (to the receiver) or refund
+    or withdrawal (back to the channel's payer) is sent by the contract, so its
+    ``payer`` is ``BATCH_SETTLEMENT_ADDRESS``; deposits move nothing to anyone
+    yet and are not listed. Addresses are checksummed.
     """
 
     chain_id: int
@@ -266,12 +295,16 @@ class _Settlement(NamedTuple):
 class _LedgerState:
     """The one state every chain view of a :class:`LocalLedger` shares, and its lock."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.lock: threading.Lock = threading.Lock()
         self.fail_settlements: str | None = None
         self.used: set[_NonceKey] = set()
         self.receipts: dict[tuple[int, str], TransactionReceipt] = {}
         self.transfers: list[Transfer] = []
+        self.transactions: list[Transaction] = []
+        self.contract = BatchSettlementContract()
+        self.clock: Callable[[], float] = clock
+        self.time_offset: int = 0
 
 
 def _nonce_hex(nonce: object) -> str:
@@ -284,12 +317,12 @@ def _same_address(one: object, other: str) -> bool:
     return str(one).lower() == other.lower()
 
 
-_CONTRACTS = frozenset(
+_CONTRACTS = BATCH_SETTLEMENT_CONTRACTS | frozenset(
     entry["asset"].lower() for entries in DEFAULT_ASSETS.values() for entry in entries
 )
 
 
-class LocalLedger:
+class LocalLedger(ChannelLedgerMixin):
     """In-memory stand-in for the SDK's ``FacilitatorEvmSigner`` (no chain, no network).
 
     A ledger signs for ``chain_id``; :meth:`for_chain` gives the signer of any
@@ -300,14 +333,19 @@ class LocalLedger:
     totals (:attr:`settled_count`, :attr:`transfers`, :meth:`settled_amount`)
     cover every chain unless asked for one.
 
+    The chain's clock (``block.timestamp`` for the batch-settlement contract)
+    is ``clock()`` (default ``time.time``) plus what :meth:`advance_time` added.
+
     Thread-safe: all state sits behind the one lock.
     """
 
-    def __init__(self, *, chain_id: int = 84532) -> None:
+    _state: _LedgerState
+
+    def __init__(self, *, chain_id: int = 84532, clock: Callable[[], float] | None = None) -> None:
         self.chain_id = chain_id
         #: The address this facilitator "sends" from: the ``upto`` witness must name it.
         self.facilitator_address = FACILITATOR_ADDRESS
-        self._state = _LedgerState()
+        self._state = _LedgerState(clock or time.time)
 
     def for_chain(self, chain_id: int) -> LocalLedger:
         """This ledger as the signer of ``chain_id`` (same state, lock and switch)."""
@@ -356,8 +394,28 @@ class LocalLedger:
             and (chain_id is None or transfer.chain_id == chain_id)
         )
 
-    def _chain(self, chain_id: int | None) -> int:
-        return self.chain_id if chain_id is None else chain_id
+    def _mine(
+        self, kind: str, calls: tuple[str, ...], movements: list[Movement], payer: str = ""
+    ) -> str:  # see ChannelLedgerMixin
+        """Record a transaction, its receipt and its transfers (the caller holds the lock)."""
+        state = self._state
+        tx_hash = "0x" + secrets.token_hex(32)
+        state.receipts[(self.chain_id, tx_hash)] = TransactionReceipt(
+            status=1, block_number=len(state.receipts) + 1, tx_hash=tx_hash, logs=None
+        )
+        state.transactions.append(Transaction(self.chain_id, kind, tx_hash, calls))
+        for movement in movements:
+            state.transfers.append(
+                Transfer(
+                    chain_id=self.chain_id,
+                    token=to_checksum_address(movement.token),
+                    payer=to_checksum_address(payer or BATCH_SETTLEMENT_ADDRESS),
+                    pay_to=to_checksum_address(movement.recipient),
+                    amount=movement.amount,
+                    tx=tx_hash,
+                )
+            )
+        return tx_hash
 
     def _permit2_key(
         self, owner: object, nonce: int | str, chain_id: int | None = None
@@ -439,7 +497,19 @@ class LocalLedger:
 
         A simulated transfer reverts as the real one would, but for
         ``fail_settlements``, which stands for a failure of the sent transaction.
+        The batch-settlement contract and Multicall3 are answered by its emulation.
         """
+        if BatchSettlementContract.serves(address, function_name):
+            with self._state.lock:
+                return self._state.contract.read(
+                    self.chain_id,
+                    self.now(),
+                    self._state.used,
+                    self.facilitator_address,
+                    address,
+                    function_name,
+                    args,
+                )
         if function_name in (_TRANSFER, _PERMIT2_SETTLE):
             settlement = self._settlement(address, function_name, args)
             with self._state.lock:
@@ -476,7 +546,10 @@ class LocalLedger:
 
         The calls are those :meth:`_settlement` parses; they revert as there,
         with ``fail_settlements``, or when the nonce is spent on this chain.
+        Calls to the batch-settlement contract go to its emulation (one transaction each).
         """
+        if BatchSettlementContract.serves(address, function_name):
+            return self._send(self.facilitator_address, function_name, args, failable=True)
         settlement = self._settlement(address, function_name, args)
         state = self._state
         with state.lock:
@@ -485,21 +558,8 @@ class LocalLedger:
             if settlement.key in state.used:
                 raise RuntimeError(f"execution reverted: {settlement.used}")
             state.used.add(settlement.key)
-            tx_hash = "0x" + secrets.token_hex(32)
-            state.receipts[(self.chain_id, tx_hash)] = TransactionReceipt(
-                status=1, block_number=len(state.receipts) + 1, tx_hash=tx_hash, logs=None
-            )
-            state.transfers.append(
-                Transfer(
-                    chain_id=self.chain_id,
-                    token=to_checksum_address(settlement.token),
-                    payer=to_checksum_address(settlement.payer),
-                    pay_to=to_checksum_address(settlement.pay_to),
-                    amount=settlement.amount,
-                    tx=tx_hash,
-                )
-            )
-        return tx_hash
+            moved = Movement(settlement.token, settlement.pay_to, settlement.amount)
+            return self._mine("transfer", ("transfer",), [moved], payer=settlement.payer)
 
     def send_transaction(self, to: str, data: bytes) -> str:
         """Smart-wallet deployment is out of scope locally."""
@@ -521,15 +581,22 @@ class LocalFacilitator:
     as a hosted facilitator would answer, never as an exception.
 
     Every EVM network the SDK has a default asset for (:attr:`networks`) is
-    served with the SDK's ``exact`` and ``upto`` facilitator schemes, over the
-    ledger's view of that network's chain. Each network has its own SDK
-    facilitator, and a payment goes to its payload's network's: the SDK routes
-    by CAIP family (``eip155:*``), so within one SDK facilitator the first
-    scheme registered would serve every chain.
+    served with the SDK's ``exact``, ``upto`` and ``batch-settlement``
+    facilitator schemes, over the ledger's view of that network's chain. Each
+    network has its own SDK facilitator, and a payment goes to its payload's
+    network's: the SDK routes by CAIP family (``eip155:*``), so within one SDK
+    facilitator the first scheme registered would serve every chain.
 
     ``recoveries`` memoizes the signature recovery (``recovery_cache_size``
     entries, ``0`` for none), so settling a payload this facilitator verified
     recovers no key again; all the other checks still run.
+
+    ``authorizer`` is this facilitator's own receiver-authorizer key (a fresh
+    one per instance): its address, :attr:`receiver_authorizer`, is the
+    ``extra.receiverAuthorizer`` of the ``batch-settlement`` kinds, and the SDK
+    scheme signs with it the ``ClaimBatch`` and ``Refund`` authorizations a
+    server leaves out. :attr:`sync_client` is the blocking face the SDK's sync
+    channel manager needs.
     """
 
     def __init__(
@@ -541,6 +608,7 @@ class LocalFacilitator:
         _warn_once()
         self.ledger = ledger or LocalLedger()
         self.recoveries = RecoveryMemo(recovery_cache_size)
+        self.authorizer = LocalAuthorizerSigner(Account.create())
         self.networks = sorted(n for n in DEFAULT_ASSETS if n.startswith("eip155:"))
         self._facilitators: dict[str, x402FacilitatorSync] = {}
         for network in self.networks:
@@ -548,8 +616,22 @@ class LocalFacilitator:
             facilitator = x402FacilitatorSync()
             facilitator.register([network], ExactEvmFacilitatorScheme(signer=signer))
             facilitator.register([network], UptoEvmFacilitatorScheme(signer=signer))
+            channels = BatchSettlementEvmFacilitator(
+                signer=signer, authorizer_signer=self.authorizer
+            )
+            facilitator.register([network], channels)
             self._facilitators[network] = facilitator
         _install_recovery_hook()
+
+    @property
+    def receiver_authorizer(self) -> str:
+        """The address a ``batch-settlement`` channel names to let this facilitator authorize."""
+        return self.authorizer.address
+
+    @property
+    def sync_client(self) -> LocalFacilitatorSync:
+        """This facilitator as a blocking client (``verify``/``settle`` without a thread)."""
+        return LocalFacilitatorSync(self)
 
     def _facilitator_for(self, payload: PaymentPayload | PaymentPayloadV1) -> x402FacilitatorSync:
         """The SDK facilitator of the payload's network (the SDK's error when none serves it)."""
@@ -605,9 +687,10 @@ class LocalFacilitator:
         accept a payment nobody signed. This facilitator takes EOA payers only.
         """
         inner = payload.payload if isinstance(payload, PaymentPayload) else None
-        for branch in ("authorization", "permit2Authorization"):
+        # A batch-settlement payload names its payer in the channel config.
+        for branch in ("authorization", "permit2Authorization", "channelConfig"):
             auth = (inner or {}).get(branch)
-            payer = auth.get("from") if isinstance(auth, dict) else None
+            payer = auth.get("from", auth.get("payer")) if isinstance(auth, dict) else None
             if isinstance(payer, str) and self.ledger.get_code(payer):
                 return (
                     f"the payer {payer} is a contract; the LocalFacilitator takes EOA payers only"
@@ -686,11 +769,13 @@ class LocalFacilitator:
         return await asyncio.to_thread(self.settle_sync, payload, requirements)
 
     def get_supported(self) -> SupportedResponse:
-        """``exact`` and ``upto`` on every network of :attr:`networks`.
+        """``exact``, ``upto`` and ``batch-settlement`` on every network of :attr:`networks`.
 
         The ``upto`` kinds' ``extra`` carries ``facilitatorAddress``, which the
         SDK's upto server scheme copies into the requirements for the payer's
-        witness to name.
+        witness to name; the ``batch-settlement`` kinds' carries
+        ``receiverAuthorizer`` (:attr:`receiver_authorizer`), without which the
+        SDK's batch-settlement server scheme refuses to start.
         """
         kinds: list[SupportedKind] = []
         signers: dict[str, list[str]] = {}
@@ -701,6 +786,37 @@ class LocalFacilitator:
                 known = signers.setdefault(family, [])
                 known.extend(a for a in addresses if a not in known)
         return SupportedResponse(kinds=kinds, extensions=[], signers=signers)
+
+
+class LocalFacilitatorSync:
+    """A :class:`LocalFacilitator` as the SDK's ``FacilitatorClientSync`` (blocking calls).
+
+    For the SDK's sync callers, e.g. ``BatchSettlementChannelManagerSync``,
+    which refuses a client whose ``settle`` is a coroutine.
+    """
+
+    def __init__(self, facilitator: LocalFacilitator) -> None:
+        self.facilitator = facilitator
+
+    def verify(
+        self,
+        payload: PaymentPayload | PaymentPayloadV1,
+        requirements: PaymentRequirements | PaymentRequirementsV1,
+    ) -> VerifyResponse:
+        """:meth:`LocalFacilitator.verify_sync`."""
+        return self.facilitator.verify_sync(payload, requirements)
+
+    def settle(
+        self,
+        payload: PaymentPayload | PaymentPayloadV1,
+        requirements: PaymentRequirements | PaymentRequirementsV1,
+    ) -> SettleResponse:
+        """:meth:`LocalFacilitator.settle_sync`."""
+        return self.facilitator.settle_sync(payload, requirements)
+
+    def get_supported(self) -> SupportedResponse:
+        """:meth:`LocalFacilitator.get_supported`."""
+        return self.facilitator.get_supported()
 
 
 _instance: Lazy[LocalFacilitator] = Lazy(LocalFacilitator)
