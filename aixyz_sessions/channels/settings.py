@@ -126,7 +126,7 @@ def parse_batch_settlement(value: object) -> ChannelSettings | None:
     if unknown:
         raise _error(f"unknown keys {', '.join(unknown)}")
     day = 24 * 3600
-    return ChannelSettings(
+    parsed = ChannelSettings(
         storage=_storage(value.get("STORAGE", "default")),
         withdraw_delay=_seconds(
             value, "WITHDRAW_DELAY", MIN_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY, MAX_WITHDRAW_DELAY
@@ -136,3 +136,11 @@ def parse_batch_settlement(value: object) -> ChannelSettings | None:
         settle_every=_seconds(value, "SETTLE_EVERY", DEFAULT_SETTLE_EVERY, 1, 30 * day),
         refund_after=_seconds(value, "REFUND_AFTER", DEFAULT_REFUND_AFTER, 0, 365 * day),
     )
+    if parsed.claim_after * 2 > parsed.withdraw_delay:
+        # A payer who asks to withdraw gets what is unclaimed once the delay has
+        # passed: vouchers must be claimed well before that (aixyz_channels).
+        raise _error(
+            f"CLAIM_AFTER ({parsed.claim_after} s) must be at most half of WITHDRAW_DELAY "
+            f"({parsed.withdraw_delay} s), or a withdrawing payer takes back what was charged"
+        )
+    return parsed
