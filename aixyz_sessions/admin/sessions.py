@@ -293,8 +293,26 @@ class StoredSessionAdmin(_SessionAdmin):
                 else None
             ),
             "erase_url": self._url("erase", payer),
+            "channels_url": self._channels_url(request, payer),
         }
         return self._render(request, "keys.html", f"Session of {payer}", context)
+
+    def _channels_url(self, request: HttpRequest, payer: str) -> str | None:
+        """The payer's payment channels page, if channels are on and this user may see them.
+
+        Only a link: the session page must not depend on the channel storage answering.
+        """
+        from ..channels.models import Channel
+        from .channel_access import channels_configured
+
+        if not channels_configured() or not self.admin_site.is_registered(Channel):
+            return None
+        channels = self.admin_site.get_model_admin(Channel)
+        if not channels.has_view_permission(request):
+            return None
+        name = f"admin:{channels.opts.app_label}_{channels.opts.model_name}_changelist"
+        url = reverse(name, current_app=self.admin_site.name)
+        return f"{url}?{urlencode({'payer': payer})}"
 
     def _entry_or_redirect(
         self, request: HttpRequest, store: SessionStore, payer: str
