@@ -61,6 +61,7 @@ __all__ = [
     "authorization_of",
     "checksummed",
     "claimed_payer",
+    "is_refund_request",
     "read_payment",
     "screen_payment_header",
     "verification",
@@ -192,6 +193,12 @@ def authorization_of(payload: object) -> Authorization:
     if not isinstance(inner.get("signature"), str):
         raise PaymentHeaderError("payment payload has no signature")
     return Authorization(checksummed(payer), nonce, int(str(deadline)), branch)
+
+
+def is_refund_request(payment: dict[str, Any]) -> bool:
+    """Whether a screened payment asks for a channel refund (its answer is the refund)."""
+    inner = payment.get("payload")
+    return isinstance(inner, dict) and inner.get("type") == "refund"
 
 
 def claimed_payer(inner: object) -> str | None:

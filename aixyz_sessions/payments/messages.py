@@ -38,7 +38,7 @@ from x402.http.types import HTTPRequestContext, HTTPResponseInstructions
 from x402.schemas import PaymentRequired, SettleResponse
 
 from ..context import payer_context
-from .authorization import PaymentHeaderError, screen_payment_header
+from .authorization import PaymentHeaderError, is_refund_request, screen_payment_header
 from .decorators import PaidSpec
 from .facilitators import facilitator_failures
 from .failures import (
@@ -275,6 +275,14 @@ async def call_paid(
     except PaymentHeaderError as exc:
         required = await payment_required(call, origin=origin)
         raise PaymentFailure(INVALID_PAYMENT, str(exc), payment_required=required) from None
+    if is_refund_request(payload):
+        # A refund answers with the refund itself, not with the tool's work: it
+        # is an HTTP request to any paid URL (the SDK client's refund(url)).
+        raise PaymentFailure(
+            INVALID_PAYMENT,
+            "a channel refund is asked for over HTTP (the SDK client's refund(url)), "
+            "not with a tool call",
+        )
     runtime = await ready_runtime()
     retry = retry_of(payload, request_fingerprint)
     try:
