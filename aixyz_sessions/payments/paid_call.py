@@ -26,7 +26,11 @@ protocol. None of them orders the steps. What the rules are lives here:
   or not, so a call that fails, is aborted or cannot settle cannot be started
   again with it. Only a call refused before its work started (the transport
   found the request unusable: :meth:`PaidCall.refused_before_work`) gives the
-  claim back;
+  claim back. A payment channel's voucher (x402 ``batch-settlement``) has no
+  one-time nonce: the SDK's scheme reserves the channel for the call and
+  charges each cumulative amount once, in storage every worker shares; a
+  call that does not settle releases the channel (the SDK's cancel, from
+  :meth:`PaidCall.close`) and charges nothing;
 * the handler's session writes take effect only if the payment settles;
 * an outage of the replay guard's store is ``session_store_unavailable``,
   the facilitator's ``facilitator_unavailable``/``facilitator_timeout``;
