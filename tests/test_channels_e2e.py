@@ -186,6 +186,13 @@ async def test_a_voucher_is_spent_once(base: str) -> None:
     assert await get_store().get(account.address.lower(), "c") is None
     (channel,) = await channels_of(account.address)
     assert int(channel.charged_cumulative_amount) == 2 * PRICE
+    # The correction was for that payer only: the next client's 402 says nothing of it.
+    async with httpx.AsyncClient(base_url=base, timeout=30) as plain:
+        fresh = await plain.get("/two-networks/")
+    for offer in decode_payment_required_header(fresh.headers["PAYMENT-REQUIRED"]).accepts:
+        assert "channelState" not in (offer.extra or {}) and "voucherState" not in (
+            offer.extra or {}
+        )
 
 
 async def test_a_failed_call_does_not_advance_the_charge(base: str) -> None:
