@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from x402.mechanisms.evm.batch_settlement.errors import ERR_CUMULATIVE_AMOUNT_MISMATCH
 from x402.mechanisms.evm.batch_settlement.server import (
     BatchSettlementEvmScheme,
     BatchSettlementEvmSchemeServerConfig,
@@ -42,6 +43,7 @@ from x402.mechanisms.evm.batch_settlement.server.storage import (
     ChannelUpdate,
     ChannelUpdateResult,
 )
+from x402.mechanisms.evm.batch_settlement.types import is_voucher_payload
 
 __all__ = ["ChannelScheme", "LoopSafeStorage"]
 
@@ -131,7 +133,9 @@ class ChannelScheme(BatchSettlementEvmScheme):
         return self._hop(hook)(context)
 
     # The resource server awaits a hook's coroutine; each of these reads or
-    # writes the channel, so each runs in a thread.
+    # writes the channel, so each runs in a thread, unless the SDK's hook would
+    # return at once without storage for this payload (a voucher's after_settle
+    # and settlement enrichment, the enrichment of a 402 that is no correction).
     def before_verify(self, context: Any) -> Any:
         return self._off_loop(super().before_verify, context)
 
@@ -148,13 +152,23 @@ class ChannelScheme(BatchSettlementEvmScheme):
         return self._off_loop(super().before_settle, context)
 
     def after_settle(self, context: Any) -> Any:
+        if _is_voucher(context):  # the voucher was charged in before_settle: nothing to do
+            return None
         return self._off_loop(super().after_settle, context)
 
     def on_settle_failure(self, context: Any) -> Any:
         return self._off_loop(super().on_settle_failure, context)
 
     def enrich_payment_required_response(self, context: Any) -> Any:
+        if context.error != ERR_CUMULATIVE_AMOUNT_MISMATCH:  # only a correction reads storage
+            return None
         return self._off_loop(super().enrich_payment_required_response, context)
 
     def enrich_settlement_response(self, context: Any) -> Any:
+        if _is_voucher(context):  # before_settle wrote the voucher's response already
+            return None
         return self._off_loop(super().enrich_settlement_response, context)
+
+
+def _is_voucher(context: Any) -> bool:
+    return is_voucher_payload(context.payment_payload.payload)
