@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.contrib import admin
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import include, path
 
@@ -133,6 +134,7 @@ def options_tools() -> Iterator[None]:
 
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("two-networks/", two_networks),
     path("metered/", metered),
     path("metered-header/", metered_by_header),

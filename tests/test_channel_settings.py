@@ -136,3 +136,46 @@ def test_the_runtime_registers_the_scheme_with_its_settings() -> None:
         assert scheme.get_withdraw_delay() == 1800
         assert isinstance(scheme.channel_storage, DatabaseChannelStorage)
     reset_runtime()
+
+
+@pytest.mark.django_db
+def test_a_manage_py_process_says_the_in_process_chain_is_elsewhere() -> None:
+    """Channels the server opened through its in-process LocalFacilitator: this process's
+    facilitator never saw them, and the command says where to claim them instead."""
+    from x402.mechanisms.evm.batch_settlement.server.storage import Channel
+    from x402.mechanisms.evm.batch_settlement.types import ChannelConfig
+    from x402.mechanisms.evm.batch_settlement.utils import compute_channel_id
+
+    config = ChannelConfig(
+        payer="0x" + "12" * 20,
+        payer_authorizer="0x" + "12" * 20,
+        receiver=LOCAL["PAY_TO"],
+        receiver_authorizer="0x" + "34" * 20,
+        token="0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+        withdraw_delay=900,
+        salt="0x" + "00" * 32,
+    )
+    channel_id = compute_channel_id(config, "eip155:84532").lower()
+    channel = Channel(
+        channel_id=channel_id,
+        channel_config=config,
+        charged_cumulative_amount="20000",
+        signed_max_claimable="20000",
+        signature="0x" + "ab" * 65,
+        balance="100000",
+        total_claimed="0",
+        withdraw_requested_at=0,
+        refund_nonce=0,
+        last_request_timestamp=0,
+    )
+    with override_settings(AIXYZ_X402=with_channels({"STORAGE": "database"})):
+        reset_runtime()
+        DatabaseChannelStorage().update_channel(channel_id, lambda _current: channel)
+        out = StringIO()
+        with pytest.raises(CommandError) as caught:
+            call_command("aixyz_channels", "--all", stdout=out)
+    reset_runtime()
+    assert "1 group(s) failed" in str(caught.value)
+    said = out.getvalue()
+    assert "in-process LocalFacilitator of another process" in said
+    assert "Claim and settle now" in said and "aixyz_local_facilitator" in said

@@ -413,3 +413,54 @@ async def test_an_idle_channel_is_refunded_what_was_not_charged(base: str) -> No
     back = [t for t in ledger.transfers if t.pay_to.lower() == account.address.lower()]
     assert sum(t.amount for t in back) == deposit - 2 * PRICE
     reset_config()
+
+
+async def test_a_superuser_claims_and_settles_from_the_admin_in_the_servers_process(
+    base: str,
+) -> None:
+    """The admin's button runs the pass where the in-process facilitator's chain is;
+    a manage.py process would not see that chain, and says so."""
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    ledger = get_local_facilitator().ledger
+    account = Account.create()
+    async with x402HttpxClient(payer_client(account), base_url=base, timeout=30) as http:
+        for index in range(3):
+            response = await http.get("/two-networks/", params={"key": f"k{index}"})
+            assert response.status_code == 200, response.text
+    claims = ledger.transaction_count("claim")
+
+    def as_staff(superuser: bool) -> Client:
+        user = User.objects.create_user(
+            f"u{uuid.uuid4().hex[:8]}", password="pw", is_staff=True, is_superuser=superuser
+        )
+        user.user_permissions.add(Permission.objects.get(codename="view_channel"))
+        client = Client()
+        client.force_login(user)
+        return client
+
+    def visit() -> tuple[int, int, int, str]:
+        staff, boss = as_staff(False), as_staff(True)
+        url = "/admin/aixyz_sessions/channel/claim/"
+        refused = staff.post(url).status_code
+        wrong_method = boss.get(url).status_code
+        listing = boss.get("/admin/aixyz_sessions/channel/").content.decode()
+        assert "Claim and settle now" in listing
+        assert (
+            "Claim and settle now"
+            not in staff.get("/admin/aixyz_sessions/channel/").content.decode()
+        )
+        done = boss.post(url, follow=True)
+        return refused, wrong_method, done.status_code, done.content.decode()
+
+    from tests import settings as test_settings
+
+    with override_settings(MIDDLEWARE=[*test_settings.MIDDLEWARE, *MIDDLEWARE]):
+        refused, wrong_method, status, page = await asyncio.to_thread(visit)
+    assert (refused, wrong_method, status) == (403, 405, 200)
+    said = page.lower()
+    assert "claimed 1 voucher(s) on eip155:84532" in said and "settled claimed funds" in said
+    assert ledger.transaction_count("claim") - claims == 1
+    (channel,) = await channels_of(account.address)
+    assert int(channel.total_claimed) == 3 * PRICE

@@ -35,7 +35,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.formats import date_format
 from django.utils.http import urlencode
 from django.utils.timezone import localtime
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from ..channels.models import Channel as ChannelRow
 from ..conf import SettingError
@@ -88,8 +88,10 @@ class ChannelAdmin(_ChannelAdmin):
             # GET only: these pages change nothing, so any other method is refused.
             return self.admin_site.admin_view(require_safe(self._storage_errors(view)))
 
+        claim = self.admin_site.admin_view(require_POST(self._storage_errors(self.claim_view)))
         return [
             path("", wrap(self.changelist_view), name=self._url_name("changelist")),
+            path("claim/", claim, name=self._url_name("claim")),
             path("<str:channel_id>/", wrap(self.detail_view), name=self._url_name("detail")),
         ]
 
@@ -212,9 +214,43 @@ class ChannelAdmin(_ChannelAdmin):
             ),
             "payer_sessions_url": sessions_url(payer) if sessions_url and _address(payer) else None,
             "storage_name": type(getattr(storage, "inner", storage)).__name__,
+            "claim_url": self._url("claim") if request.user.is_superuser else None,
             **(extra_context or {}),
         }
         return self._render(request, "list.html", "Payment channels", context)
+
+    def claim_view(self, request: HttpRequest) -> HttpResponse:
+        """POST, superusers: claim every charged voucher and settle now, in this process.
+
+        The same pass as ``manage.py aixyz_channels --all --no-refund``; run in
+        the server's process it also reaches the in-process LocalFacilitator's
+        chain (a ``manage.py`` process has its own). Money moves: superusers only.
+        """
+        if not request.user.is_active or not request.user.is_superuser:
+            raise PermissionDenied
+        storage = self._storage(request)
+        from ..channels.operations import run_pass
+        from ..payments.runtime import get_runtime
+
+        settings_ = get_runtime().config.batch_settlement
+        if settings_ is None:
+            raise _ChannelsOff
+        lines: list[str] = []
+        done = run_pass(
+            getattr(storage, "inner", storage),
+            settings_,
+            everything=True,
+            refund=False,
+            say=lines.append,
+        )
+        for line in lines:
+            level = messages.ERROR if line.startswith("FAILED") else messages.SUCCESS
+            messages.add_message(request, level, line)
+        if not lines:
+            messages.info(request, "Nothing to claim: every charged voucher is claimed.")
+        elif not done.failures:
+            logger.info("admin channels: %s claimed and settled: %s", request.user, lines)
+        return HttpResponseRedirect(self.channels_url())
 
     def detail_view(self, request: HttpRequest, channel_id: str) -> HttpResponse:
         """One channel's whole record, read-only."""

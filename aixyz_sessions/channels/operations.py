@@ -161,6 +161,31 @@ def groups(storage: ChannelStorage, facilitator: Any, withdraw_delay: int) -> li
     return list(found.values())
 
 
+def _opened_elsewhere(group: Group, facilitator: Any) -> str | None:
+    """Why the in-process LocalFacilitator cannot claim ``group``, if its chain never saw it.
+
+    Its chain is this process's memory: channels opened through a server
+    process are unknown to a ``manage.py`` process (and its authorizer key is
+    another). Said plainly, rather than as the contract's revert.
+    """
+    from ..payments.local import LocalFacilitatorSync
+
+    if not isinstance(facilitator, LocalFacilitatorSync):
+        return None
+    from x402.mechanisms.evm.utils import get_evm_chain_id
+
+    ledger = facilitator.facilitator.ledger
+    chain_id = get_evm_chain_id(group.network)
+    if any(ledger.channel(c.channel_id, chain_id=chain_id) for c in group.channels):
+        return None
+    return (
+        "these channels were opened through the in-process LocalFacilitator of another "
+        "process (the server): its chain lives there. Claim from the server's admin "
+        "(Payment channels, 'Claim and settle now'), or run the facilitator as its own "
+        "server (manage.py aixyz_local_facilitator) and set FACILITATOR_URL to it"
+    )
+
+
 @dataclass
 class Pass:
     """What one pass did: ``(group label, vouchers, tx)`` claims, settlements, refunds."""
@@ -207,6 +232,11 @@ def run_pass(
     for group in groups(storage, facilitator, settings.withdraw_delay):
         manager = group.manager
         assert manager is not None
+        elsewhere = _opened_elsewhere(group, facilitator)
+        if elsewhere:
+            done.failures.append(f"{group.label}: {elsewhere}")
+            say(f"FAILED on {group.label}: {elsewhere}")
+            continue
         try:
             claims = manager.claim(
                 ClaimOptions(select_claim_channels=_claim_selector(settings, everything))
