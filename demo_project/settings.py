@@ -19,6 +19,8 @@ Environment variables switch each part (see docs/demo.md):
 ``X402_FACILITATOR_URL``   a real x402 facilitator instead of the local one
 ``X402_PAY_TO``            the address that receives payments
 ``X402_NETWORK``           CAIP-2 network (default ``eip155:84532``, Base Sepolia)
+``AIXYZ_DEMO_CHANNELS``    ``1`` (default): every paid tool also offers payment channels
+                           (x402 ``batch-settlement``); ``0`` turns them off
 ``OPENAI_API_KEY``         the agent answers text messages with a model (``/agent``);
                            ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` choose the server and model
 ``X402_ORIGIN``            the public ``scheme://host`` sign-ins must name (default:
@@ -176,6 +178,11 @@ if os.environ.get("X402_FACILITATOR_URL"):
     AIXYZ_X402["FACILITATOR_URL"] = os.environ["X402_FACILITATOR_URL"]
 else:
     AIXYZ_X402["FACILITATOR"] = "local"
+# Payment channels: each 402 also offers ``batch-settlement`` after the tool's own
+# options (one deposit, then a voucher per call); channels live where the sessions do.
+# ``manage.py aixyz_channels`` claims and settles them.
+if _flag("AIXYZ_DEMO_CHANNELS", "1"):
+    AIXYZ_X402["BATCH_SETTLEMENT"] = {}
 
 # The agent over A2A (the TypeScript template's "x402 sessions" agent): its card
 # lists the tools as skills; a message invokes one tool in the payer's session

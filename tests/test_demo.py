@@ -444,6 +444,7 @@ def demo_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]
         "X402_FACILITATOR_URL",
         "X402_PAY_TO",
         "X402_NETWORK",
+        "AIXYZ_DEMO_CHANNELS",
         "DJANGO_DEBUG",
         "DJANGO_ALLOWED_HOSTS",
     ):
@@ -459,6 +460,7 @@ def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
     assert s["AIXYZ_X402"]["FACILITATOR"] == "local" and "FACILITATOR_URL" not in s["AIXYZ_X402"]
     assert s["AIXYZ_X402"]["NETWORK"] == "eip155:84532"
+    assert s["AIXYZ_X402"]["BATCH_SETTLEMENT"] == {}  # channels on, every default
     assert s["DEBUG"] is True
     assert {"127.0.0.1", "localhost"} <= set(s["ALLOWED_HOSTS"])
     assert "demo_project" in s["INSTALLED_APPS"]
@@ -491,8 +493,11 @@ def test_environment_switches(monkeypatch: pytest.MonkeyPatch) -> None:
         "PAY_TO": "0x" + "12" * 20,
         "NETWORK": "eip155:8453",
         "FACILITATOR_URL": "https://facilitator.example/x402",
+        "BATCH_SETTLEMENT": {},
     }
     assert s["DEBUG"] is False
+    off = demo_settings(monkeypatch, AIXYZ_DEMO_CHANNELS="0")
+    assert "BATCH_SETTLEMENT" not in off["AIXYZ_X402"]
     memory = demo_settings(monkeypatch, AIXYZ_DEMO_STORE="memory")
     assert memory["AIXYZ_SESSION_STORE"].endswith("InMemorySessionStore")
 

@@ -141,10 +141,16 @@ def test_list_keys_is_offered_on_base_sepolia_then_base(server: DemoServer) -> N
     assert [(o.network, o.scheme, o.amount) for o in offers] == [
         ("eip155:84532", "exact", "1000"),
         ("eip155:8453", "exact", "1000"),
+        # the demo offers payment channels too, after the tool's own options
+        ("eip155:84532", "batch-settlement", "1000"),
+        ("eip155:8453", "batch-settlement", "1000"),
     ]
     metered = httpx.post(f"{server.url}/tools/summarize-content", json={}, timeout=10)
     offer = decode_payment_required_header(metered.headers["PAYMENT-REQUIRED"]).accepts
-    assert [(o.network, o.scheme, o.amount) for o in offer] == [("eip155:84532", "upto", "50000")]
+    assert [(o.network, o.scheme, o.amount) for o in offer] == [
+        ("eip155:84532", "upto", "50000"),
+        ("eip155:84532", "batch-settlement", "50000"),
+    ]
 
 
 @pytest.mark.parametrize("name", ["get-content", "list-keys", "summarize-content"])

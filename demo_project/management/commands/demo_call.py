@@ -21,6 +21,11 @@ session's size costs, which the command checks against the summary.
     python manage.py demo_call --transport mcp       # over MCP at /mcp
     python manage.py demo_call --transport a2a       # A2A messages to /agent
     python manage.py demo_call --url http://127.0.0.1:8000
+    python manage.py demo_call --scheme batch        # one payer, one payment channel
+    python manage.py demo_call --scheme batch --calls 50 --transport ws
+
+``--scheme batch`` pays through a payment channel (x402 ``batch-settlement``)
+only: one deposit, then a voucher per call (see ``demo_project/channels_client.py``).
 
 Exits non-zero when the server cannot be reached or a result is not what
 the demo promises (isolation above all).
@@ -50,6 +55,10 @@ from x402.schemas import PaymentRequirements, SettleResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TRANSPORTS = ("http", "ws", "mcp", "a2a")
+#: ``exact``: each call pays its own price (``exact``, or ``upto`` when metered);
+#: ``batch``: every call goes through one payment channel.
+SCHEMES = ("exact", "batch")
+DEFAULT_CALLS = 20
 PUT, GET, KEYS, SUMMARY = "put-content", "get-content", "list-keys", "summarize-content"
 TOOLS = (PUT, GET, KEYS, SUMMARY)
 #: Where payer B pays when a tool offers it (``list-keys``: Base Sepolia or Base).
@@ -351,19 +360,48 @@ class Command(BaseCommand):
             default="http",
             help="http (default), ws, mcp or a2a",
         )
+        parser.add_argument(
+            "--scheme",
+            choices=SCHEMES,
+            default="exact",
+            help="exact (default): each call pays its price, as two payers; "
+            "batch: one payer pays every call through one payment channel",
+        )
+        parser.add_argument(
+            "--calls",
+            type=int,
+            default=DEFAULT_CALLS,
+            help=f"with --scheme batch: cheap calls after the demo's sequence ({DEFAULT_CALLS})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         base = str(options["url"]).rstrip("/")
         transport = str(options["transport"])
         if urlsplit(base).scheme not in ("http", "https"):
             raise CommandError(f"--url must be an http(s) URL, got {base!r}")
+        if options["calls"] < 0:
+            raise CommandError("--calls must be 0 or more")
         self._prices = self._check_server(base)
         self._store = self._store_of(base)
-        failures = asyncio.run(self._run(base, transport))
+        if options["scheme"] == "batch":
+            failures = self._run_channel(base, transport, int(options["calls"]))
+        else:
+            failures = asyncio.run(self._run(base, transport))
         if failures:
             raise CommandError(
                 "the demo did not behave as promised:\n  - " + "\n  - ".join(failures)
             )
+
+    def _run_channel(self, base: str, transport: str, calls: int) -> list[str]:
+        # Imported here: the channel client builds on this module's callers.
+        from demo_project.channels_client import ChannelRun, offers_channels
+
+        if not offers_channels(base):
+            raise CommandError(
+                f"{base} offers no payment channels (batch-settlement): "
+                "is the demo running with AIXYZ_DEMO_CHANNELS=0?"
+            )
+        return asyncio.run(ChannelRun(self, base, transport, calls).run())
 
     def _check_server(self, base: str) -> dict[str, str]:
         try:
