@@ -43,11 +43,15 @@ from x402.mechanisms.evm.batch_settlement.server.storage import (
     ChannelUpdate,
     ChannelUpdateResult,
 )
-from x402.mechanisms.evm.batch_settlement.types import is_voucher_payload
+from x402.mechanisms.evm.batch_settlement.types import is_refund_payload, is_voucher_payload
+from x402.schemas import AbortResult
 
 __all__ = ["ChannelScheme", "LoopSafeStorage"]
 
 T = TypeVar("T")
+
+#: Why a refund is refused when the channel has nothing unclaimed (see ``_before_refund``).
+REFUND_NEEDS_UNCLAIMED = "refund_needs_unclaimed_voucher"
 
 #: Threads for the rare storage calls the SDK makes on the event loop.
 _blocking_calls = concurrent.futures.ThreadPoolExecutor(
@@ -128,6 +132,9 @@ class ChannelScheme(BatchSettlementEvmScheme):
             ),
         )
         self._hop = _hop_for(storage)
+        from .channel_ids import install
+
+        install()  # the channel id's hash, once per channel (see channel_ids)
 
     def _off_loop(self, hook: Callable[[Any], T], context: Any) -> Awaitable[T]:
         return self._hop(hook)(context)
@@ -137,7 +144,33 @@ class ChannelScheme(BatchSettlementEvmScheme):
     # return at once without storage for this payload (a voucher's after_settle
     # and settlement enrichment, the enrichment of a 402 that is no correction).
     def before_verify(self, context: Any) -> Any:
+        if is_refund_payload(context.payment_payload.payload):
+            return self._off_loop(self._before_refund, context)
         return self._off_loop(super().before_verify, context)
+
+    def _before_refund(self, context: Any) -> Any:
+        """A refund only while the channel's latest voucher is still a secret.
+
+        The SDK authorizes a cooperative refund with the payer's latest voucher
+        sent again, nothing fresher. Once that voucher is claimed it is public
+        (claims carry it on chain), and anyone could replay it to refund an
+        idle channel and delete its record, leaving its owner's client stuck.
+        While something charged is unclaimed, only the payer and this server
+        know the voucher; after that, the payer withdraws through the contract
+        or waits for ``REFUND_AFTER``.
+        """
+        raw = context.payment_payload.payload
+        try:
+            channel = self.get_storage().get(str(raw["voucher"]["channelId"]))
+        except (KeyError, TypeError, ValueError):
+            channel = None
+        if channel is None or int(channel.charged_cumulative_amount) <= int(channel.total_claimed):
+            return AbortResult(
+                reason=REFUND_NEEDS_UNCLAIMED,
+                message="a refund is asked for with the channel's latest unclaimed voucher; "
+                "this channel has none (withdraw through the contract instead)",
+            )
+        return super().before_verify(context)
 
     def after_verify(self, context: Any) -> Any:
         return self._off_loop(super().after_verify, context)
@@ -162,12 +195,53 @@ class ChannelScheme(BatchSettlementEvmScheme):
     def enrich_payment_required_response(self, context: Any) -> Any:
         if context.error != ERR_CUMULATIVE_AMOUNT_MISMATCH:  # only a correction reads storage
             return None
-        return self._off_loop(super().enrich_payment_required_response, context)
+        return self._off_loop(self._correction, context)
+
+    def _correction(self, context: Any) -> Any:
+        """The SDK's corrective 402 (the channel's state, its latest voucher), for its payer only.
+
+        The SDK finds a stale amount before it checks any signature, and
+        its correction carries the stored channel: balance, charges, the
+        latest voucher's signature. A stranger can compute a payer's channel
+        id (the config is public but for a salt that defaults to zero): the
+        correction goes only to a voucher its payer authorizer signed.
+        """
+        payload = context.payment_payload
+        if payload is None or not _signed_by_its_payer(payload):
+            return None
+        return super().enrich_payment_required_response(context)
 
     def enrich_settlement_response(self, context: Any) -> Any:
         if _is_voucher(context):  # before_settle wrote the voucher's response already
             return None
         return self._off_loop(super().enrich_settlement_response, context)
+
+
+def _signed_by_its_payer(payload: Any) -> bool:
+    """Whether a channel payload's voucher is signed by its config's payer authorizer."""
+    from x402.mechanisms.evm.batch_settlement.facilitator.utils import (
+        verify_batch_settlement_voucher_typed_data,
+    )
+    from x402.mechanisms.evm.utils import get_evm_chain_id
+
+    raw = payload.payload
+    try:
+        config, voucher = raw["channelConfig"], raw["voucher"]
+        if int(str(config["payerAuthorizer"]), 16) == 0:
+            return False  # a smart-wallet payer: no local check, no correction
+        return bool(
+            verify_batch_settlement_voucher_typed_data(
+                signer=None,  # type: ignore[arg-type]  # the ECDSA path needs none
+                channel_id=str(voucher["channelId"]),
+                max_claimable_amount=str(voucher["maxClaimableAmount"]),
+                payer_authorizer=str(config["payerAuthorizer"]),
+                payer=str(config["payer"]),
+                signature=str(voucher.get("signature", "0x")),
+                chain_id=get_evm_chain_id(str(payload.accepted.network)),
+            )
+        )
+    except Exception:  # any malformed field: not a voucher its payer signed
+        return False
 
 
 def _is_voucher(context: Any) -> bool:
