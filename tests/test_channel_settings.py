@@ -179,3 +179,13 @@ def test_a_manage_py_process_says_the_in_process_chain_is_elsewhere() -> None:
     said = out.getvalue()
     assert "in-process LocalFacilitator of another process" in said
     assert "Claim and settle now" in said and "aixyz_local_facilitator" in said
+
+
+def test_the_command_says_when_the_channel_storage_cannot_answer() -> None:
+    with override_settings(AIXYZ_X402=with_channels({"STORAGE": "redis://127.0.0.1:1/0"})):
+        reset_runtime()
+        with pytest.raises(CommandError) as caught:
+            call_command("aixyz_channels", stdout=StringIO())
+    reset_runtime()
+    assert "the channel storage cannot answer" in str(caught.value)
+    assert "python manage.py migrate" in str(caught.value)

@@ -367,6 +367,7 @@ async def test_many_calls_are_claimed_and_settled_in_two_transactions(base: str)
     quiet = await asyncio.to_thread(_command)  # nothing idle for CLAIM_AFTER (60 s) yet
     assert ledger.transaction_count("claim") == claims
     assert "Nothing to claim" in quiet or "claimed" not in quiet
+    assert "3 channel(s) have charged vouchers idle less than CLAIM_AFTER (60 s)" in quiet
     said = await asyncio.to_thread(_command, "--all", "--no-refund")
     assert ledger.transaction_count("claim") - claims == 1, said  # 3 channels, one batch
     assert ledger.transaction_count("settle") - settles == 1, said
@@ -464,3 +465,48 @@ async def test_a_superuser_claims_and_settles_from_the_admin_in_the_servers_proc
     assert ledger.transaction_count("claim") - claims == 1
     (channel,) = await channels_of(account.address)
     assert int(channel.total_claimed) == 3 * PRICE
+
+
+@pytest.fixture
+def down() -> Iterator[str]:
+    """A server whose channel storage is a Redis nobody answers at (port 1)."""
+    x402 = {**LOCAL, "BATCH_SETTLEMENT": {"STORAGE": "redis://127.0.0.1:1/0"}}
+    with (
+        options_tools(),
+        override_settings(MIDDLEWARE=MIDDLEWARE, AIXYZ_X402=x402, AIXYZ_AGENT=AGENT, **SETTINGS),
+    ):
+        reset_runtime()
+        reset_mcp_server()
+        try:
+            with serve(get_asgi_application(), lifespan="on") as url:
+                yield url
+        finally:
+            reset_runtime()
+            reset_mcp_server()
+
+
+async def test_a_channel_storage_that_is_down_is_the_servers_outage(down: str) -> None:
+    """503 with Retry-After (the store's outage), not a 402 the client cannot act on."""
+    account = Account.create()
+    client = payer_client(account)
+    async with httpx.AsyncClient(base_url=down, timeout=30) as plain:
+        unpaid = await plain.get("/two-networks/")
+        required = decode_payment_required_header(unpaid.headers["PAYMENT-REQUIRED"])
+        assert isinstance(required, PaymentRequired)
+        payload = await client.create_payment_payload(required)
+        answer = await plain.get(
+            "/two-networks/",
+            params={"key": "k"},
+            headers={"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)},
+        )
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "session_store_unavailable"
+    assert answer.headers["Retry-After"]
+    # An exact payment does not need the channel storage: it still works.
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    exact = x402Client()
+    register_exact_evm_client(exact, account)
+    async with x402HttpxClient(exact, base_url=down, timeout=30) as http:
+        paid = await http.get("/two-networks/", params={"key": "k"})
+    assert paid.status_code == 200, paid.text

@@ -11,11 +11,11 @@ from django.test import override_settings
 from django.urls import include, path
 from eth_account import Account
 
-from aixyz_sessions import get_session, get_store
+from aixyz_sessions import get_store
 from aixyz_sessions.payments.conf import parse_config
 from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.runtime import get_runtime, reset_runtime
-from aixyz_sessions.tools import registry, tool
+from aixyz_sessions.tools import registry
 from aixyz_sessions.tools.mcp import reset_mcp_server
 from tests.docs_examples import block
 from tests.payments_helpers import MIDDLEWARE, serve
@@ -23,14 +23,6 @@ from tests.settings import LOOPBACK_HOSTS
 from tests.test_readme import run, urlconf
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def remember(key: str, value: str) -> dict[str, Any]:
-    """Write one key in the payer's session."""
-    session = get_session()
-    assert session is not None
-    await session.set(key, value)
-    return {"stored": key}
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def test_the_settings_example_turns_channels_on(settings_block: dict[str, Any]) 
 def served(settings_block: dict[str, Any]) -> Iterator[str]:
     from aixyz_sessions.asgi import get_asgi_application
 
-    tool(remember, price="$0.001")
+    run(block("docs/channels.md", "# myapp/tools.py: the tool the client below pays"))
     patterns = [path("tools/", include("aixyz_sessions.tools.urls"))]
     try:
         for urls in urlconf("docs_channels", patterns):

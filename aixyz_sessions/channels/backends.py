@@ -15,8 +15,11 @@ CHANNEL_PREFIX = "aixyz:ch:"
 
 def redis_url_of(store: object) -> tuple[str, bool] | None:
     """``(url, cluster)`` of the Redis a session store uses, if it is one reachable by URL."""
-    from ..stores.cache import CacheSessionStore
-    from ..stores.redis import RedisSessionStore
+    try:
+        from ..stores.cache import CacheSessionStore
+        from ..stores.redis import RedisSessionStore
+    except ImportError:  # no redis package: the session store is no Redis store either
+        return None
 
     if isinstance(store, RedisSessionStore) and store.url is not None:
         return store.url, store.cluster
@@ -31,7 +34,7 @@ def _redis(url: str, cluster: bool = False) -> Any:
     from redis import Redis
     from redis.cluster import RedisCluster
 
-    from .storage import RedisChannelStorage
+    from .redis_storage import RedisChannelStorage
 
     options: dict[str, Any] = {
         "decode_responses": True,

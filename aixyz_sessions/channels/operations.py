@@ -103,6 +103,8 @@ class Group:
     network: str
     receiver: str
     token: str
+    #: The key that co-signs this group's claims (the channels' ``receiverAuthorizer``).
+    authorizer: str = ""
     channels: list[Channel] = field(default_factory=list)
     manager: BatchSettlementChannelManagerSync | None = None
 
@@ -130,15 +132,16 @@ def sync_facilitator() -> Any:
 def groups(storage: ChannelStorage, facilitator: Any, withdraw_delay: int) -> list[Group]:
     """Every stored channel in its group, each group with its SDK channel manager."""
     networks = known_networks()
-    found: dict[tuple[str, str, str], Group] = {}
+    found: dict[tuple[str, str, str, str], Group] = {}
     for channel in storage.list():
         network = channel_network(channel, networks)
         if network is None:
             logger.warning("x402: channel %s is on no known network; skipped", channel.channel_id)
             continue
         config = channel.channel_config
-        key = (network, config.receiver.lower(), config.token.lower())
-        group = found.setdefault(key, Group(network, config.receiver, config.token))
+        authorizer = config.receiver_authorizer
+        key = (network, config.receiver.lower(), config.token.lower(), authorizer.lower())
+        group = found.setdefault(key, Group(network, config.receiver, config.token, authorizer))
         group.channels.append(channel)
     for group in found.values():
         ids = frozenset(c.channel_id.lower() for c in group.channels)
@@ -161,29 +164,56 @@ def groups(storage: ChannelStorage, facilitator: Any, withdraw_delay: int) -> li
     return list(found.values())
 
 
-def _opened_elsewhere(group: Group, facilitator: Any) -> str | None:
-    """Why the in-process LocalFacilitator cannot claim ``group``, if its chain never saw it.
+def _unclaimable(group: Group, facilitator: Any) -> str | None:
+    """Why ``facilitator`` cannot claim ``group``'s channels, if it cannot; said plainly,
+    rather than as the contract's revert.
 
-    Its chain is this process's memory: channels opened through a server
-    process are unknown to a ``manage.py`` process (and its authorizer key is
-    another). Said plainly, rather than as the contract's revert.
+    A claim is co-signed by the channels' ``receiverAuthorizer``, which the
+    facilitator holds: channels naming another key (opened through another
+    facilitator, or a LocalFacilitator before its process restarted) cannot be
+    claimed through this one. The LocalFacilitator's chain is its process's
+    memory: channels a server process opened are unknown to a ``manage.py``
+    process.
     """
     from ..payments.local import LocalFacilitatorSync
 
-    if not isinstance(facilitator, LocalFacilitatorSync):
-        return None
-    from x402.mechanisms.evm.utils import get_evm_chain_id
+    count = f"{len(group.channels)} channel(s)"
+    if isinstance(facilitator, LocalFacilitatorSync):
+        from x402.mechanisms.evm.utils import get_evm_chain_id
 
-    ledger = facilitator.facilitator.ledger
-    chain_id = get_evm_chain_id(group.network)
-    if any(ledger.channel(c.channel_id, chain_id=chain_id) for c in group.channels):
+        local = facilitator.facilitator
+        if local.receiver_authorizer.lower() == group.authorizer.lower():
+            chain_id = get_evm_chain_id(group.network)
+            if any(local.ledger.channel(c.channel_id, chain_id=chain_id) for c in group.channels):
+                return None
+        return (
+            f"{count} opened through the in-process LocalFacilitator of another process "
+            "(the server, or one that has restarted since): its chain lives in that process's "
+            "memory. Claim from the server's admin (Payment channels, 'Claim and settle now'), "
+            "or run the facilitator as its own server (manage.py aixyz_local_facilitator) and "
+            "set FACILITATOR_URL to it; channels of a LocalFacilitator do not survive its restart"
+        )
+    advertised = _advertised_authorizer(facilitator, group.network)
+    if advertised is not None and advertised.lower() != group.authorizer.lower():
+        return (
+            f"{count} name receiverAuthorizer {group.authorizer}, but the facilitator's is "
+            f"{advertised}: they were opened through another facilitator, which must claim them"
+        )
+    return None
+
+
+def _advertised_authorizer(facilitator: Any, network: str) -> str | None:
+    """The ``receiverAuthorizer`` the facilitator's ``/supported`` names for ``network``."""
+    try:
+        supported = facilitator.get_supported()
+    except Exception:  # unreachable now: the claim itself will say so
         return None
-    return (
-        "these channels were opened through the in-process LocalFacilitator of another "
-        "process (the server): its chain lives there. Claim from the server's admin "
-        "(Payment channels, 'Claim and settle now'), or run the facilitator as its own "
-        "server (manage.py aixyz_local_facilitator) and set FACILITATOR_URL to it"
-    )
+    for kind in getattr(supported, "kinds", []):
+        if kind.scheme == "batch-settlement" and kind.network == network:
+            extra = kind.extra or {}
+            found = extra.get("receiverAuthorizer")
+            return found if isinstance(found, str) else None
+    return None
 
 
 @dataclass
@@ -194,6 +224,12 @@ class Pass:
     settlements: list[tuple[str, str]] = field(default_factory=list)
     refunds: list[tuple[str, str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: Channels with charged vouchers left for a later pass (idle less than CLAIM_AFTER).
+    waiting: int = 0
+
+
+def _unclaimed(channel: Channel) -> bool:
+    return int(channel.charged_cumulative_amount) > int(channel.total_claimed)
 
 
 def _claim_selector(settings: ChannelSettings, everything: bool) -> Callable[..., list[Channel]]:
@@ -232,15 +268,16 @@ def run_pass(
     for group in groups(storage, facilitator, settings.withdraw_delay):
         manager = group.manager
         assert manager is not None
-        elsewhere = _opened_elsewhere(group, facilitator)
-        if elsewhere:
-            done.failures.append(f"{group.label}: {elsewhere}")
-            say(f"FAILED on {group.label}: {elsewhere}")
+        reason = _unclaimable(group, facilitator)
+        if reason:
+            done.failures.append(f"{group.label}: {reason}")
+            say(f"FAILED on {group.label}: {reason}")
             continue
+        select = _claim_selector(settings, everything)
+        charged = [c for c in group.channels if _unclaimed(c)]
+        done.waiting += len(charged) - len(select(charged, None))
         try:
-            claims = manager.claim(
-                ClaimOptions(select_claim_channels=_claim_selector(settings, everything))
-            )
+            claims = manager.claim(ClaimOptions(select_claim_channels=select))
             for claim in claims:
                 done.claims.append((group.label, claim.vouchers, claim.transaction))
                 say(f"claimed {claim.vouchers} voucher(s) on {group.label}: tx {claim.transaction}")

@@ -28,7 +28,9 @@ import asyncio
 import builtins
 import concurrent.futures
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -46,7 +48,9 @@ from x402.mechanisms.evm.batch_settlement.server.storage import (
 from x402.mechanisms.evm.batch_settlement.types import is_refund_payload, is_voucher_payload
 from x402.schemas import AbortResult
 
-__all__ = ["ChannelScheme", "LoopSafeStorage"]
+from ..exceptions import SessionStoreError
+
+__all__ = ["ChannelScheme", "LoopSafeStorage", "storage_failures"]
 
 T = TypeVar("T")
 
@@ -57,6 +61,30 @@ REFUND_NEEDS_UNCLAIMED = "refund_needs_unclaimed_voucher"
 _blocking_calls = concurrent.futures.ThreadPoolExecutor(
     max_workers=4, thread_name_prefix="aixyz-channels"
 )
+
+
+#: Where :class:`LoopSafeStorage` notes a store failure for the paid call around it.
+_failures: ContextVar[list[SessionStoreError] | None] = ContextVar(
+    "aixyz_channel_storage_failures", default=None
+)
+
+
+@contextmanager
+def storage_failures() -> Iterator[list[SessionStoreError]]:
+    """Collect the channel storage's failures inside this block (the SDK hides them).
+
+    The SDK's hooks turn any storage error into "verification state
+    unavailable", a 402 the client cannot act on; a storage that is down is
+    the server's outage (503 with ``Retry-After``), and the paid-call core
+    says so when this list is not empty. Hooks run in worker threads with
+    a copy of the caller's context: the list is the same object there.
+    """
+    noted: list[SessionStoreError] = []
+    token = _failures.set(noted)
+    try:
+        yield noted
+    finally:
+        _failures.reset(token)
 
 
 def _on_loop() -> bool:
@@ -82,9 +110,15 @@ class LoopSafeStorage:
         return f"LoopSafeStorage({self.inner!r})"
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if _on_loop():
-            return _blocking_calls.submit(fn, *args).result()
-        return fn(*args)
+        try:
+            if _on_loop():
+                return _blocking_calls.submit(fn, *args).result()
+            return fn(*args)
+        except SessionStoreError as exc:
+            noted = _failures.get()
+            if noted is not None:
+                noted.append(exc)
+            raise
 
     def get(self, channel_id: str) -> Channel | None:
         return self._call(self.inner.get, channel_id)

@@ -80,7 +80,16 @@ def _seconds(value: dict[str, Any], key: str, default: int, low: int, high: int)
 def _storage(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _error(f"STORAGE must be a non-empty str, got {value!r}")
-    if value in ("default", "database") or value.startswith(("redis://", "rediss://")):
+    if value in ("default", "database"):
+        return value
+    if value.startswith(("redis://", "rediss://")):
+        import importlib.util
+
+        if importlib.util.find_spec("redis") is None:
+            raise _error(
+                "STORAGE is a Redis URL, but the redis package is not installed "
+                "(pip install 'aixyz-sessions[redis]')"
+            )
         return value
     if value.startswith("database:"):
         from django.conf import settings

@@ -66,6 +66,7 @@ from .failures import (
 )
 from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE
 from .metering import SETTLEMENT_OVERRIDES, Meter, charge_override, metering
+from .options import CHANNEL_SCHEME as CHANNEL
 from .paid_call import PaidCall, sign_in_offer, signed_in_payer
 from .readiness import ready_runtime
 from .retries import TOOL_CALL_ATTR, ToolAnswer, ToolCall, fingerprint, retry_of
@@ -141,6 +142,7 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
         ("at most " if a.get("scheme") == "upto" else "")
         + f"{a['amount']} atomic units of {(a.get('extra') or {}).get('name', 'the token')} "
         f"{a['asset']} on {a['network']}, paid to {a['payTo']}"
+        + (" through a payment channel (batch-settlement)" if a.get("scheme") == CHANNEL else "")
         for a in data.get("accepts", [])
     ]
     what = resource.get("url") or "this resource"

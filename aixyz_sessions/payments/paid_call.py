@@ -66,6 +66,7 @@ from x402.schemas import (
     VerifiedPaymentCancelOptions,
 )
 
+from ..channels.scheme import storage_failures
 from ..context import payer_context
 from ..exceptions import SessionStoreError
 from ..replay import MAX_EXPIRY, Record
@@ -240,8 +241,14 @@ class PaidCall:
         kept = await self.kept_answer()
         if kept is not None:  # a retry of a call already served: its answer again
             return Outcome(kept=kept)
-        with facilitator_failures() as failures, self.verifying():
+        with (
+            facilitator_failures() as failures,
+            storage_failures() as channels_down,
+            self.verifying(),
+        ):
             verified = await server.process_http_request(context)
+        if channels_down:
+            raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
         if failures:
             raise PaymentFailure.facilitator(failures)
         if verified.type != "payment-verified":
@@ -473,7 +480,7 @@ class PaidCall:
         assert isinstance(payload, PaymentPayload)
         assert isinstance(requirements, PaymentRequirements)
         await self.ready()
-        with facilitator_failures() as failures:
+        with facilitator_failures() as failures, storage_failures() as channels_down:
             settlement = await http_server.process_settlement(
                 payload,
                 requirements,
@@ -485,6 +492,8 @@ class PaidCall:
                 ),
                 before_handler_settlement=verified.before_handler_settlement,
             )
+        if channels_down:
+            raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
         if failures:
             raise PaymentFailure.facilitator(failures)
         if not settlement.success:

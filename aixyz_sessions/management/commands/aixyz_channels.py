@@ -8,6 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...exceptions import SessionStoreError
+
 
 class Command(BaseCommand):
     help = (
@@ -39,7 +41,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...channels.operations import run_pass, watch
         from ...payments.conf import X402ConfigError
         from ...payments.runtime import get_runtime
 
@@ -58,6 +59,17 @@ class Command(BaseCommand):
             self.stdout.write(style(line))
 
         storage = scheme.channel_storage
+        try:
+            self._run(storage, settings, options, say)
+        except SessionStoreError as exc:
+            raise CommandError(
+                f"the channel storage cannot answer: {exc} (is it reachable, and is the "
+                "database migrated: python manage.py migrate?)"
+            ) from exc
+
+    def _run(self, storage: Any, settings: Any, options: dict[str, Any], say: Any) -> None:
+        from ...channels.operations import run_pass, watch
+
         if options["watch"]:
             stop = threading.Event()
             if threading.current_thread() is threading.main_thread():
@@ -73,5 +85,10 @@ class Command(BaseCommand):
         )
         if not (done.claims or done.refunds or done.failures):
             self.stdout.write("Nothing to claim, settle or refund.")
+        if done.waiting:
+            self.stdout.write(
+                f"{done.waiting} channel(s) have charged vouchers idle less than CLAIM_AFTER "
+                f"({settings.claim_after} s): they are claimed later, or now with --all."
+            )
         if done.failures:
             raise CommandError(f"{len(done.failures)} group(s) failed: {'; '.join(done.failures)}")
