@@ -151,9 +151,23 @@ class DatabaseChannelStorage:
         except (IntegrityError, ChannelConflictError):
             raise
         except DatabaseError as exc:
+            # A connection that failed (the server restarted, say) is dropped, so the
+            # thread's next call opens a fresh one: storage threads live long.
+            self._drop_if_broken()
             raise SessionStoreUnavailable(
                 f"DatabaseChannelStorage: {op} failed on database {self.using!r}: {exc}".strip()
             ) from exc
+
+    def _drop_if_broken(self) -> None:
+        connection = connections[self.using]
+        if connection.in_atomic_block or connection.connection is None:
+            return
+        try:
+            usable = connection.is_usable()
+        except Exception:
+            usable = False
+        if not usable:
+            connection.close()
 
     def get(self, channel_id: str) -> Channel | None:
         key = _key(channel_id)
