@@ -37,15 +37,12 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentPayload, PaymentRequired, PaymentResponseContext, SettleResponse
 
 from aixyz_sessions import get_store
-from aixyz_sessions.agent.server import reset_agent
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import get_runtime, reset_runtime
-from aixyz_sessions.tools.mcp import reset_mcp_server
+from aixyz_sessions.payments.runtime import get_runtime
 from tests import mcp_helpers
-from tests.agent_app import AGENT
-from tests.options_app import BASE_SEPOLIA, METERED_TOOL, SETTINGS, options_tools
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.options_app import BASE_SEPOLIA, METERED_TOOL
+from tests.options_server import options_server, with_channels
+from tests.payments_helpers import MIDDLEWARE
 from tests.services import need_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,21 +67,8 @@ def storage(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def base(storage: str) -> Iterator[str]:
-    x402 = {**LOCAL, "BATCH_SETTLEMENT": {"STORAGE": storage}}
-    with (
-        options_tools(),
-        override_settings(MIDDLEWARE=MIDDLEWARE, AIXYZ_X402=x402, AIXYZ_AGENT=AGENT, **SETTINGS),
-    ):
-        reset_runtime()
-        reset_agent()
-        reset_mcp_server()
-        try:
-            with serve(get_asgi_application(), lifespan="on") as url:
-                yield url
-        finally:
-            reset_runtime()
-            reset_agent()
-            reset_mcp_server()
+    with options_server(with_channels(storage)) as url:
+        yield url
 
 
 def payer_client(account: LocalAccount, salt: str | None = None) -> x402Client:
@@ -470,19 +454,8 @@ async def test_a_superuser_claims_and_settles_from_the_admin_in_the_servers_proc
 @pytest.fixture
 def down() -> Iterator[str]:
     """A server whose channel storage is a Redis nobody answers at (port 1)."""
-    x402 = {**LOCAL, "BATCH_SETTLEMENT": {"STORAGE": "redis://127.0.0.1:1/0"}}
-    with (
-        options_tools(),
-        override_settings(MIDDLEWARE=MIDDLEWARE, AIXYZ_X402=x402, AIXYZ_AGENT=AGENT, **SETTINGS),
-    ):
-        reset_runtime()
-        reset_mcp_server()
-        try:
-            with serve(get_asgi_application(), lifespan="on") as url:
-                yield url
-        finally:
-            reset_runtime()
-            reset_mcp_server()
+    with options_server(with_channels("redis://127.0.0.1:1/0")) as url:
+        yield url
 
 
 async def test_a_channel_storage_that_is_down_is_the_servers_outage(down: str) -> None:
@@ -510,3 +483,28 @@ async def test_a_channel_storage_that_is_down_is_the_servers_outage(down: str) -
     async with x402HttpxClient(exact, base_url=down, timeout=30) as http:
         paid = await http.get("/two-networks/", params={"key": "k"})
     assert paid.status_code == 200, paid.text
+
+
+@pytest.fixture
+def quick_claims() -> Iterator[str]:
+    """Channels claimed once idle for one second (CLAIM_AFTER), on the database."""
+    channels = with_channels()
+    channels["BATCH_SETTLEMENT"]["CLAIM_AFTER"] = 1
+    with options_server(channels) as url:
+        yield url
+
+
+async def test_watch_claims_on_the_sdk_timers_and_flushes_on_stop(quick_claims: str) -> None:
+    ledger = get_local_facilitator().ledger
+    account = Account.create()
+    async with x402HttpxClient(payer_client(account), base_url=quick_claims, timeout=30) as http:
+        for index in range(3):
+            response = await http.get("/two-networks/", params={"key": f"w{index}"})
+            assert response.status_code == 200, response.text
+    claims = ledger.transaction_count("claim")
+    said = await asyncio.to_thread(_command, "--watch", "--for", "3")
+    assert "watching channels on eip155:84532" in said, said
+    assert "claimed 1 voucher(s) on eip155:84532" in said, said
+    assert ledger.transaction_count("claim") - claims >= 1
+    (channel,) = await channels_of(account.address)
+    assert int(channel.total_claimed) == int(channel.charged_cumulative_amount) == 3 * PRICE

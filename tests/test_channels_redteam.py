@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-from django.test import override_settings
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from x402 import x402Client
@@ -36,15 +35,11 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentPayload, PaymentRequired
 
 from aixyz_sessions import get_store
-from aixyz_sessions.agent.server import reset_agent
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import get_runtime, reset_runtime
-from aixyz_sessions.tools.mcp import reset_mcp_server
+from aixyz_sessions.payments.runtime import get_runtime
 from tests import mcp_helpers
-from tests.agent_app import AGENT
-from tests.options_app import METERED_TOOL, SETTINGS, options_tools
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.options_app import METERED_TOOL
+from tests.options_server import options_server, with_channels
 from tests.test_channels_e2e import payer_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,21 +63,8 @@ NETWORK = "eip155:84532"
 
 @pytest.fixture
 def base() -> Iterator[str]:
-    x402 = {**LOCAL, "BATCH_SETTLEMENT": {"STORAGE": "database"}}
-    with (
-        options_tools(),
-        override_settings(MIDDLEWARE=MIDDLEWARE, AIXYZ_X402=x402, AIXYZ_AGENT=AGENT, **SETTINGS),
-    ):
-        reset_runtime()
-        reset_agent()
-        reset_mcp_server()
-        try:
-            with serve(get_asgi_application(), lifespan="on") as url:
-                yield url
-        finally:
-            reset_runtime()
-            reset_agent()
-            reset_mcp_server()
+    with options_server(with_channels()) as url:
+        yield url
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -285,7 +285,11 @@ async def test_a_tool_over_a2a_costs_its_own_price(server: DemoServer) -> None:
                 f"{server.url}/agent", json=_message(_invoke(tool, **arguments))
             )
             required = decode_payment_required_header(asked.headers["PAYMENT-REQUIRED"])
-            assert [a.amount for a in required.accepts] == [amount]
+            # The tool's price, and the same through a payment channel (the demo's default).
+            assert [(a.scheme, a.amount) for a in required.accepts] == [
+                ("exact", amount),
+                ("batch-settlement", amount),
+            ]
 
 
 @pytest.mark.parametrize("method", [["message/send"], {"m": "message/send"}, 1, None])

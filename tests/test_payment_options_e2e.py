@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from django.test import override_settings
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from x402 import x402Client
@@ -34,23 +33,16 @@ from x402.mechanisms.evm.upto import UptoEvmClientScheme
 from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
 
 from aixyz_sessions import get_store
-from aixyz_sessions.agent.server import reset_agent
-from aixyz_sessions.asgi import get_asgi_application
 from aixyz_sessions.payments.failures import REPLAYED
 from aixyz_sessions.payments.local import get_local_facilitator
-from aixyz_sessions.payments.runtime import reset_runtime
-from aixyz_sessions.tools.mcp import reset_mcp_server
 from tests import mcp_helpers
-from tests.agent_app import AGENT
 from tests.options_app import (
     BASE,
     BASE_SEPOLIA,
     METERED_TOOL,
-    SETTINGS,
     TWO_NETWORK_TOOL,
-    options_tools,
 )
-from tests.payments_helpers import LOCAL, MIDDLEWARE, serve
+from tests.options_server import options_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHAIN = {BASE_SEPOLIA: 84532, BASE: 8453}
@@ -58,21 +50,8 @@ CHAIN = {BASE_SEPOLIA: 84532, BASE: 8453}
 
 @pytest.fixture
 def base() -> Iterator[str]:
-    with (
-        options_tools(),
-        override_settings(MIDDLEWARE=MIDDLEWARE, AIXYZ_X402=LOCAL, AIXYZ_AGENT=AGENT, **SETTINGS),
-    ):
-        reset_runtime()
-        reset_agent()
-        reset_mcp_server()
-        try:
-            with serve(get_asgi_application(), lifespan="on") as url:
-                yield url
-        finally:
-            get_local_facilitator().ledger.fail_settlements = None
-            reset_runtime()
-            reset_agent()
-            reset_mcp_server()
+    with options_server() as url:
+        yield url
 
 
 def signer(account: LocalAccount, network: str | None = None) -> x402Client:
