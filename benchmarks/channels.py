@@ -248,6 +248,12 @@ def configure(storage: str, deposit: str, db_path: str, postgres: bool = False) 
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "aixyz_sessions"],
         MIDDLEWARE=["aixyz_sessions.payments.middleware.X402Middleware"],
         ROOT_URLCONF="benchmarks.channels_app",
+        # In memory, with room for every key the run writes (the store's LRU cap,
+        # 10,000 entries by default, would evict the first ones of a long run).
+        AIXYZ_SESSION_STORE={
+            "BACKEND": "aixyz_sessions.stores.memory.InMemorySessionStore",
+            "OPTIONS": {"max_entries": 1_000_000},
+        },
         # A file, not ":memory:": the server's threads and this one must see one database.
         DATABASES={"default": database},
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
