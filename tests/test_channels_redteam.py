@@ -210,6 +210,14 @@ async def test_a_stranger_does_not_read_a_payers_channel_state_from_the_correcti
     required = decode_payment_required_header(answer.headers["PAYMENT-REQUIRED"])
     leaked = [a.extra for a in required.accepts if a.extra and "channelState" in a.extra]
     assert not leaked, f"another payer's channel state leaked: {leaked}"
+    # Nor does the refused correction leave the SDK's per-request snapshot behind:
+    # a stranger's probes must not pile up in the server's memory.
+    scheme = get_runtime().channel_scheme
+    assert scheme is not None
+    before = len(scheme._request_contexts)
+    for index in range(20):
+        await send(base, stranger, f"peek{index}")
+    assert len(scheme._request_contexts) <= before
 
 
 # FOUND, FIXED: with the victim's latest voucher (leaked by the corrective 402 above, or

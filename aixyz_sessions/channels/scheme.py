@@ -268,7 +268,12 @@ class ChannelScheme(BatchSettlementEvmScheme):
         correction goes only to a voucher its payer authorizer signed.
         """
         payload = context.payment_payload
-        if payload is None or not _signed_by_its_payer(payload):
+        if payload is None:
+            return None
+        if not _signed_by_its_payer(payload):
+            # The SDK keeps a snapshot for this payload until the correction takes
+            # it; taken here, or a stranger's probes would pile up in memory.
+            self.take_request_context(payload)
             return None
         return super().enrich_payment_required_response(context)
 
