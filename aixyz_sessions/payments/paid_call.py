@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from django.dispatch import Signal
 from x402.http import x402HTTPResourceServer
 from x402.http.types import (
     HTTPProcessResult,
@@ -66,6 +67,7 @@ from x402.schemas import (
     VerifiedPaymentCancelOptions,
 )
 
+from .. import signals
 from ..channels.scheme import storage_failures
 from ..context import payer_context
 from ..exceptions import SessionStoreError
@@ -191,6 +193,8 @@ class PaidCall:
         #: The call's payment identifier (``payment-identifier``), if the payment has one.
         self.retry = retry
         self._retry_open = False
+        #: The answer handed to the guard for retries is a real one (not "too large").
+        self._answer_kept = False
         self.verified = Verification()
         self.authorization: Authorization | None = None
         self.session: StagedSession | None = None
@@ -240,6 +244,10 @@ class PaidCall:
         """
         kept = await self.kept_answer()
         if kept is not None:  # a retry of a call already served: its answer again
+            assert self.retry is not None
+            signals.send(
+                signals.payment_replayed, PaidCall, payer=self.retry.payer, resource=self.where
+            )
             return Outcome(kept=kept)
         with (
             facilitator_failures() as failures,
@@ -254,9 +262,16 @@ class PaidCall:
         if verified.type != "payment-verified":
             instructions = verified.response
             reason = self.refusal(context.payment_header or "", reason_of(instructions))
+            self._refused(reason)
             return Outcome(refused=True, instructions=instructions, reason=reason)
         self.cancellation = verified.cancellation_dispatcher
-        await self.claim()
+        try:
+            await self.claim()
+        except PaymentFailure as failure:
+            if failure.code == INVALID_PAYMENT:
+                self._refused(failure.message, replayed=failure.message == REPLAYED)
+            raise
+        self._signal_payment(signals.payment_verified, verified.payment_requirements)
         self.meter = self.meter_for(verified.payment_requirements)
         async with self.bound():
             value = await work()
@@ -321,9 +336,16 @@ class PaidCall:
         if record is None:  # its time is already up: free the id instead
             await retries.forget(self.runtime.records, self.retry)
             return
-        await self._remember([record], "keep the answer for retries")
+        if await self._remember([record], "keep the answer for retries"):
+            self._signal_kept()
 
-    async def _remember(self, records: list[Record], what: str) -> None:
+    def _signal_kept(self) -> None:
+        """``answer_kept``, when what was stored is an answer (not the mark of one too
+        large to keep)."""
+        if self._answer_kept and self.retry is not None:
+            signals.send(signals.answer_kept, PaidCall, payer=self.retry.payer, resource=self.where)
+
+    async def _remember(self, records: list[Record], what: str) -> bool:
         """Write records of the settled payment; a store failure costs only them (logged:
         the payment settled, and a retry is refused by the replay guard, never run twice)."""
         guard = self.runtime.records
@@ -332,6 +354,8 @@ class PaidCall:
                 await guard.remember(record.payer, record.key, record.value, record.expires_at)
         except (SessionStoreError, NotImplementedError) as exc:
             logger.warning("x402: could not %s in %s: %s", what, self.where, exc)
+            return False
+        return True
 
     def _kept_ttl(self) -> float:
         """Seconds a kept answer lives: ``PAYMENT_ID_TTL``, never beyond ``validBefore``."""
@@ -358,7 +382,29 @@ class PaidCall:
         except Exception:
             logger.exception("x402: the answer of %s could not be kept for retries", self.where)
             value = None
+        self._answer_kept = value is not None
         return retries.kept_record(self.retry, value, ttl)
+
+    def _refused(self, reason: str | None, *, replayed: bool = False) -> None:
+        signals.send(
+            signals.payment_refused, PaidCall, resource=self.where, reason=reason, replayed=replayed
+        )
+
+    def _signal_payment(self, signal: Signal, requirements: object, **arguments: Any) -> None:
+        """Send a payment ``signal`` with the verified payer and ``requirements``' terms."""
+        if not signal.has_listeners(PaidCall) or not isinstance(requirements, PaymentRequirements):
+            return
+        payer = self.authorization.payer if self.authorization is not None else None
+        terms: dict[str, Any] = {
+            "payer": payer,
+            "resource": self.where,
+            "scheme": requirements.scheme,
+            "network": str(requirements.network),
+        }
+        if signal is not signals.payment_settle_failed:
+            terms["asset"] = requirements.asset
+            terms.setdefault("amount", int(requirements.amount))
+        signals.send(signal, PaidCall, **{**terms, **arguments})
 
     def verifying(self) -> AbstractContextManager[Verification]:
         """Wrap the SDK call that verifies: the verified payer lands in :attr:`verified`."""
@@ -495,15 +541,29 @@ class PaidCall:
         if channels_down:
             raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
         if failures:
+            self._signal_payment(
+                signals.payment_settle_failed, requirements, reason=failures.message
+            )
             raise PaymentFailure.facilitator(failures)
         if not settlement.success:
             logger.warning("x402: settlement failed: %s", settlement.error_reason)
+            self._signal_payment(
+                signals.payment_settle_failed,
+                requirements,
+                reason=settlement.error_reason or "settlement failed",
+            )
             raise PaymentFailure(
                 "settlement_failed",
                 settlement.error_reason or "settlement failed",
                 payment_response=settlement.headers.get(PAYMENT_RESPONSE),
             )
         self.settled = True
+        self._signal_payment(
+            signals.payment_settled,
+            requirements,
+            amount=settled_amount(settlement, requirements),
+            transaction=settlement.transaction or "",
+        )
         kept = None if answer is None else (lambda: answer(settlement))
         await self.commit(settlement.headers.get(PAYMENT_RESPONSE), answer=kept)
         return settlement
@@ -570,12 +630,14 @@ class PaidCall:
         if written:
             if kept is not None:
                 self._retry_open = False
+                self._signal_kept()
             return
         if records:
             await self._remember(records, "record the payment for sign-in")
         if kept is not None:
             self._retry_open = False
-            await self._remember([kept], "keep the answer for retries")
+            if await self._remember([kept], "keep the answer for retries"):
+                self._signal_kept()
         elif answer is not None:
             await self.keep(answer)  # no id (nothing to do), or its time is up: free it
 
@@ -744,7 +806,7 @@ async def signed_in_payer(
     assert spec.sign_in is not None
     resource, path = target_of(spec.resource, request_path)
     try:
-        return await verify_sign_in(
+        payer = await verify_sign_in(
             credential,
             origin=sign_in_origin(runtime, origin),
             path=path,
@@ -761,3 +823,19 @@ async def signed_in_payer(
         raise PaymentFailure(SERVER_MISCONFIGURED, str(exc)) from None
     except SessionStoreError as exc:
         raise PaymentFailure.store(exc, f"the sign-in of {where}") from exc
+    signals.send(signals.sign_in_accepted, PaidCall, payer=payer, resource=where)
+    return payer
+
+
+def settled_amount(settlement: ProcessSettleResult, requirements: PaymentRequirements) -> int:
+    """Atomic units the call was charged: a channel's ``chargedAmount`` (a deposit's
+    ``amount`` is the deposit, not the charge), the SDK's ``amount`` (``upto``), else
+    the verified requirements' amount (``exact``)."""
+    response = settlement.settle_response
+    for value in (
+        ((getattr(response, "extra", None) or {}).get("chargedAmount")),
+        getattr(response, "amount", None),
+    ):
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    return int(requirements.amount)
