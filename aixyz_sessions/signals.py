@@ -38,6 +38,12 @@ Arguments (all keyword; accept ``**kwargs`` for those added later):
   identifier: ``payer``, ``resource``.
 * ``sign_in_accepted``: a returning payer's sign-in proved the payer (no
   payment): ``payer``, ``resource``.
+* ``agent_turn_finished`` (sender ``ToolLoopAgent``): a model turn of the A2A
+  agent answered: ``payer``, ``input_tokens`` and ``output_tokens`` (what the
+  model reported, summed over the turn's steps), ``measured`` (every step
+  reported its usage), ``tools`` (dollars of the tools the model called,
+  each at its own price). Its payment's signals follow it. An agent of your
+  own (``AIXYZ_AGENT["AGENT"]``) sends it itself if it wants to.
 
 Receivers run synchronously on the request's event loop: keep them quick and
 free of blocking I/O (hand slow work to a queue). A receiver that raises is
@@ -52,6 +58,7 @@ from typing import Any
 from django.dispatch import Signal
 
 __all__ = [
+    "agent_turn_finished",
     "answer_kept",
     "payment_refused",
     "payment_replayed",
@@ -71,6 +78,7 @@ payment_refused = Signal()
 payment_replayed = Signal()
 answer_kept = Signal()
 sign_in_accepted = Signal()
+agent_turn_finished = Signal()
 
 
 def send(signal: Signal, sender: Any, **arguments: Any) -> None:

@@ -375,3 +375,31 @@ def test_w207_compares_the_tools_with_a_metered_turns_maximum() -> None:
     (accepts,) = found["accepts"]
     assert "AIXYZ_AGENT['ACCEPTS'] charges at most $0.1" in accepts.msg
     assert found["enough"] == [] and found["atomic"] == []
+
+
+async def test_a_finished_turn_says_its_usage_once(base: str) -> None:
+    """``agent_turn_finished``: the tokens the model reported, the tools it called."""
+    from decimal import Decimal
+
+    from aixyz_sessions.signals import agent_turn_finished
+
+    heard: list[dict[str, Any]] = []
+
+    def receive(sender: Any, **arguments: Any) -> None:
+        arguments.pop("signal")
+        heard.append(arguments)
+
+    agent_turn_finished.connect(receive, weak=False)
+    try:
+        MODEL.calls = list(REMEMBER)  # put, get, answer: three steps
+        response, payer = await _say(base, "remember that I live in Lisbon")
+    finally:
+        agent_turn_finished.disconnect(receive)
+    assert response.status_code == 200, response.text
+    assert len(heard) == 1
+    (turn,) = heard
+    assert turn["payer"] == payer.address
+    assert turn["measured"] is True
+    assert turn["input_tokens"] == 3 * MODEL.usage[0]
+    assert turn["output_tokens"] == 3 * MODEL.usage[1]
+    assert turn["tools"] == Decimal("0.011")  # put-like $0.01 + get-like $0.001

@@ -55,9 +55,10 @@ from decimal import Decimal
 from typing import Any
 
 from .. import bounded_json
-from ..context import get_session
+from ..context import get_payer, get_session
 from ..payments.metering import ChargeError, Meter, metering
 from ..payments.options import to_atomic
+from ..signals import agent_turn_finished, send
 from ..staging import StagedSession
 from ..tools.failures import tool_failure
 from ..tools.registry import Tool, ToolRegistry, registry
@@ -162,6 +163,15 @@ class ToolLoopAgent:
         """
         usage = Usage()
         answer = await self._turn(text, usage)
+        send(
+            agent_turn_finished,
+            ToolLoopAgent,
+            payer=get_payer(),
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            measured=usage.measured,
+            tools=usage.tools,
+        )
         if turn_token_prices() is None:
             return answer  # not metered by tokens: the turn costs its price
         if usage.measured:
