@@ -1,4 +1,4 @@
-"""Demo URLs: the index page, the admin, the tools over HTTP and the agent over A2A.
+"""Demo URLs: the index page, the admin, the tools over HTTP, the agent over A2A, health.
 
 ``/mcp`` (MCP) and ``/ws/tools/`` (WebSocket) are routed by the ASGI app
 (``demo_project.asgi``), not here.
@@ -16,4 +16,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("tools/", include("aixyz_sessions.tools.urls")),
     path("", include("aixyz_sessions.agent.urls")),  # /.well-known/agent-card.json, /agent
+    path("", include("aixyz_sessions.health.urls")),  # /healthz, /readyz
 ]

@@ -200,6 +200,10 @@ class ChannelScheme(BatchSettlementEvmScheme):
     def _off_loop(self, hook: Callable[[Any], T], context: Any) -> Awaitable[T]:
         return self._hop(hook)(context)
 
+    def in_storage_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """``fn(*args)`` on the threads the storage's hooks use (its connections live there)."""
+        return self._hop(fn)(*args)
+
     # The resource server awaits a hook's coroutine; each of these reads or
     # writes the channel, so each runs in a thread, unless the SDK's hook would
     # return at once without storage for this payload (a voucher's after_settle

@@ -36,9 +36,14 @@ def misconfigured(detail: str) -> PaymentFailure:
     return PaymentFailure(SERVER_MISCONFIGURED, detail if settings.DEBUG else MISCONFIGURED_MESSAGE)
 
 
-async def ready_runtime(*, facilitator: bool = True) -> PaymentRuntime:
+async def ready_runtime(
+    *, facilitator: bool = True, facilitator_within: float | None = None
+) -> PaymentRuntime:
     """The payment runtime, ready for a paid call; ``facilitator=False`` for a sign-in.
 
+    ``facilitator_within`` (seconds; the readiness probe ``/readyz``): also
+    check that the facilitator still answers, unless it answered within that
+    time (:meth:`~aixyz_sessions.payments.runtime.PaymentRuntime.confirm_facilitator`).
     Raises :class:`PaymentFailure` (see the module's docstring).
     """
     from ..checks import startup
@@ -52,10 +57,13 @@ async def ready_runtime(*, facilitator: bool = True) -> PaymentRuntime:
     except SettingError as exc:
         logger.error("x402: %s", exc)
         raise misconfigured(str(exc)) from None
-    if facilitator and not runtime.initialized:
+    if facilitator and (facilitator_within is not None or not runtime.initialized):
         with facilitator_failures() as failures:
             try:
-                await runtime.ensure_initialized()
+                if facilitator_within is None:
+                    await runtime.ensure_initialized()
+                else:
+                    await runtime.confirm_facilitator(facilitator_within)
             except Exception as exc:
                 logger.warning("x402: facilitator /supported failed: %s", exc)
                 raise PaymentFailure.facilitator(failures, exc) from exc

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +184,10 @@ class PaymentRuntime:
         self.records: PayerRecords = self.replay_guard
         self._lock = threading.Lock()
         self._initialized = False
+        #: When (``time.monotonic()``) the facilitator last answered ``/supported``; one
+        #: readiness probe at a time asks again (see :meth:`confirm_facilitator`).
+        self._supported_at = float("-inf")
+        self._supported_lock = threading.Lock()
         self._http_servers: dict[PaidSpec, x402HTTPResourceServer] = {}
         self._offers: dict[PaidSpec, tuple[ResolvedOption, ...]] = {}
         #: Unpaid JSON 402 answers (a few KB each) by (spec, method, path, URL, Accept,
@@ -207,6 +212,7 @@ class PaymentRuntime:
             if not self._initialized:
                 self.server.initialize()  # GET /supported
                 self._initialized = True
+                self._supported_at = time.monotonic()
 
     @property
     def initialized(self) -> bool:
@@ -217,6 +223,28 @@ class PaymentRuntime:
         """Ask the facilitator what it supports, once (off the event loop). Raises on failure."""
         if not self._initialized:
             await asyncio.to_thread(self._initialize_sync)
+
+    def _confirm_sync(self, within: float) -> None:
+        # One probe at a time: those that waited here see the answer it just got.
+        with self._supported_lock:
+            if time.monotonic() - self._supported_at < within:
+                return
+            if self._initialized:
+                self.facilitator.get_supported()  # blocking; failures noted as on a paid call
+                self._supported_at = time.monotonic()
+            else:  # the first answer is the initialization paid calls wait for anyway
+                self._initialize_sync()
+
+    async def confirm_facilitator(self, within: float) -> None:
+        """Check that the facilitator answers ``/supported`` now (off the event loop).
+
+        A success less than ``within`` seconds old (this, or the initialization
+        :meth:`ensure_initialized` runs) stands for a new one, so readiness probes
+        do not ask the facilitator on every request. Raises on failure;
+        initializes the runtime when it was not yet.
+        """
+        if time.monotonic() - self._supported_at >= within:
+            await asyncio.to_thread(self._confirm_sync, within)
 
     def offers(self, spec: PaidSpec) -> tuple[ResolvedOption, ...]:
         """``spec``'s options as the 402 offers them (networks and recipients filled in).
