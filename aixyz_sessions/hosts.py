@@ -18,22 +18,30 @@ server's own, so the same rule lives here once:
   ``Host`` names (or the scheme's default) is the port this server listens
   on. ``ALLOWED_HOSTS`` names hosts, not ports, and another service on
   another port of an allowed name (``localhost``, say) is not this server: a
-  sign-in signed for it must not open a session here.
+  sign-in signed for it must not open a session here;
+* :func:`public_origin` is the origin to put in the URLs this server
+  advertises (the agent card, the ERC-8004 registration file):
+  ``AIXYZ_X402["ORIGIN"]`` when set, else the request's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
 __all__ = [
     "allowed_hosts",
     "any_host_allowed",
+    "configured_origin",
     "host_error",
     "owns_host",
+    "public_origin",
     "request_origin",
     "scope_host",
     "scope_origin",
@@ -122,3 +130,25 @@ def scope_origin(scope: Mapping[str, Any]) -> str | None:
     server = scope.get("server")
     port = server[1] if isinstance(server, list | tuple) and len(server) > 1 else None
     return request_origin("https" if secure else "http", scope_host(scope) or "localhost", port)
+
+
+def configured_origin() -> str | None:
+    """``AIXYZ_X402["ORIGIN"]`` (no trailing ``/``), or ``None`` when it or ``AIXYZ_X402`` is unset.
+
+    Raises the payments app's ``X402ConfigError`` when ``AIXYZ_X402`` is set but
+    cannot work, as every paid request would.
+    """
+    if getattr(settings, "AIXYZ_X402", None) is None:
+        return None  # an agent may be served without payments; its URLs still need an origin
+    from .payments.conf import get_config
+
+    return get_config().origin
+
+
+def public_origin(request: HttpRequest) -> str:
+    """The origin advertised URLs name: :func:`configured_origin`, else the request's own.
+
+    Behind a proxy the request's own origin is the proxy's upstream one;
+    ``ORIGIN`` says the public one.
+    """
+    return configured_origin() or f"{request.scheme}://{request.get_host()}"

@@ -13,6 +13,10 @@
         "TOKEN_PRICES": {"input": "$0.0005", "output": "$0.0015"},  # optional, needs upto
         "AGENT": "myapp.agents.answer",           # optional: text messages go here
         "SKILLS": [{"id": "...", "name": "...", "description": "..."}],  # optional
+        # optional, for the ERC-8004 registration file (agent/registration.py):
+        "IMAGE": "https://example.com/agent.png",
+        "REGISTRATIONS": [{"agentId": 22, "agentRegistry": "eip155:8453:0x..."}],
+        "SUPPORTED_TRUST": ["reputation"],
     }
 
 ``PRICE``, ``UPTO`` and ``ACCEPTS`` build the text turn's
@@ -59,8 +63,19 @@ __all__ = [
 SETTING = "AIXYZ_AGENT"
 #: The keys that price a text turn; a setting gives exactly one.
 PRICE_KEYS = ("PRICE", "UPTO", "ACCEPTS")
+#: The keys that only the ERC-8004 registration file reads (``E209``).
+REGISTRATION_KEYS = ("IMAGE", "REGISTRATIONS", "SUPPORTED_TRUST")
 KNOWN_KEYS = frozenset(
-    {"NAME", "DESCRIPTION", "VERSION", *PRICE_KEYS, "TOKEN_PRICES", "AGENT", "SKILLS"}
+    {
+        "NAME",
+        "DESCRIPTION",
+        "VERSION",
+        *PRICE_KEYS,
+        "TOKEN_PRICES",
+        "AGENT",
+        "SKILLS",
+        *REGISTRATION_KEYS,
+    }
 )
 SKILL_KEYS = frozenset({"id", "name", "description", "tags", "examples"})
 TOKEN_KEYS = frozenset({"input", "output"})
@@ -116,6 +131,10 @@ class AgentConfig:
     agent: str | None = None
     skills: tuple[dict[str, Any], ...] | None = field(default=None)
     token_prices: TokenPrices | None = None
+    #: For the ERC-8004 registration file: an image URL, on-chain ids, trust models.
+    image: str | None = None
+    registrations: tuple[dict[str, Any], ...] = ()
+    supported_trust: tuple[str, ...] = ()
 
     @property
     def price(self) -> str:
@@ -176,6 +195,7 @@ def agent_config_errors(value: object) -> list[AgentConfigError]:
             )
         )
     errors.extend(_skill_errors(value.get("SKILLS")))
+    errors.extend(_registration_errors(value))
     return errors
 
 
@@ -298,6 +318,39 @@ def _skill_errors(skills: object) -> list[AgentConfigError]:
     return []
 
 
+_REGISTRATION_HINT = (
+    'For the ERC-8004 registration file: "IMAGE": "https://.../agent.png", '
+    '"REGISTRATIONS": [{"agentId": 22, "agentRegistry": "eip155:<chainId>:0x<registry>"}], '
+    '"SUPPORTED_TRUST": a list of "reputation", "crypto-economic", "tee-attestation".'
+)
+
+
+def _registration_errors(value: dict[str, Any]) -> list[AgentConfigError]:
+    """E209: ``IMAGE``, ``REGISTRATIONS``, ``SUPPORTED_TRUST`` by the registration file's rules."""
+    # The served file is checked by the same functions: a setting that
+    # passes here cannot make a file that fails `aixyz_agent_registration`.
+    from .registration import image_problem, registration_entry_problems, trust_problems
+
+    problems: list[str] = []
+    image = value.get("IMAGE")
+    if image is not None and (why := image_problem(image)):
+        problems.append(f"{SETTING}['IMAGE'] {why}")
+    entries = value.get("REGISTRATIONS")
+    if entries is not None:
+        if not isinstance(entries, list | tuple):
+            problems.append(f"{SETTING}['REGISTRATIONS'] must be a list, got {entries!r}")
+        else:
+            for i, entry in enumerate(entries):
+                problems.extend(
+                    f"{SETTING}['REGISTRATIONS'][{i}] {p}"
+                    for p in registration_entry_problems(entry)
+                )
+    trust = value.get("SUPPORTED_TRUST")
+    if trust is not None:
+        problems.extend(f"{SETTING}['SUPPORTED_TRUST'] {p}" for p in trust_problems(trust))
+    return [_error(p, "aixyz_sessions.E209", _REGISTRATION_HINT) for p in problems]
+
+
 def parse_agent_config(value: object) -> AgentConfig:
     """Validate a value of ``AIXYZ_AGENT``; raise :class:`AgentConfigError`."""
     errors = agent_config_errors(value)
@@ -315,6 +368,9 @@ def parse_agent_config(value: object) -> AgentConfig:
         agent=value.get("AGENT"),
         skills=None if skills is None else tuple(dict(s) for s in skills),
         token_prices=parse_token_prices(value.get("TOKEN_PRICES"), spec),
+        image=value.get("IMAGE"),
+        registrations=tuple(dict(r) for r in value.get("REGISTRATIONS") or ()),
+        supported_trust=tuple(value.get("SUPPORTED_TRUST") or ()),
     )
 
 

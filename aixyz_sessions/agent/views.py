@@ -1,5 +1,8 @@
 """The agent over A2A: ``GET /.well-known/agent-card.json`` and JSON-RPC ``POST /agent``.
 
+Also ``GET /.well-known/agent-registration.json``, the agent's ERC-8004
+registration file (:mod:`~aixyz_sessions.agent.registration`).
+
 ``POST /agent`` is priced per request (:func:`price_of_agent_call`) and paid
 through :class:`~aixyz_sessions.payments.middleware.X402Middleware`:
 
@@ -47,9 +50,12 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
+from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from .. import bounded_json
+from ..hosts import public_origin
 from ..payments.decorators import (
     PaidSpec,
     priced_per_request,
@@ -57,11 +63,18 @@ from ..payments.decorators import (
 )
 from .asks import INVALID_REQUEST, Ask, MessageRefused, read_ask
 from .card import build_card, card_json
-from .conf import AgentConfigError, get_agent_config
+from .conf import AgentConfig, AgentConfigError, get_agent_config
+from .registration import build_registration
 from .server import call_agent
 from .turns import turn
 
-__all__ = ["agent", "agent_card", "price_of_agent_call"]
+__all__ = [
+    "agent",
+    "agent_card",
+    "agent_registration",
+    "price_of_agent_call",
+    "registration_for",
+]
 
 logger = logging.getLogger("aixyz_sessions.agent")
 
@@ -72,6 +85,8 @@ MESSAGE_METHODS = frozenset(
 #: No payer needed (they show no task): the extended card.
 FREE_METHODS = frozenset({"GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"})
 INTERNAL_ERROR = -32603
+#: Seconds a client may reuse the registration file: it changes with a deploy, not per request.
+REGISTRATION_MAX_AGE = 300
 
 
 @functools.lru_cache(maxsize=8)
@@ -299,8 +314,32 @@ async def agent_card(request: HttpRequest) -> JsonResponse:
         config = get_agent_config()
     except AgentConfigError as exc:
         return JsonResponse({"error": "server_misconfigured", "message": exc.msg}, status=500)
-    from ..payments.conf import get_config
-
-    origin = get_config().origin or f"{request.scheme}://{request.get_host()}"
-    card = build_card(config, origin + reverse("aixyz_agent:agent"))
+    card = build_card(config, public_origin(request) + reverse("aixyz_agent:agent"))
     return JsonResponse(card_json(card))
+
+
+@require_safe
+@cache_control(public=True, max_age=REGISTRATION_MAX_AGE)
+async def agent_registration(request: HttpRequest) -> JsonResponse:
+    """``GET``: the ERC-8004 registration file, naming this server's card (and ``/mcp``)."""
+    try:
+        config = get_agent_config()
+    except AgentConfigError as exc:
+        return JsonResponse({"error": "server_misconfigured", "message": exc.msg}, status=500)
+    return JsonResponse(registration_for(config, public_origin(request)))
+
+
+def registration_for(config: AgentConfig, origin: str) -> dict[str, Any]:
+    """The registration file served at ``origin``: the view's and the command's, one build."""
+    from django.conf import settings
+
+    from ..asgi.routing import MCP_PREFIX
+    from ..checks.served import mcp_served
+
+    return build_registration(
+        config,
+        origin=origin,
+        card_url=origin + reverse("aixyz_agent:card"),
+        mcp_url=origin + MCP_PREFIX if mcp_served() else None,
+        x402=getattr(settings, "AIXYZ_X402", None) is not None,
+    )

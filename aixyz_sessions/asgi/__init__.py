@@ -76,6 +76,9 @@ def get_asgi_application() -> ASGIApp:
     from ..tools.consumers import ToolConsumer
 
     http = McpRouter(django_app)
+    from ..checks.served import mark_our_asgi_built
+
+    mark_our_asgi_built()  # what the tool list and the registration file may advertise
     tools = URLRouter([re_path(r"^ws/tools/?$", ToolConsumer.as_asgi())])
     websocket = host_checked(origin_checked(tools))
     router = ProtocolTypeRouter({"http": http, "websocket": websocket})

@@ -25,7 +25,13 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-__all__ = ["check_asgi_module", "warn_if_served_without_our_asgi"]
+__all__ = [
+    "check_asgi_module",
+    "mark_our_asgi_built",
+    "mcp_served",
+    "ours_served",
+    "warn_if_served_without_our_asgi",
+]
 
 logger = logging.getLogger("aixyz_sessions")
 
@@ -45,6 +51,56 @@ def _tools_registered() -> bool:
     return len(registry) > 0
 
 
+#: Whether this process built :func:`aixyz_sessions.asgi.get_asgi_application`'s app.
+_ours_built = False
+
+
+def mark_our_asgi_built() -> None:
+    """Record that this process serves ``aixyz_sessions.asgi`` (``/mcp`` and the
+    WebSocket ``/ws/tools/`` are routed)."""
+    global _ours_built
+    _ours_built = True
+
+
+def ours_served() -> bool:
+    """Whether ``/mcp`` and ``/ws/tools/`` answer here: this process built this app's
+    ASGI application, or the project's ASGI module uses it (as ``W014`` reads it, for a
+    process such as ``manage.py`` that builds none). Under runserver, WSGI or Django's
+    own ASGI handler nothing answers them, so nothing may send agents there."""
+    return _ours_built or _asgi_source_uses_ours() is True
+
+
+def mcp_served() -> bool:
+    """Whether this server answers MCP at ``/mcp``, for what it advertises.
+
+    The MCP app serves the registered tools, so none means nothing to
+    advertise; and ``/mcp`` exists only under this app's ASGI application:
+    built in this process (``uvicorn aixyz_sessions.asgi:application``), or
+    named by the project's ASGI module (as ``W014`` reads it, for a process
+    such as ``manage.py`` that builds none).
+    """
+    return _tools_registered() and ours_served()
+
+
+def _asgi_source_uses_ours() -> bool | None:
+    """Whether the project's ASGI module uses ``aixyz_sessions.asgi`` (``None``: no such file)."""
+    name = _asgi_module()
+    if name is None:
+        return None
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            text = source.read()
+    except OSError:
+        return None
+    return "aixyz_sessions.asgi" in text
+
+
 def _asgi_module() -> str | None:
     """The project's ASGI module name: ``ASGI_APPLICATION``'s, else beside ``ROOT_URLCONF``."""
     path = getattr(settings, "ASGI_APPLICATION", None)
@@ -59,25 +115,14 @@ def _asgi_module() -> str | None:
 @checks.register("aixyz_sessions")
 def check_asgi_module(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """W014: tools are registered, and the project's asgi.py does not use this app's."""
+    if not _tools_registered() or _asgi_source_uses_ours() is not False:
+        return []
     name = _asgi_module()
-    if name is None or not _tools_registered():
-        return []
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return []
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return []
-    try:
-        with open(spec.origin, encoding="utf-8") as source:
-            text = source.read()
-    except OSError:
-        return []
-    if "aixyz_sessions.asgi" in text:
-        return []
+    spec = importlib.util.find_spec(name) if name else None
+    where = spec.origin if spec is not None and spec.origin else name
     return [
         checks.Warning(
-            f"{spec.origin} does not serve aixyz_sessions.asgi: {_WHY}",
+            f"{where} does not serve aixyz_sessions.asgi: {_WHY}",
             hint=_HINT,
             id="aixyz_sessions.W014",
         )
