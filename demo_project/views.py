@@ -7,7 +7,6 @@ gets an HTML landing page, anything else (an agent, ``curl``, ``httpx``, no
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +15,8 @@ from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 from django.utils.cache import patch_vary_headers
 
-from aixyz_sessions.tools import Tool, registry
+from aixyz_sessions.tools import registry
+from aixyz_sessions.tools.summary import arguments_of, price_options
 
 TEMPLATE = "demo_project/index.html"
 AGENT_CARD_PATH = "/.well-known/agent-card.json"
@@ -93,76 +93,6 @@ def _json_index(request: HttpRequest, base: str, ws_base: str) -> JsonResponse:
 # --- the HTML page ----------------------------------------------------------------------
 
 
-def _type_of(schema: Any) -> str:
-    """A short, readable type for a JSON schema: ``string``, ``string | null``..."""
-    if not isinstance(schema, dict):
-        return "any"
-    if "const" in schema:
-        return json.dumps(schema["const"])
-    if "enum" in schema:
-        return " | ".join(json.dumps(value) for value in schema["enum"])
-    for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list):
-            return " | ".join(dict.fromkeys(_type_of(part) for part in schema[key]))
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        return " | ".join(str(k) for k in kind)
-    if kind == "array":
-        return f"array of {_type_of(schema.get('items'))}"
-    if isinstance(kind, str):
-        return kind
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        return ref.rsplit("/", 1)[-1]
-    return "any"
-
-
-_CONSTRAINTS = (
-    ("minimum", "min {}"),
-    ("maximum", "max {}"),
-    ("exclusiveMinimum", "> {}"),
-    ("exclusiveMaximum", "< {}"),
-    ("minLength", "at least {} chars"),
-    ("maxLength", "at most {} chars"),
-    ("minItems", "at least {} items"),
-    ("maxItems", "at most {} items"),
-    ("pattern", "matches {}"),
-    ("format", "format {}"),
-)
-
-
-def _arguments(item: Tool) -> list[dict[str, Any]]:
-    """Each input argument of a tool: name, type, required, notes, description."""
-    schema = item.input_schema if isinstance(item.input_schema, dict) else {}
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return []
-    required = set(schema.get("required") or ())
-    arguments = []
-    for name, prop in properties.items():
-        prop = prop if isinstance(prop, dict) else {}
-        notes = [text.format(prop[key]) for key, text in _CONSTRAINTS if key in prop]
-        if "default" in prop:
-            notes.append(f"default {json.dumps(prop['default'])}")
-        arguments.append(
-            {
-                "name": name,
-                "type": _type_of(prop),
-                "required": name in required,
-                "notes": notes,
-                "description": str(prop.get("description") or ""),
-            }
-        )
-    return arguments
-
-
-def _price_options(item: Tool) -> list[str]:
-    """Each way to pay for a tool in words (joined by "or", they are its ``price_label``)."""
-    if not item.paid or item.paid_spec is None:
-        return []
-    return [option.label() for option in item.paid_spec.options()]
-
-
 def _try_commands(base: str) -> list[dict[str, str]]:
     """The JSON's ``try`` lines split into command and comment; ``open URL`` becomes a link."""
     commands = []
@@ -182,9 +112,9 @@ def _html_index(request: HttpRequest, base: str, ws_base: str) -> HttpResponse:
         {
             "name": item.name,
             "price": item.price_label,
-            "price_options": _price_options(item),
+            "price_options": price_options(item),
             "description": item.description,
-            "arguments": _arguments(item),
+            "arguments": arguments_of(item),
         }
         for item in registry
     ]

@@ -11,6 +11,7 @@ __all__ = [
     "PAYMENT_REQUIRED",
     "PAYMENT_RESPONSE",
     "PAYMENT_SIGNATURE",
+    "PAY_AND_REPEAT",
     "SIGN_IN_WITH_X",
     "X_PAYMENT",
 ]
@@ -25,3 +26,10 @@ PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 #: A returning payer's sign-in (x402's sign-in-with-x extension).
 SIGN_IN_WITH_X = "SIGN-IN-WITH-X"
+
+#: How a client answers a 402, in words: the 402 bodies and the Markdown tool
+#: list (``GET /tools/``) say it the same way.
+PAY_AND_REPEAT = (
+    f"sign a payment for one of 'accepts' and repeat the request with it in the "
+    f"{PAYMENT_SIGNATURE} header."
+)

@@ -64,7 +64,7 @@ from .failures import (
     SIGN_IN_REQUIRED,
     PaymentFailure,
 )
-from .headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE
+from .headers import PAY_AND_REPEAT, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE
 from .metering import SETTLEMENT_OVERRIDES, Meter, charge_override, metering
 from .options import CHANNEL_SCHEME as CHANNEL
 from .paid_call import PaidCall, sign_in_offer, signed_in_payer
@@ -147,10 +147,7 @@ def _readable_402(instructions: HTTPResponseInstructions, price: str | None) -> 
     ]
     what = resource.get("url") or "this resource"
     cost = f"{price} ({'; or '.join(options)})" if price else "; or ".join(options)
-    body["message"] = (
-        f"{what} costs {cost}. Pay with x402: sign a payment for one of 'accepts' and "
-        "repeat the request with it in the PAYMENT-SIGNATURE header."
-    )
+    body["message"] = f"{what} costs {cost}. Pay with x402: {PAY_AND_REPEAT}"
     if any(a.get("scheme") == "upto" for a in data.get("accepts", [])):
         body["message"] += (
             " An 'upto' option is metered: sign its amount as a maximum with the x402 "

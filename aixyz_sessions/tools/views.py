@@ -23,9 +23,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import bounded_json
+from ..checks.served import ours_served
 from ..context import payer_context
 from ..payments.decorators import (
     PaidSpec,
@@ -33,6 +35,7 @@ from ..payments.decorators import (
     refused_before_work,
 )
 from ..payments.retries import TOOL_CALL_ATTR, ToolCall
+from . import markdown
 from .failures import ToolFailure, invalid_arguments, tool_failure
 from .registry import ToolArgumentsError, registry
 
@@ -51,13 +54,29 @@ def _failed(failure: ToolFailure) -> JsonResponse:
     return response
 
 
-async def tool_list(request: HttpRequest) -> JsonResponse:
-    """``GET``: every registered tool's name, description, input schema and price."""
+async def tool_list(request: HttpRequest) -> HttpResponse:
+    """``GET``: every registered tool's name, description, input schema and price.
+
+    JSON, unless ``Accept`` prefers Markdown (``text/markdown``, quality values
+    respected; a tie or a type neither serves goes to JSON): then the same list
+    as a document for agents (:mod:`.markdown`). Either way ``Vary: Accept``.
+    """
     if request.method not in ("GET", "HEAD"):
-        response = _error(405, "method_not_allowed", "use GET to list tools")
-        response["Allow"] = "GET, HEAD"
-        return response
-    return JsonResponse({"tools": [item.describe() for item in registry]})
+        refused = _error(405, "method_not_allowed", "use GET to list tools")
+        refused["Allow"] = "GET, HEAD"
+        return refused
+    response: HttpResponse
+    if request.get_preferred_type(["application/json", *markdown.MARKDOWN_TYPES]) in (
+        markdown.MARKDOWN_TYPES
+    ):
+        base = request.build_absolute_uri("/").rstrip("/")
+        ws_base = ("ws" + base.removeprefix("http")) if ours_served() else None
+        document = markdown.render(registry, list_path=request.path, base=base, ws_base=ws_base)
+        response = HttpResponse(document, content_type="text/markdown; charset=utf-8")
+    else:
+        response = JsonResponse({"tools": [item.describe() for item in registry]})
+    patch_vary_headers(response, ("Accept",))
+    return response
 
 
 def price_of_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpec | None:
