@@ -19,6 +19,9 @@
         # Payment channels (x402 batch-settlement) beside every option; see
         # aixyz_sessions.channels.settings for its keys:
         "BATCH_SETTLEMENT": {},
+        # Every paid route's 402 declares the x402 "bazaar" discovery extension
+        # (see aixyz_sessions.payments.discovery):
+        "DISCOVERY": False,
     }
     # or "FACILITATOR": "local" for the in-process LocalFacilitator (dev/tests only)
 
@@ -64,6 +67,7 @@ KNOWN_KEYS = frozenset(
         "MAX_PRICE",
         "ACCEPTS",
         "BATCH_SETTLEMENT",
+        "DISCOVERY",
     }
 )
 DEFAULT_MAX_PRICE = "$10"
@@ -162,6 +166,8 @@ class X402Config:
     destinations: tuple[Destination, ...] = ()
     #: Payment channels (``BATCH_SETTLEMENT``); ``None``: not offered.
     batch_settlement: ChannelSettings | None = None
+    #: Whether 402s declare the bazaar discovery extension (``DISCOVERY``).
+    discovery: bool = False
 
     def defaults(self) -> tuple[Destination, ...]:
         """``ACCEPTS``, or ``NETWORK`` to ``PAY_TO`` when it is not set."""
@@ -211,6 +217,7 @@ def parse_config(value: object) -> X402Config:
         sign_in_max_age=float(value.get("SIGN_IN_MAX_AGE", DEFAULT_SIGN_IN_MAX_AGE)),
         payment_id_ttl=float(value.get("PAYMENT_ID_TTL", DEFAULT_PAYMENT_ID_TTL)),
         batch_settlement=parse_batch_settlement(value.get("BATCH_SETTLEMENT")),
+        discovery=bool(value.get("DISCOVERY", False)),
     )
 
 
@@ -290,6 +297,16 @@ def config_errors(value: object) -> list[X402ConfigError]:
         parse_batch_settlement(value.get("BATCH_SETTLEMENT"))
     except X402ConfigError as exc:
         errors.append(exc)
+    discovery = value.get("DISCOVERY", False)
+    if not isinstance(discovery, bool):
+        errors.append(
+            X402ConfigError(
+                f"{SETTING}['DISCOVERY'] must be True or False, got {discovery!r}",
+                id="aixyz_sessions.E114",
+                hint="True declares the x402 bazaar discovery extension in every paid "
+                "route's 402; leave it out (False) not to.",
+            )
+        )
     ceiling = value.get("MAX_PRICE", DEFAULT_MAX_PRICE)
     from .decorators import check_price
 

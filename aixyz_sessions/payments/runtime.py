@@ -153,7 +153,13 @@ class PaymentRuntime:
                 config.facilitator_url, timeout=config.facilitator_timeout
             )
         self.facilitator = ReportingFacilitator(inner)  # type: ignore[arg-type]
-        self.server = x402ResourceServer(self.facilitator)
+        self.server: x402ResourceServer
+        if config.discovery:  # AIXYZ_X402["DISCOVERY"]
+            from .discovery import DiscoveryResourceServer
+
+            self.server = DiscoveryResourceServer(self.facilitator)
+        else:
+            self.server = x402ResourceServer(self.facilitator)
         self.server.register(
             "eip155:*",
             ExactEvmServerScheme(),  # type: ignore[no-untyped-call, arg-type]
@@ -178,6 +184,10 @@ class PaymentRuntime:
         self.server.register_extension(
             payment_identifier_resource_server_extension  # type: ignore[arg-type]  # SDK's own
         )
+        if config.discovery:  # AIXYZ_X402["DISCOVERY"]: the bazaar declarations' methods
+            from .discovery import discovery_enricher
+
+            self.server.register_extension(discovery_enricher)  # type: ignore[arg-type]
         self.replay_guard = replay_guard or build_replay_guard(config.replay_guard)
         #: The guard's two jobs, as the paid-call core uses them (one backend).
         self.claims: PaymentClaims = self.replay_guard
@@ -296,6 +306,14 @@ class PaymentRuntime:
                 declared.update(declare())
         return declared
 
+    def _discovery(self, spec: PaidSpec) -> dict[str, Any]:
+        """The bazaar declaration for ``spec`` when ``AIXYZ_X402["DISCOVERY"]`` is on."""
+        if not self.config.discovery:
+            return {}
+        from .discovery import declare
+
+        return declare(spec)
+
     def sign_in_network(self, spec: PaidSpec) -> str:
         """The chain a sign-in for ``spec`` names: its own, its first option's, else NETWORK."""
         if spec.network:
@@ -334,6 +352,7 @@ class PaymentRuntime:
                         extensions={
                             PAYMENT_IDENTIFIER: declare_payment_identifier_extension(),
                             **self._gas_sponsoring(offers),
+                            **self._discovery(spec),
                         },
                     )
                     server = FixedPriceHTTPServer(self.server, route)
