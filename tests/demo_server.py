@@ -152,20 +152,27 @@ def demo_server(
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+    with running(process, f"{url}/tools/", log, "the demo server"):
+        yield DemoServer(url, env, log)
+
+
+@contextmanager
+def running(process: subprocess.Popen[Any], probe: str, log: Path, what: str) -> Iterator[None]:
+    """``process`` once ``probe`` answers 200 (30 s at most); stopped afterwards."""
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the demo server exited:\n{log.read_text()}")
+                raise RuntimeError(f"{what} exited:\n{log.read_text()}")
             try:
-                if httpx.get(f"{url}/tools/", timeout=2).status_code == 200:
+                if httpx.get(probe, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the demo server did not start:\n{log.read_text()}")
+                raise RuntimeError(f"{what} did not start:\n{log.read_text()}")
             time.sleep(0.1)
-        yield DemoServer(url, env, log)
+        yield
     finally:
         process.terminate()
         try:

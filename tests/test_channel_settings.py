@@ -46,6 +46,7 @@ def test_absent_or_none_is_off_and_an_empty_dict_is_every_default() -> None:
         ({"MIN_DEPOSIT": "1 dollar"}, "MIN_DEPOSIT must be a price"),
         ({"MIN_DEPOSIT": "$-1"}, "price must be positive"),
         ({"MIN_DEPOSIT": 0}, "MIN_DEPOSIT must be a price"),
+        ({"MIN_DEPOSIT": "\u0661\u0662\u0663"}, "MIN_DEPOSIT must be a price"),  # Arabic digits
         ({"CLAIM_AFTER": -1}, "CLAIM_AFTER must be whole seconds from 0"),
         ({"CLAIM_AFTER": 600}, "at most half of WITHDRAW_DELAY"),
         ({"SETTLE_EVERY": 0}, "SETTLE_EVERY must be whole seconds from 1"),

@@ -44,6 +44,7 @@ from tests.options_app import BASE_SEPOLIA, METERED_TOOL
 from tests.options_server import options_server, with_channels
 from tests.payments_helpers import MIDDLEWARE
 from tests.services import need_redis
+from tests.test_payment_options_e2e import _rpc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REDIS_CHANNELS = "redis://127.0.0.1:6379/14"
@@ -226,15 +227,6 @@ async def test_a_channel_serves_one_call_at_a_time(base: str) -> None:
 
 
 # -- every transport ---------------------------------------------------------------------------
-
-
-def _rpc(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    message = {
-        "role": "user",
-        "messageId": uuid.uuid4().hex,
-        "parts": [{"kind": "data", "data": {"tool": tool, "arguments": arguments}}],
-    }
-    return {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": message}}
 
 
 async def _feed(client: x402Client, payload: PaymentPayload, settled: SettleResponse) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -24,7 +23,7 @@ import httpx
 import pytest
 from x402.http import decode_payment_required_header
 
-from tests.demo_server import ROOT, DemoServer, admin_client, demo_env, demo_server
+from tests.demo_server import ROOT, DemoServer, admin_client, demo_env, demo_server, running
 from tests.payments_helpers import free_port
 
 SEQUENCE_CALLS = 8  # the demo's sequence before the extra cheap calls
@@ -48,35 +47,16 @@ def shared_facilitator(folder: Path) -> Iterator[str]:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the facilitator exited:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/supported", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the facilitator did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+    with running(process, f"{url}/supported", log, "the facilitator"):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @contextmanager
 def shared_demo(folder: Path) -> Iterator[DemoServer]:
     """The demo paying through a facilitator other processes can reach too."""
     with shared_facilitator(folder) as facilitator:
-        with demo_server(folder, {"X402_FACILITATOR_URL": facilitator}) as running:
-            yield running
+        with demo_server(folder, {"X402_FACILITATOR_URL": facilitator}) as server:
+            yield server
 
 
 @pytest.fixture(scope="module")

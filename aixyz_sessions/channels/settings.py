@@ -31,6 +31,7 @@ A value that cannot work is :class:`~aixyz_sessions.payments.conf.X402ConfigErro
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = ["ChannelSettings", "parse_batch_settlement"]
 KEYS = frozenset(
     {"STORAGE", "WITHDRAW_DELAY", "MIN_DEPOSIT", "CLAIM_AFTER", "SETTLE_EVERY", "REFUND_AFTER"}
 )
+_DIGITS = re.compile(r"[0-9]+")
 DEFAULT_CLAIM_AFTER = 60
 DEFAULT_SETTLE_EVERY = 3600
 DEFAULT_REFUND_AFTER = 24 * 3600
@@ -108,8 +110,8 @@ def _min_deposit(value: object) -> str | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return str(value)
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
-        return str(int(value))
+    if isinstance(value, str) and _DIGITS.fullmatch(value) and int(value) > 0:
+        return str(int(value))  # ASCII digits only: "١٢٣" is no amount
     if isinstance(value, str) and value.startswith("$"):
         from ..payments.decorators import check_price
 

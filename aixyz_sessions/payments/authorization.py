@@ -72,7 +72,7 @@ EIP3009: Branch = "authorization"
 PERMIT2: Branch = "permit2Authorization"
 #: The payload types of a payment channel (x402 ``batch-settlement``).
 CHANNEL_BRANCHES: tuple[Branch, ...] = ("deposit", "voucher", "refund")
-_CHANNEL_ID = re.compile(r"0x[0-9a-fA-F]{64}")
+#: 32 bytes in hex: an EIP-3009 nonce, a channel id.
 _HEX_NONCE = re.compile(r"0x[0-9a-fA-F]{64}")
 _UINT = re.compile(r"0|[1-9][0-9]{0,77}")
 #: Longest payment header read, in characters (a real one is about 1.5 KB).
@@ -230,7 +230,7 @@ def _channel_authorization(inner: dict[str, Any]) -> Authorization:
     if not isinstance(payer, str) or not is_address(payer):
         raise PaymentHeaderError("channelConfig has no valid 'payer' address")
     channel_id = voucher.get("channelId")
-    if not isinstance(channel_id, str) or not _CHANNEL_ID.fullmatch(channel_id):
+    if not isinstance(channel_id, str) or not _HEX_NONCE.fullmatch(channel_id):
         raise PaymentHeaderError("voucher.channelId must be 0x followed by 64 hex digits")
     cumulative = voucher.get("maxClaimableAmount")
     if not isinstance(cumulative, str) or not _UINT.fullmatch(cumulative):

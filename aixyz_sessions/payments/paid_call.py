@@ -438,12 +438,12 @@ class PaidCall:
         authorization = self.verified.authorization
         if authorization is None:
             raise PaymentFailure(INVALID_PAYMENT, self.verified.refusal or NOT_VERIFIED)
+        self.authorization = authorization
+        self.session = StagedSession(authorization.payer)
         if authorization.branch in CHANNEL_BRANCHES:
             # A channel call: the SDK reserved the channel for this call in the
             # shared channel storage, and charges each cumulative amount once
             # (see authorization's module); there is no one-time nonce to take.
-            self.authorization = authorization
-            self.session = StagedSession(authorization.payer)
             return
         guard = self.runtime.claims
         try:
@@ -454,9 +454,7 @@ class PaidCall:
             raise PaymentFailure.store(exc, f"the replay guard ({self.where})") from exc
         if not claimed:
             raise PaymentFailure(INVALID_PAYMENT, REPLAYED)
-        self.authorization = authorization
         self.claimed = True
-        self.session = StagedSession(authorization.payer)
         if guard.shares_server(self.session.store):
             # The claim was answered by the server of this payer's session: if the
             # work is quick, that answer is the probe ``ready`` would make.
@@ -482,13 +480,14 @@ class PaidCall:
         except ValueError:  # pragma: no cover - the SDK built these requirements
             return None
         decimals = known_decimals(requirements.asset, str(requirements.network))
-        offer = None if self.spec is None else self.runtime.offer_of(self.spec, requirements)
-        if decimals is None and offer is not None:
-            decimals = offer.option.decimals
-        # A channel call is priced as its option is: metered when that is ``upto``.
         scheme = requirements.scheme
-        if scheme == CHANNEL_SCHEME:
-            scheme = "exact" if offer is None else offer.option.scheme
+        if decimals is None or scheme == CHANNEL_SCHEME:  # what the offer says, only then
+            offer = None if self.spec is None else self.runtime.offer_of(self.spec, requirements)
+            if decimals is None and offer is not None:
+                decimals = offer.option.decimals
+            if scheme == CHANNEL_SCHEME:
+                # A channel call is priced as its option is: metered when that is ``upto``.
+                scheme = "exact" if offer is None else offer.option.scheme
         return Meter(
             scheme=scheme,
             maximum=maximum,
@@ -836,6 +835,6 @@ def settled_amount(settlement: ProcessSettleResult, requirements: PaymentRequire
         ((getattr(response, "extra", None) or {}).get("chargedAmount")),
         getattr(response, "amount", None),
     ):
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             return int(value)
     return int(requirements.amount)
