@@ -15,6 +15,7 @@ class AixyzSessionsConfig(AppConfig):
 
         from . import checks  # registers the checks
         from .agent import checks as agent_checks  # noqa: F401 - registers the checks
+        from .metrics import checks as metric_checks  # noqa: F401 - registers the checks
         from .payments import checks as payment_checks  # noqa: F401 - registers the checks
         from .tools import checks as tool_checks  # noqa: F401 - registers the checks
 

@@ -25,6 +25,8 @@ Environment variables switch each part (see docs/demo.md):
                            ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` choose the server and model
 ``X402_ORIGIN``            the public ``scheme://host`` sign-ins must name (default:
                            the request's own; set it behind a proxy or balancer)
+``AIXYZ_METRICS_TOKEN``    a bearer token for scrapers of ``/metrics`` (staff users may
+                           read it without one)
 ``DJANGO_DEBUG``           ``1`` (default) or ``0``
 ``DJANGO_ALLOWED_HOSTS``   comma-separated (default ``127.0.0.1,localhost,[::1]``)
 ``DJANGO_SECRET_KEY``      replaces the demo-only key
@@ -226,6 +228,12 @@ AIXYZ_AGENT: dict[str, Any] = {
 }
 if os.environ.get("OPENAI_API_KEY"):  # text messages go to a model that calls the tools
     AIXYZ_AGENT["AGENT"] = "demo_project.agents.session_agent"
+
+# Prometheus metrics at /metrics: for a signed-in staff user (the admin's), and for a
+# scraper that sends "Authorization: Bearer $AIXYZ_METRICS_TOKEN" when that is set.
+AIXYZ_METRICS: dict[str, Any] = {"STAFF": True}
+if os.environ.get("AIXYZ_METRICS_TOKEN"):
+    AIXYZ_METRICS["TOKEN"] = os.environ["AIXYZ_METRICS_TOKEN"]
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -1,4 +1,4 @@
-"""Demo URLs: the index page, the admin, the tools over HTTP, the agent over A2A, health.
+"""Demo URLs: the index, the admin, the tools over HTTP, the agent over A2A, health, metrics.
 
 ``/mcp`` (MCP) and ``/ws/tools/`` (WebSocket) are routed by the ASGI app
 (``demo_project.asgi``), not here.
@@ -17,4 +17,5 @@ urlpatterns = [
     path("tools/", include("aixyz_sessions.tools.urls")),
     path("", include("aixyz_sessions.agent.urls")),  # /.well-known/agent-card.json, /agent
     path("", include("aixyz_sessions.health.urls")),  # /healthz, /readyz
+    path("", include("aixyz_sessions.metrics.urls")),  # /metrics (staff, or a bearer token)
 ]

@@ -142,6 +142,7 @@ urlpatterns = [
     path("metered-sign-in/", metered_sign_in),
     path("tools/", include("aixyz_sessions.tools.urls")),
     path("", include("aixyz_sessions.agent.urls")),
+    path("", include("aixyz_sessions.metrics.urls")),
 ]
 
 SETTINGS = {"ROOT_URLCONF": __name__, "ALLOWED_HOSTS": LOOPBACK_HOSTS}

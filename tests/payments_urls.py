@@ -32,6 +32,11 @@ async def paid_view(request: HttpRequest) -> JsonResponse:
 
 
 @paid("$0.01")
+async def report_view(request: HttpRequest, pk: int) -> JsonResponse:
+    return JsonResponse({"report": pk, "payer": get_payer()})
+
+
+@paid("$0.01")
 def paid_sync_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"payer": get_payer()})
 
@@ -142,6 +147,7 @@ urlpatterns = [
     path("reader/", reader_view),
     path("whoami/", whoami_view),
     path("paid/", paid_view),
+    path("reports/<int:pk>/", report_view),  # the metrics label is the pattern, not the path
     path("paid-sync/", paid_sync_view),
     path("free/", free_view),
     path("free-sync/", free_sync_view),

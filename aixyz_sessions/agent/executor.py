@@ -39,6 +39,7 @@ from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 
 from ..tools.failures import tool_failure
+from ..tracing import current_span_set, span
 from .asks import HELP, Ask
 from .loop import AgentError
 from .turns import asked, completed, started
@@ -51,6 +52,24 @@ Answer = Callable[[str, RequestContext], Awaitable[str]]
 
 class ToolInvocationFailed(Exception):
     """A direct tool invocation that cannot run, or whose tool failed; the message says why."""
+
+
+def _agent_name() -> str:
+    from .conf import get_agent_config
+
+    try:
+        return get_agent_config().name
+    except Exception:  # a setting the check reports; the span still opens
+        return "agent"
+
+
+def _turn_attributes(name: str, context_id: str) -> dict[str, Any]:
+    """The OpenTelemetry GenAI attributes of the ``invoke_agent`` span."""
+    return {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": name,
+        "gen_ai.conversation.id": context_id or None,
+    }
 
 
 class RegistryAgentExecutor(AgentExecutor):
@@ -68,6 +87,15 @@ class RegistryAgentExecutor(AgentExecutor):
             task = new_task_from_user_message(message)
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
+        name = _agent_name()
+        with span(f"invoke_agent {name}", _turn_attributes(name, task.context_id)):
+            if not await self._answer(message, context, updater):
+                return
+        completed()  # before the event: the answer may reach the view before this task resumes
+        await updater.complete()
+
+    async def _answer(self, message: Any, context: RequestContext, updater: TaskUpdater) -> bool:
+        """Run the ask and add its answer as an artifact; ``False``: the task failed."""
         try:
             ask = asked()
             if ask is None:
@@ -81,10 +109,10 @@ class RegistryAgentExecutor(AgentExecutor):
                 text = await self.answer(get_message_text(message), context)
                 await updater.add_artifact([new_text_part(text)], name="answer")
         except (ToolInvocationFailed, AgentError) as exc:
+            current_span_set({"error.type": type(exc).__name__})
             await updater.failed(message=new_text_message(str(exc)))
-            return
-        completed()  # before the event: the answer may reach the view before this task resumes
-        await updater.complete()
+            return False
+        return True
 
     async def _invoke(self, ask: Ask) -> Any:
         assert ask.tool is not None

@@ -56,12 +56,14 @@ from typing import Any
 
 from .. import bounded_json
 from ..context import get_payer, get_session
+from ..metrics.instruments import record_agent_turn
 from ..payments.metering import ChargeError, Meter, metering
 from ..payments.options import to_atomic
 from ..signals import agent_turn_finished, send
 from ..staging import StagedSession
 from ..tools.failures import tool_failure
 from ..tools.registry import Tool, ToolRegistry, registry
+from ..tracing import current_span_set, set_attributes, span
 from .turns import charge_tokens, turn_token_prices
 
 __all__ = ["AgentError", "ToolLoopAgent", "Usage"]
@@ -133,6 +135,15 @@ class ToolLoopAgent:
     def __repr__(self) -> str:
         return f"<ToolLoopAgent model={self.model!r} max_steps={self.max_steps}>"
 
+    @property
+    def _chat_attributes(self) -> dict[str, Any]:
+        """The OpenTelemetry GenAI attributes of a model step's ``chat`` span."""
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": self.model,
+        }
+
     def tools(self) -> dict[str, Tool]:
         """The offered tools by function name (tool names, with other characters as ``_``)."""
         names = self.tool_names if self.tool_names is not None else [t.name for t in self.registry]
@@ -163,6 +174,14 @@ class ToolLoopAgent:
         """
         usage = Usage()
         answer = await self._turn(text, usage)
+        current_span_set(  # the invoke_agent span of the turn (GenAI conventions)
+            {
+                "gen_ai.request.model": self.model,
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+            }
+        )
+        record_agent_turn(self.model, usage.prompt_tokens, usage.completion_tokens)
         send(
             agent_turn_finished,
             ToolLoopAgent,
@@ -239,12 +258,25 @@ class ToolLoopAgent:
         """One model step: its message (``AgentError`` when it has none); its usage is added."""
         import openai
 
-        try:
-            response = await client.chat.completions.create(
-                model=self.model, messages=messages, tools=functions or openai.omit
+        with span(f"chat {self.model}", self._chat_attributes, client=True) as step:
+            try:
+                response = await client.chat.completions.create(
+                    model=self.model, messages=messages, tools=functions or openai.omit
+                )
+            except openai.OpenAIError as exc:
+                set_attributes(step, {"error.type": type(exc).__name__})
+                raise AgentError(f"the model failed: {type(exc).__name__}: {exc}") from None
+            reported = response.usage
+            set_attributes(
+                step,
+                {
+                    "gen_ai.response.model": getattr(response, "model", None),
+                    "gen_ai.usage.input_tokens": _count(getattr(reported, "prompt_tokens", None)),
+                    "gen_ai.usage.output_tokens": _count(
+                        getattr(reported, "completion_tokens", None)
+                    ),
+                },
             )
-        except openai.OpenAIError as exc:
-            raise AgentError(f"the model failed: {type(exc).__name__}: {exc}") from None
         usage.add(response.usage)
         if not response.choices:
             raise AgentError("the model returned no answer")

@@ -39,6 +39,7 @@ from x402.schemas import PaymentRequired, SettleResponse
 
 from ..context import payer_context
 from .authorization import PaymentHeaderError, is_refund_request, screen_payment_header
+from .call_report import asked_to_pay
 from .decorators import PaidSpec
 from .facilitators import facilitator_failures
 from .failures import (
@@ -258,6 +259,7 @@ async def call_paid(
     if sign_in is not None and spec.takes_sign_in:
         return await _signed_in(call, work, sign_in, origin)
     if not spec.charges:
+        asked_to_pay(spec.resource, None, call.where, "missing")
         raise PaymentFailure(
             SIGN_IN_REQUIRED,
             f"{call.where} needs a proven payer: send a sign-in (x402's "
@@ -265,6 +267,7 @@ async def call_paid(
             payment_required=await payment_required(call, origin=origin),
         )
     if payment is None:
+        asked_to_pay(spec.resource, None, call.where, "missing")
         raise PaymentFailure(
             PAYMENT_REQUIRED,
             f"{call.where} costs {spec.label}: send an x402 payment for one of these options",
@@ -273,6 +276,7 @@ async def call_paid(
     try:
         header, payload = screened_payment(payment)
     except PaymentHeaderError as exc:
+        asked_to_pay(spec.resource, None, call.where, "unreadable")
         required = await payment_required(call, origin=origin)
         raise PaymentFailure(INVALID_PAYMENT, str(exc), payment_required=required) from None
     if is_refund_request(payload):

@@ -49,6 +49,7 @@ from ..context import Session, payer_context
 from ..exceptions import SessionStoreError
 from .adapter import DjangoHTTPAdapter
 from .authorization import PaymentHeaderError, screen_payment_header
+from .call_report import asked_to_pay
 from .decorators import (
     REFUSED_BEFORE_WORK_ATTR,
     VERIFIED_ATTR,
@@ -76,6 +77,20 @@ from .sign_in import SIGN_IN_HEADER
 __all__ = ["X402Middleware"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
+
+#: The URL pattern the middleware resolved the request to (see :func:`_route_of`).
+_ROUTE_ATTR = "_aixyz_x402_route"
+
+
+def _route_of(request: HttpRequest) -> str | None:
+    """The request's URL pattern: the label metrics and spans give a paid view."""
+    route = getattr(request, _ROUTE_ATTR, None)
+    if route is None:  # a paid view the URL did not reveal: Django resolved it since
+        match = getattr(request, "resolver_match", None)
+        route = None if match is None else match.route
+    return route
+
+
 request_logger = logging.getLogger("django.request")
 
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -261,6 +276,7 @@ class X402Middleware:
             match = resolve(request.path_info, urlconf=getattr(request, "urlconf", None))
         except Resolver404:
             return None
+        setattr(request, _ROUTE_ATTR, match.route)  # the metrics' and spans' label
         return paid_spec_of(match.func, request.method or "GET", request, match.kwargs)
 
     async def _paid(
@@ -287,14 +303,15 @@ class X402Middleware:
             if credential is not None:
                 return await self._signed_in(request, spec, credential, call_view, runtime)
             if not spec.charges:  # a 402 that offers only the sign-in
-                return _expected(request, await self._challenge(request, spec, runtime))
+                return _expected(request, spec, await self._challenge(request, spec, runtime))
         header = adapter.payment_header()
         if header is None:
-            return _expected(request, await self._challenge(request, spec, runtime))
+            return _expected(request, spec, await self._challenge(request, spec, runtime))
         try:
             payload = screen_payment_header(header)  # size and depth, before the SDK parses it
         except PaymentHeaderError as exc:
             challenge = await self._challenge(request, spec, runtime)
+            asked_to_pay(spec.resource, _route_of(request), request.path, "unreadable")
             return _with_error(challenge, INVALID_PAYMENT, str(exc))
         tool_call = getattr(request, TOOL_CALL_ATTR, None)
         if not isinstance(tool_call, ToolCall):
@@ -315,7 +332,12 @@ class X402Middleware:
             return response
 
         async with PaidCall(
-            runtime, where=request.path, spec=spec, request_path=request.path, retry=retry
+            runtime,
+            where=request.path,
+            spec=spec,
+            request_path=request.path,
+            retry=retry,
+            route=_route_of(request),
         ) as call:
             outcome = await call.run(
                 runtime.http_server(spec),
@@ -612,7 +634,9 @@ def _replayed(answer: dict[str, Any], tool_call: ToolCall | None) -> HttpRespons
     return response
 
 
-def _expected(request: HttpRequest, challenge: HTTPResponseInstructions | None) -> HttpResponse:
+def _expected(
+    request: HttpRequest, spec: PaidSpec, challenge: HTTPResponseInstructions | None
+) -> HttpResponse:
     """The 402 that starts every paid call (no payment or sign-in sent yet).
 
     Django logs every response of 400 and above as a ``django.request``
@@ -621,6 +645,7 @@ def _expected(request: HttpRequest, challenge: HTTPResponseInstructions | None) 
     """
     response = _from_instructions(challenge)
     if response.status_code == 402:
+        asked_to_pay(spec.resource, _route_of(request), request.path, "missing")
         request_logger.info("%s: %s", response.reason_phrase, request.path)
         response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own flag
     return response

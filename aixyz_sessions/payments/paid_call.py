@@ -82,6 +82,7 @@ from .authorization import (
     read_payment,
     verification,
 )
+from .call_report import CallReport, resource_label, signed_in
 from .decorators import PaidSpec
 from .facilitators import facilitator_failures
 from .failures import (
@@ -180,10 +181,15 @@ class PaidCall:
         spec: PaidSpec | None = None,
         request_path: str = "",
         retry: Retry | None = None,
+        route: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.where = where
         self.spec = spec
+        #: Its span and metrics; ``route`` is the view's URL pattern, their label.
+        self.report = CallReport(
+            resource_label(spec.resource if spec is not None else None, route, where)
+        )
         #: What the call may charge (:func:`~aixyz_sessions.payments.metering.charge`).
         self.meter: Meter | None = None
         #: Resources this payment is recorded for once settled (what sign-in reads).
@@ -242,19 +248,47 @@ class PaidCall:
         staged writes are dropped, and an authorization whose work started
         stays spent. Use inside ``async with PaidCall(...)``.
         """
+        with self.report.call():
+            return await self._run(
+                server,
+                context,
+                work,
+                answer=answer,
+                succeeded=succeeded,
+                refused_before_work=refused_before_work,
+                response_headers=response_headers,
+                discard=discard,
+            )
+
+    async def _run(
+        self,
+        server: x402HTTPResourceServer,
+        context: HTTPRequestContext,
+        work: Callable[[], Awaitable[W]],
+        *,
+        answer: Callable[[W, ProcessSettleResult], dict[str, Any] | None],
+        succeeded: Callable[[W], bool],
+        refused_before_work: Callable[[W], bool],
+        response_headers: Callable[[W], dict[str, str]] | None,
+        discard: Callable[[W], None] | None,
+    ) -> Outcome[W]:
         kept = await self.kept_answer()
         if kept is not None:  # a retry of a call already served: its answer again
             assert self.retry is not None
             signals.send(
                 signals.payment_replayed, PaidCall, payer=self.retry.payer, resource=self.where
             )
+            self.report.outcome = "kept"
             return Outcome(kept=kept)
         with (
+            self.report.phase("verify"),
             facilitator_failures() as failures,
             storage_failures() as channels_down,
             self.verifying(),
         ):
             verified = await server.process_http_request(context)
+            if verified.type == "payment-verified":
+                self.report.terms(verified.payment_requirements)
         if channels_down:
             raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
         if failures:
@@ -263,6 +297,7 @@ class PaidCall:
             instructions = verified.response
             reason = self.refusal(context.payment_header or "", reason_of(instructions))
             self._refused(reason)
+            self.report.outcome = "refused"
             return Outcome(refused=True, instructions=instructions, reason=reason)
         self.cancellation = verified.cancellation_dispatcher
         try:
@@ -271,6 +306,7 @@ class PaidCall:
             if failure.code == INVALID_PAYMENT:
                 self._refused(failure.message, replayed=failure.message == REPLAYED)
             raise
+        self.report.payer(self.authorization.payer if self.authorization else None)
         self._signal_payment(signals.payment_verified, verified.payment_requirements)
         self.meter = self.meter_for(verified.payment_requirements)
         async with self.bound():
@@ -525,7 +561,11 @@ class PaidCall:
         assert isinstance(payload, PaymentPayload)
         assert isinstance(requirements, PaymentRequirements)
         await self.ready()
-        with facilitator_failures() as failures, storage_failures() as channels_down:
+        with (
+            self.report.phase("settle") as phase_span,
+            facilitator_failures() as failures,
+            storage_failures() as channels_down,
+        ):
             settlement = await http_server.process_settlement(
                 payload,
                 requirements,
@@ -537,9 +577,12 @@ class PaidCall:
                 ),
                 before_handler_settlement=verified.before_handler_settlement,
             )
+            amount = settled_amount(settlement, requirements) if settlement.success else 0
+            self.report.describe(phase_span, amount, settlement.transaction)
         if channels_down:
             raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
         if failures:
+            self.report.outcome = "settle_failed"
             self._signal_payment(
                 signals.payment_settle_failed, requirements, reason=failures.message
             )
@@ -557,10 +600,11 @@ class PaidCall:
                 payment_response=settlement.headers.get(PAYMENT_RESPONSE),
             )
         self.settled = True
+        self.report.settled(amount, settlement.transaction)
         self._signal_payment(
             signals.payment_settled,
             requirements,
-            amount=settled_amount(settlement, requirements),
+            amount=amount,
             transaction=settlement.transaction or "",
         )
         kept = None if answer is None else (lambda: answer(settlement))
@@ -822,6 +866,7 @@ async def signed_in_payer(
         raise PaymentFailure(SERVER_MISCONFIGURED, str(exc)) from None
     except SessionStoreError as exc:
         raise PaymentFailure.store(exc, f"the sign-in of {where}") from exc
+    signed_in(spec.resource, None, where)
     signals.send(signals.sign_in_accepted, PaidCall, payer=payer, resource=where)
     return payer
 

@@ -11,10 +11,12 @@ tool, and every transport (HTTP, WebSocket, MCP) charges from it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -22,10 +24,12 @@ from typing import Any, get_type_hints
 import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from ..metrics.instruments import record_tool
 from ..payments.conf import X402ConfigError
 from ..payments.decorators import PaidSpec, check_price, priced_spec
 from ..payments.options import PriceOption, parse_accepts
 from ..payments.sign_in import SignInPolicy, check_sign_in
+from ..tracing import span
 
 __all__ = ["Tool", "ToolArgumentsError", "ToolError", "ToolRegistry", "registry", "tool"]
 
@@ -178,13 +182,36 @@ class Tool:
         return await self.run(self.validate(arguments))
 
     async def run(self, kwargs: dict[str, Any]) -> Any:
-        """Run the tool with keyword arguments :meth:`validate` returned; a JSON result."""
-        result = await self.func(**kwargs)
-        try:
-            json.dumps(result)
-        except (TypeError, ValueError) as exc:
-            raise ToolError(f"tool {self.name!r} returned a non-JSON result: {exc}") from exc
-        return result
+        """Run the tool with keyword arguments :meth:`validate` returned; a JSON result.
+
+        Every transport and the agent's turns run tools here: this is where a
+        tool call gets its ``execute_tool`` span and its latency sample.
+        """
+        started = time.perf_counter()
+        ok = False
+        with span(f"execute_tool {self.name}", self._span_attributes):
+            try:
+                result = await self.func(**kwargs)
+                try:
+                    json.dumps(result)
+                except (TypeError, ValueError) as exc:
+                    raise ToolError(
+                        f"tool {self.name!r} returned a non-JSON result: {exc}"
+                    ) from exc
+                ok = True
+                return result
+            finally:
+                record_tool(self.name, time.perf_counter() - started, ok)
+
+    @functools.cached_property
+    def _span_attributes(self) -> dict[str, Any]:
+        """The OpenTelemetry GenAI attributes of an ``execute_tool`` span."""
+        return {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": self.name,
+            "gen_ai.tool.type": "function",
+            "gen_ai.tool.description": self.description or None,
+        }
 
 
 def _model_for(name: str, func: ToolFunction) -> type[BaseModel]:
