@@ -292,3 +292,63 @@ async def test_a_channel_call_counts_its_charge_and_the_open_channel() -> None:
     assert delta(before, after, "aixyz_channels_open", asset=USDC) == 1
     assert delta(before, after, "aixyz_channel_unclaimed_atomic_units", asset=USDC) == 30000
     assert value(after, "aixyz_channel_balance_atomic_units", asset=USDC) >= 30000
+
+
+async def test_an_agent_turn_is_traced_with_its_model_steps_tools_and_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.test import override_settings
+    from prometheus_client import REGISTRY
+
+    from tests import mcp_helpers
+    from tests.agent_app import model_agent_server
+    from tests.fake_openai import FakeModel
+    from tests.test_agent_a2a import paying, rpc, v03_message
+
+    put, get = mcp_helpers.PUT, mcp_helpers.GET
+    model = FakeModel([(put, {"key": "city", "value": "Porto"}), (get, {"key": "city"})])
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    tokens = "aixyz_agent_tokens_total"
+    with override_settings(AIXYZ_METRICS=METRICS), model_agent_server(model, monkeypatch) as base:
+        model.usage = (100, 20)  # every step (after the server's reset): put, get, answer
+        before = (
+            sample("aixyz_agent_turns_total", model="scripted"),
+            sample(tokens, model="scripted", type="input"),
+            sample(tokens, model="scripted", type="output"),
+        )
+        with recorded_spans() as exporter:
+            async with paying(Account.create(), base) as http:
+                text = v03_message({"kind": "text", "text": "I live in Porto"})
+                response = await http.post("/agent", json=rpc("message/send", text))
+            spans = exporter.get_finished_spans()
+        after = (
+            sample("aixyz_agent_turns_total", model="scripted"),
+            sample(tokens, model="scripted", type="input"),
+            sample(tokens, model="scripted", type="output"),
+        )
+    assert response.status_code == 200 and response.json()["result"]["status"]["state"] == (
+        "completed"
+    ), response.text
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 300, 60]
+    (call,) = named(spans, "x402.call ")
+    assert call.name == "x402.call agent"
+    assert call.attributes is not None and call.attributes["x402.outcome"] == "settled"
+    (turn,) = named(spans, "invoke_agent ")
+    assert turn.attributes is not None
+    assert turn.attributes["gen_ai.usage.input_tokens"] == 300
+    assert turn.attributes["gen_ai.usage.output_tokens"] == 60
+    assert turn.attributes["gen_ai.request.model"] == "scripted"
+    steps = named(spans, "chat scripted")
+    assert len(steps) == 3
+    for step in steps:
+        assert step.parent is not None and step.parent.span_id == turn.context.span_id
+        assert step.attributes is not None
+        assert step.attributes["gen_ai.operation.name"] == "chat"
+        assert step.attributes["gen_ai.usage.input_tokens"] == 100
+        assert step.kind.name == "CLIENT"
+    tools = named(spans, "execute_tool ")
+    assert sorted(t.name for t in tools) == [f"execute_tool {get}", f"execute_tool {put}"]
+    assert all(t.parent is not None and t.parent.span_id == turn.context.span_id for t in tools)
