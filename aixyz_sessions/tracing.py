@@ -32,7 +32,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["TRACER_NAME", "current_span_set", "set_attributes", "span", "tracing_available"]
+__all__ = [
+    "TRACER_NAME",
+    "current_span_set",
+    "flush",
+    "set_attributes",
+    "span",
+    "tracing_available",
+]
 
 TRACER_NAME = "aixyz_sessions"
 
@@ -95,6 +102,21 @@ def current_span_set(attributes: dict[str, Any]) -> None:
     """Add ``attributes`` to the current span (an agent's turn reporting its tokens)."""
     if _trace is not None:
         set_attributes(_trace.get_current_span(), attributes)
+
+
+def flush(timeout_millis: int = 5000) -> None:
+    """Send the spans still queued (a ``BatchSpanProcessor``'s) before the process ends.
+
+    Blocking (the exporter sends): call it off the event loop. The ASGI
+    application calls it at lifespan shutdown, because uvicorn ends its
+    process by re-raising the stop signal, and the SDK's exit hook never runs.
+    """
+    if _trace is None:
+        return
+    provider = _trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if callable(force_flush) and not isinstance(provider, _Unconfigured):
+        force_flush(timeout_millis)
 
 
 def _clean(attributes: dict[str, Any] | None) -> dict[str, Any]:

@@ -217,3 +217,87 @@ def test_every_metric_has_help_and_a_type() -> None:
     } <= set(families)
     for family in families.values():
         assert family.documentation and family.type in ("counter", "histogram")
+
+
+# -- deployment mistakes ------------------------------------------------------------------------
+
+
+def test_a_multiprocess_dir_that_is_not_there_is_e302(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with override_settings(AIXYZ_METRICS={"TOKEN": TOKEN}):
+        (error,) = check_metrics_settings()
+    assert error.id == "aixyz_sessions.E302" and "missing" in error.msg
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with override_settings(AIXYZ_METRICS={"TOKEN": TOKEN}):
+        assert check_metrics_settings() == []
+    with override_settings(AIXYZ_METRICS=None):  # metrics off: the variable is not ours
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+        assert check_metrics_settings() == []
+
+
+def test_several_workers_without_a_multiprocess_dir_is_w300_and_said_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aixyz_sessions.metrics.checks import warn_if_metrics_split
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    with override_settings(AIXYZ_METRICS={"TOKEN": TOKEN}):
+        (warning,) = check_metrics_settings()
+        assert warning.id == "aixyz_sessions.W300" and "3 workers" in warning.msg
+        warn_if_metrics_split()
+    assert "[W300]" in caplog.text
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    with override_settings(AIXYZ_METRICS={"TOKEN": TOKEN}):
+        assert check_metrics_settings() == []
+
+
+def test_metrics_counted_but_not_routed_is_w301() -> None:
+    from aixyz_sessions.metrics.checks import check_metrics_routed
+
+    with override_settings(AIXYZ_METRICS={"TOKEN": TOKEN}, ROOT_URLCONF="tests.payments_urls"):
+        (warning,) = check_metrics_routed()
+    assert warning.id == "aixyz_sessions.W301"
+    assert "aixyz_sessions.metrics.urls" in (warning.hint or "")
+    with override_settings(AIXYZ_METRICS={"TOKEN": TOKEN}, ROOT_URLCONF="tests.options_app"):
+        assert check_metrics_routed() == []
+    with override_settings(AIXYZ_METRICS=None, ROOT_URLCONF="tests.payments_urls"):
+        assert check_metrics_routed() == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "status", "says"),
+    [
+        ({"STAFF": True}, 403, "staff sign-in (no bearer token is configured)"),
+        ({"TOKEN": TOKEN, "STAFF": False}, 401, "the bearer token\n"),
+        ({"TOKEN": TOKEN}, 401, "the bearer token or a staff sign-in"),
+    ],
+)
+def test_a_refusal_says_what_this_server_accepts(
+    setting: dict[str, Any], status: int, says: str
+) -> None:
+    from django.test import RequestFactory
+
+    from aixyz_sessions.metrics.views import metrics
+
+    request = RequestFactory().get("/metrics", HTTP_AUTHORIZATION="Bearer " + "x" * 40)
+    with override_settings(AIXYZ_METRICS=setting):
+        answer = metrics(request)
+    assert answer.status_code == status and says in answer.content.decode()
+
+
+def test_a_tracer_provider_is_flushed_and_an_unconfigured_one_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    with recorded_spans():  # the tests' SDK provider is installed
+        flushed: list[int] = []
+        provider = trace.get_tracer_provider()
+        monkeypatch.setattr(provider, "force_flush", lambda millis=0: flushed.append(millis))
+        tracing.flush()
+    assert flushed == [5000]
+    monkeypatch.setattr(tracing, "_trace", None)
+    tracing.flush()  # without the API: nothing to do, no error

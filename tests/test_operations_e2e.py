@@ -10,6 +10,7 @@ the SDK's own clients. The metered tool charges $0.0123 of its $0.05 maximum:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -352,3 +353,43 @@ async def test_an_agent_turn_is_traced_with_its_model_steps_tools_and_tokens(
     tools = named(spans, "execute_tool ")
     assert sorted(t.name for t in tools) == [f"execute_tool {get}", f"execute_tool {put}"]
     assert all(t.parent is not None and t.parent.span_id == turn.context.span_id for t in tools)
+
+
+def test_spans_still_queued_are_sent_when_the_server_stops(tmp_path: Path) -> None:
+    """uvicorn ends by re-raising its stop signal, so the SDK's exit hook never runs: the
+    lifespan shutdown flushes the batch (a minute long here) instead."""
+    import subprocess
+    import sys
+
+    from tests.demo_server import ROOT, DemoServer, demo_env, running
+    from tests.payments_helpers import free_port
+
+    env = {**demo_env(tmp_path), "DJANGO_SETTINGS_MODULE": "tests.otel_demo_settings"}
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "uvicorn.log"
+    server = [sys.executable, "-m", "uvicorn", "demo_project.asgi:application"]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*server, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    with running(process, f"{url}/healthz", log, "the demo server"):
+        DemoServer(url, env, log).paid_put("traced", "yes")
+        assert '"name": "x402.call tool:put-content"' not in log.read_text()  # still queued
+    printed = log.read_text()
+    assert process.returncode in (0, -15), printed  # uvicorn re-raises SIGTERM
+    assert '"name": "x402.call tool:put-content"' in printed, printed[-3000:]
+    assert '"name": "execute_tool put-content"' in printed

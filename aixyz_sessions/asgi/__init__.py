@@ -64,8 +64,10 @@ def get_asgi_application() -> ASGIApp:
     # run `manage.py check`, and otherwise the first paid request would be a 500.
     ensure_ready()
     from ..checks.workers import warn_if_several_workers
+    from ..metrics.checks import warn_if_metrics_split
 
     warn_if_several_workers()
+    warn_if_metrics_split()
 
     from channels.routing import (  # type: ignore[import-untyped]
         ProtocolTypeRouter,

@@ -47,8 +47,19 @@ class Lifespan:
             elif message["type"] == "lifespan.shutdown":
                 if inner is not None:
                     await inner.shutdown()
+                await _flush_spans()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _flush_spans() -> None:
+    """The spans still queued go out before the process ends (see ``tracing.flush``)."""
+    from ..tracing import flush
+
+    try:
+        await asyncio.to_thread(flush)
+    except Exception:  # an exporter that fails must not hold up the shutdown
+        logger.exception("ASGI lifespan shutdown: the queued spans could not be sent")
 
 
 class InnerLifespan:

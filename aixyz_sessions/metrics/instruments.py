@@ -16,8 +16,11 @@ is a tool's ``tool:<name>``, the agent's ``agent``, or a view's URL pattern
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec
 
 from .conf import get_metrics_config
 
@@ -31,6 +34,28 @@ __all__ = [
     "record_sign_in",
     "record_tool",
 ]
+
+logger = logging.getLogger("aixyz_sessions.metrics")
+P = ParamSpec("P")
+_write_failed_logged = False
+
+
+def _never_raises(record: Callable[P, None]) -> Callable[P, None]:
+    """A metric write that fails (a multiprocess file on a full disk, say) is logged once
+    and dropped: a paid call that settled must not turn into an error for its metrics."""
+
+    @functools.wraps(record)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        global _write_failed_logged
+        try:
+            record(*args, **kwargs)
+        except Exception:
+            if not _write_failed_logged:
+                _write_failed_logged = True
+                logger.exception("aixyz_sessions: a metric could not be recorded (logged once)")
+
+    return guarded
+
 
 #: Facilitator round trips (verify, settle): milliseconds on a channel, seconds on a chain.
 PAYMENT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -64,8 +89,9 @@ def _build() -> Instruments:
             "aixyz_paid_calls",
             "Paid calls by how they ended: settled, failed (the work failed or was "
             "aborted), settle_failed, refused, replayed (this server's replay guard), "
-            "kept (a retry answered with its first answer), unavailable (a store or "
-            "the facilitator could not answer).",
+            "kept (a retry answered with its first answer), conflict (a payment "
+            "identifier reused or in progress), unavailable (a store or the facilitator "
+            "could not answer), error (misconfigured).",
             ["resource", "scheme", "network", "outcome"],
         ),
         revenue=Counter(
@@ -136,6 +162,7 @@ def instruments() -> Instruments | None:
     return _instruments
 
 
+@_never_raises
 def record_paid_call(
     resource: str,
     scheme: str,
@@ -158,6 +185,7 @@ def record_paid_call(
         found.replays_refused.labels(resource).inc()
 
 
+@_never_raises
 def record_payment_required(resource: str, reason: str, found: Instruments | None = None) -> None:
     """A client was asked to pay ``resource``: ``missing`` or ``unreadable`` payment (the
     transports), ``refused`` or ``replayed`` (through :func:`record_paid_call`)."""
@@ -166,12 +194,14 @@ def record_payment_required(resource: str, reason: str, found: Instruments | Non
         found.payment_required.labels(resource, reason).inc()
 
 
+@_never_raises
 def record_sign_in(resource: str) -> None:
     found = instruments()
     if found is not None:
         found.sign_ins.labels(resource).inc()
 
 
+@_never_raises
 def record_phase(phase: str, seconds: float, scheme: str, network: str) -> None:
     """How long ``verify`` or ``settle`` took."""
     found = instruments()
@@ -181,12 +211,14 @@ def record_phase(phase: str, seconds: float, scheme: str, network: str) -> None:
     histogram.labels(scheme, network).observe(seconds)
 
 
+@_never_raises
 def record_tool(tool: str, seconds: float, ok: bool) -> None:
     found = instruments()
     if found is not None:
         found.tool_seconds.labels(tool, "ok" if ok else "error").observe(seconds)
 
 
+@_never_raises
 def record_agent_turn(model: str, input_tokens: int, output_tokens: int) -> None:
     found = instruments()
     if found is None:

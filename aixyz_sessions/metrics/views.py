@@ -14,11 +14,13 @@ with its synchronous API, and Django runs a sync view in a thread under ASGI.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from .channel_gauges import ChannelGauges
@@ -26,6 +28,8 @@ from .conf import MetricsConfig, get_metrics_config
 from .instruments import instruments
 
 __all__ = ["metrics"]
+
+logger = logging.getLogger("aixyz_sessions.metrics")
 
 
 class _Scrape:
@@ -60,6 +64,15 @@ def _registry() -> Any:
     return registry
 
 
+def _refusal(config: MetricsConfig) -> str:
+    if config.token is None:
+        return "metrics need a staff sign-in (no bearer token is configured)\n"
+    if not config.staff:
+        return "metrics need the bearer token\n"
+    return "metrics need the bearer token or a staff sign-in\n"
+
+
+@csrf_exempt  # a read; without it a POST got the CSRF page instead of 405
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     config = get_metrics_config()
@@ -67,7 +80,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         raise Http404("metrics are off (AIXYZ_METRICS is not set)")
     if not _allowed(request, config):
         response = HttpResponse(
-            "metrics need a bearer token or a staff sign-in\n",
+            _refusal(config),
             status=401 if config.token is not None else 403,
             content_type="text/plain; charset=utf-8",
         )
@@ -83,9 +96,17 @@ def metrics(request: HttpRequest) -> HttpResponse:
             status=503,
             content_type="text/plain; charset=utf-8",
         )
-    instruments()  # a fresh worker still lists every metric, at zero
+    instruments()  # a fresh worker still lists every metric's HELP and TYPE
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(_Scrape(_registry(), ChannelGauges()))
+    try:
+        body = encoder(_Scrape(_registry(), ChannelGauges()))
+    except (OSError, ValueError) as exc:  # multiprocess files that cannot be read (E302)
+        logger.error("aixyz_sessions: /metrics could not be collected: %s", exc)
+        return HttpResponse(
+            f"the metrics could not be collected: {type(exc).__name__} (see the server log)\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
     response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response

@@ -498,6 +498,7 @@ class X402Middleware:
                 request_path=request.path,
                 origin=_origin(request),
                 where=request.path,
+                route=_route_of(request),
             )
         except PaymentFailure as failure:
             if failure.code != INVALID_SIGN_IN:

@@ -838,6 +838,7 @@ async def signed_in_payer(
     request_path: str,
     origin: str | None,
     where: str,
+    route: str | None = None,
 ) -> str:
     """The payer a returning client's sign-in proves for ``spec``, for every transport.
 
@@ -866,7 +867,7 @@ async def signed_in_payer(
         raise PaymentFailure(SERVER_MISCONFIGURED, str(exc)) from None
     except SessionStoreError as exc:
         raise PaymentFailure.store(exc, f"the sign-in of {where}") from exc
-    signed_in(spec.resource, None, where)
+    signed_in(spec.resource, route, where)  # route: a view's URL pattern (the metric's label)
     signals.send(signals.sign_in_accepted, PaidCall, payer=payer, resource=where)
     return payer
 
