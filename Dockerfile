@@ -18,6 +18,9 @@ COPY pyproject.toml README.md ./
 COPY aixyz_sessions ./aixyz_sessions
 # prometheus: the demo's settings turn /metrics on (AIXYZ_METRICS), and
 # `check` refuses that without prometheus-client (aixyz_sessions.E301).
+# Your project: pip install "aixyz-sessions[redis,postgres,serve,prometheus]"
+# and your own requirements (add otel and opentelemetry-sdk with an exporter
+# if your settings configure tracing: docs/operations.md).
 RUN pip install ".[redis,postgres,serve,prometheus]"
 
 # Runtime: the venv and the demo's sources, no compiler, no pip cache.

@@ -19,6 +19,29 @@ if [ "$#" -gt 0 ]; then
     exec "$@"
 fi
 
+# Metrics under several workers: each keeps its figures in files here, summed at
+# scrape time (prometheus-client's multiprocess mode). Files of an earlier run
+# would be counted again: start without them. Only prometheus-client's own
+# files are removed, and only from a directory that holds nothing else, so a
+# mistaken value (the app, a volume, /) is refused instead of wiped.
+: "${PROMETHEUS_MULTIPROC_DIR:=${TMPDIR:-/tmp}/aixyz-metrics}"
+export PROMETHEUS_MULTIPROC_DIR
+case "$PROMETHEUS_MULTIPROC_DIR" in
+    /?*) ;;
+    *)
+        echo "entrypoint: PROMETHEUS_MULTIPROC_DIR must be an absolute path other than /," \
+            "not '$PROMETHEUS_MULTIPROC_DIR'" >&2
+        exit 2
+        ;;
+esac
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+if [ -n "$(find "$PROMETHEUS_MULTIPROC_DIR" -mindepth 1 -maxdepth 1 ! -name '*.db' -print)" ]; then
+    echo "entrypoint: $PROMETHEUS_MULTIPROC_DIR holds more than prometheus-client's files:" \
+        "give PROMETHEUS_MULTIPROC_DIR an empty directory of its own" >&2
+    exit 2
+fi
+find "$PROMETHEUS_MULTIPROC_DIR" -mindepth 1 -maxdepth 1 -type f -name '*.db' -exec rm -f {} +
+
 # First, before the database is touched: a warning is a failure here, so a
 # server never starts with a setting `check --deploy` would flag.
 python manage.py check --deploy --fail-level WARNING
@@ -30,14 +53,6 @@ fi
 if [ -n "${STATIC_ROOT:-}" ]; then
     python manage.py collectstatic --noinput --verbosity 0
 fi
-
-# Metrics under several workers: each keeps its figures in files here, summed at
-# scrape time (prometheus-client's multiprocess mode). Files of an earlier run
-# would be counted again: start empty.
-: "${PROMETHEUS_MULTIPROC_DIR:=${TMPDIR:-/tmp}/aixyz-metrics}"
-export PROMETHEUS_MULTIPROC_DIR
-rm -rf "$PROMETHEUS_MULTIPROC_DIR"
-mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 # BIND_HOST, not HOST: zsh and some CI shells set HOST to the machine's name.
 exec python -m uvicorn demo_project.asgi:application \
