@@ -51,6 +51,7 @@ bench: $(STAMP) services
 	$(BIN)/python benchmarks/payments.py
 	$(BIN)/python benchmarks/peer_fastapi.py
 	$(BIN)/python benchmarks/admin_pages.py
+	$(BIN)/python benchmarks/operations.py
 
 # N paying clients against uvicorn workers with sessions in Redis (long form).
 bench-load: $(STAMP) services

@@ -53,11 +53,25 @@ except ImportError:  # the [otel] extra is not installed: nothing to do
     _Unconfigured = None  # type: ignore[assignment,misc]
 
 _tracer: Any = None
+#: A tracer provider was set: it stays set for the life of the process (the API allows one).
+_configured = False
 
 
 def tracing_available() -> bool:
     """Whether ``opentelemetry-api`` is installed (spans are then opened)."""
     return _trace is not None
+
+
+def _recording() -> bool:
+    """Whether spans go anywhere: the API is installed and a provider is configured."""
+    global _configured
+    if _trace is None:
+        return False
+    if not _configured:
+        # No SDK configured: the API would hand out a no-op span for about 13
+        # microseconds each; a paid call opens four.
+        _configured = not isinstance(_trace.get_tracer_provider(), _Unconfigured)
+    return _configured
 
 
 def _get_tracer() -> Any:
@@ -80,9 +94,7 @@ def span(
     ``client`` marks a call to another service (a model). An exception that
     leaves the block is recorded on the span and marks it as an error.
     """
-    if _trace is None or isinstance(_trace.get_tracer_provider(), _Unconfigured):
-        # No SDK configured: the API would hand out a no-op span for about 13
-        # microseconds each; a paid call opens four.
+    if not _recording():
         yield None
         return
     kind = _SpanKind.CLIENT if client else _SpanKind.INTERNAL
