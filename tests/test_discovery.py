@@ -112,6 +112,38 @@ async def test_paid_view_declares_its_get() -> None:
     assert info.method == "GET" and info.resource_url.endswith("/paid/")
 
 
+async def test_a_view_with_path_parameters_declares_its_url_pattern_as_the_template() -> None:
+    with _settings(ON, "tests.payments_urls"):
+        reset_runtime()
+        response = await AsyncClient().get("/reports/7/")
+    required = _required(response)
+    declaration = (required.extensions or {})[BAZAAR.key]
+    assert declaration["routeTemplate"] == "/reports/:pk/"
+    assert declaration["info"]["input"]["pathParams"] == {"pk": "7"}
+    info = _as_facilitator(required)
+    # The facilitator files it under the template, not under one report's URL.
+    assert info.resource_url.endswith("/reports/:pk/") and info.route_template == "/reports/:pk/"
+
+
+@pytest.mark.parametrize(
+    ("route", "template"),
+    [
+        ("reports/<int:pk>/", "/reports/:pk/"),
+        ("<slug:owner>/files/<path:rest>", "/:owner/files/:rest"),
+        ("a/<name>/", "/a/:name/"),
+        ("paid/", None),
+        ("^legacy/(?P<pk>[0-9]+)/$", None),
+        (None, None),
+    ],
+)
+def test_a_django_route_becomes_a_bazaar_route_template(
+    route: str | None, template: str | None
+) -> None:
+    from aixyz_sessions.payments.adapter import route_template
+
+    assert route_template(route) == template
+
+
 async def test_paid_view_reached_with_a_body_method_declares_nothing() -> None:
     with _settings(ON, "tests.payments_urls"):
         reset_runtime()

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.http import HttpRequest
 
 from .headers import PAYMENT_SIGNATURE, X_PAYMENT
 
-__all__ = ["DjangoHTTPAdapter"]
+__all__ = ["ROUTE_ATTR", "DjangoHTTPAdapter", "route_of", "route_template"]
+
+#: The URL pattern the middleware resolved the request to (see :func:`route_of`).
+ROUTE_ATTR = "_aixyz_x402_route"
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def route_of(request: HttpRequest) -> str | None:
+    """The request's URL pattern (``reports/<int:pk>/``): what metrics, spans and
+    discovery call a paid view, never the path a client chose."""
+    route = getattr(request, ROUTE_ATTR, None)
+    if route is None:  # a paid view the URL did not reveal: Django resolved it since
+        match = getattr(request, "resolver_match", None)
+        route = None if match is None else match.route
+    return route if isinstance(route, str) else None
+
+
+def route_template(route: str | None) -> str | None:
+    """A ``path()`` pattern as the x402 bazaar's ``routeTemplate`` (``/reports/:pk/``);
+    ``None`` for a regular expression (``re_path``) or a route without parameters."""
+    if not route or route.startswith("^") or route.endswith("$") or "(?" in route:
+        return None
+    template, count = _CONVERTER.subn(r":\1", route)
+    if not count or "<" in template or ">" in template:
+        return None
+    return "/" + template.lstrip("/")
 
 
 class DjangoHTTPAdapter:
@@ -46,6 +72,10 @@ class DjangoHTTPAdapter:
     def get_method(self) -> str:
         """The HTTP method."""
         return self._request.method or "GET"
+
+    def get_route(self) -> str | None:
+        """The request's URL pattern (see :func:`route_of`)."""
+        return route_of(self._request)
 
     def get_path(self) -> str:
         """The path (``request.path``, script prefix included)."""

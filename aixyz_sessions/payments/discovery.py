@@ -32,6 +32,7 @@ from x402.extensions.bazaar import (
 from x402.extensions.bazaar.types import is_query_method
 from x402.http import HTTPRequestContext
 
+from .adapter import route_template
 from .decorators import PaidSpec
 
 __all__ = [
@@ -124,9 +125,11 @@ class DiscoveryEnricher:
 
     A tool's declaration names its method already (``POST``) and is left as is.
     For a view, the SDK's own enrichment runs on a copy (it edits what it is
-    given) without the route pattern (every paid route here is the catch-all
-    ``*``, which the SDK would declare as a ``:var1`` template); a method that
-    takes a body drops the declaration (the view's body is not known).
+    given) with the view's Django URL pattern as the route pattern
+    (``reports/<int:pk>/`` becomes the ``routeTemplate`` ``/reports/:pk/``, and
+    the request's values its ``pathParams``), never the SDK's own (every paid
+    route here is its catch-all ``*``, which it would declare as ``:var1``); a
+    method that takes a body drops the declaration (the view's body is not known).
     """
 
     key = BAZAAR.key
@@ -141,7 +144,8 @@ class DiscoveryEnricher:
             return None  # left out of the 402 (see DiscoveryResourceServer)
         context = transport_context
         if isinstance(context, HTTPRequestContext):
-            context = dataclasses.replace(context, route_pattern=None)
+            route = getattr(context.adapter, "get_route", lambda: None)()
+            context = dataclasses.replace(context, route_pattern=route_template(route))
         return bazaar_resource_server_extension.enrich_declaration(
             copy.deepcopy(declaration), context
         )

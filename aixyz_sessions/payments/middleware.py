@@ -47,7 +47,7 @@ from x402.http.types import HTTPRequestContext, HTTPResponseInstructions, Proces
 
 from ..context import Session, payer_context
 from ..exceptions import SessionStoreError
-from .adapter import DjangoHTTPAdapter
+from .adapter import ROUTE_ATTR, DjangoHTTPAdapter, route_of
 from .authorization import PaymentHeaderError, screen_payment_header
 from .call_report import asked_to_pay
 from .decorators import (
@@ -77,18 +77,6 @@ from .sign_in import SIGN_IN_HEADER
 __all__ = ["X402Middleware"]
 
 logger = logging.getLogger("aixyz_sessions.payments")
-
-#: The URL pattern the middleware resolved the request to (see :func:`_route_of`).
-_ROUTE_ATTR = "_aixyz_x402_route"
-
-
-def _route_of(request: HttpRequest) -> str | None:
-    """The request's URL pattern: the label metrics and spans give a paid view."""
-    route = getattr(request, _ROUTE_ATTR, None)
-    if route is None:  # a paid view the URL did not reveal: Django resolved it since
-        match = getattr(request, "resolver_match", None)
-        route = None if match is None else match.route
-    return route
 
 
 request_logger = logging.getLogger("django.request")
@@ -276,7 +264,7 @@ class X402Middleware:
             match = resolve(request.path_info, urlconf=getattr(request, "urlconf", None))
         except Resolver404:
             return None
-        setattr(request, _ROUTE_ATTR, match.route)  # the metrics' and spans' label
+        setattr(request, ROUTE_ATTR, match.route)  # metrics, spans, discovery: route_of()
         return paid_spec_of(match.func, request.method or "GET", request, match.kwargs)
 
     async def _paid(
@@ -311,7 +299,7 @@ class X402Middleware:
             payload = screen_payment_header(header)  # size and depth, before the SDK parses it
         except PaymentHeaderError as exc:
             challenge = await self._challenge(request, spec, runtime)
-            asked_to_pay(spec.resource, _route_of(request), request.path, "unreadable")
+            asked_to_pay(spec.resource, route_of(request), request.path, "unreadable")
             return _with_error(challenge, INVALID_PAYMENT, str(exc))
         tool_call = getattr(request, TOOL_CALL_ATTR, None)
         if not isinstance(tool_call, ToolCall):
@@ -337,7 +325,7 @@ class X402Middleware:
             spec=spec,
             request_path=request.path,
             retry=retry,
-            route=_route_of(request),
+            route=route_of(request),
         ) as call:
             outcome = await call.run(
                 runtime.http_server(spec),
@@ -498,7 +486,7 @@ class X402Middleware:
                 request_path=request.path,
                 origin=_origin(request),
                 where=request.path,
-                route=_route_of(request),
+                route=route_of(request),
             )
         except PaymentFailure as failure:
             if failure.code != INVALID_SIGN_IN:
@@ -646,7 +634,7 @@ def _expected(
     """
     response = _from_instructions(challenge)
     if response.status_code == 402:
-        asked_to_pay(spec.resource, _route_of(request), request.path, "missing")
+        asked_to_pay(spec.resource, route_of(request), request.path, "missing")
         request_logger.info("%s: %s", response.reason_phrase, request.path)
         response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own flag
     return response
