@@ -16,6 +16,7 @@ from aixyz_sessions.conf import reset_store
 from aixyz_sessions.tools import Tool
 from tests.browser_helpers import chromium
 from tests.demo_fixtures import demo_settings, registered_demo_tools
+from tests.signal_helpers import Heard, heard_signals
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +45,10 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A headless chromium for the module (skips, or fails under ``CI=true``, without one)."""
     with chromium(tmp_path_factory.mktemp("chromium-profile")) as browser:
         yield browser
+
+
+@pytest.fixture
+def heard() -> Iterator[Heard]:
+    """Every payment signal sent during the test, in order: ``(name, arguments)``."""
+    with heard_signals() as events:
+        yield events

@@ -21,9 +21,9 @@ from x402.http import decode_payment_required_header, encode_payment_signature_h
 from x402.http.clients.httpx import x402HttpxClient
 from x402.schemas import PaymentRequired
 
-from aixyz_sessions import signals
 from tests.options_app import METERED_TOOL
 from tests.options_server import options_server, with_channels
+from tests.signal_helpers import names
 from tests.test_channels_e2e import payer_client
 from tests.test_payment_options_e2e import TRANSPORTS, signer
 from tests.tracing_helpers import named, recorded_spans
@@ -83,34 +83,6 @@ def moved(before: Samples, after: Samples, name: str) -> list[float]:
 
 
 @pytest.fixture
-def heard() -> Iterator[list[str]]:
-    """The payment signals sent, by name, in order."""
-    events: list[str] = []
-    connected = []
-    for name in (
-        "payment_verified",
-        "payment_settled",
-        "payment_settle_failed",
-        "payment_refused",
-        "payment_replayed",
-        "answer_kept",
-        "sign_in_accepted",
-    ):
-        signal = getattr(signals, name)
-
-        def receive(sender: Any, _name: str = name, **arguments: Any) -> None:
-            events.append(_name)
-
-        signal.connect(receive, weak=False)
-        connected.append((signal, receive))
-    try:
-        yield events
-    finally:
-        for signal, receive in connected:
-            signal.disconnect(receive)
-
-
-@pytest.fixture
 def base() -> Iterator[str]:
     with options_server(AIXYZ_METRICS=METRICS) as url:
         yield url
@@ -118,7 +90,7 @@ def base() -> Iterator[str]:
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
 async def test_a_paid_call_moves_metrics_signals_and_spans_by_what_was_paid(
-    base: str, transport: str, heard: list[str]
+    base: str, transport: str, heard: list[tuple[str, dict[str, Any]]]
 ) -> None:
     account = Account.create()
     before = await scrape(base)
@@ -145,7 +117,7 @@ async def test_a_paid_call_moves_metrics_signals_and_spans_by_what_was_paid(
     assert moved(before, after, "aixyz_revenue_atomic_units_total") == [12300]
 
     # Signals: each event once.
-    assert heard == ["payment_verified", "payment_settled"]
+    assert names(heard) == ["payment_verified", "payment_settled"]
 
     # Spans: the call, its verification and settlement inside it, the tool inside it too.
     (call,) = named(spans, "x402.call ")
@@ -179,7 +151,7 @@ async def test_a_paid_call_moves_metrics_signals_and_spans_by_what_was_paid(
 
 
 async def test_refusals_replays_and_failures_are_counted_once_each(
-    base: str, heard: list[str]
+    base: str, heard: list[tuple[str, dict[str, Any]]]
 ) -> None:
     before = await scrape(base)
     account = Account.create()
@@ -219,7 +191,7 @@ async def test_refusals_replays_and_failures_are_counted_once_each(
     assert delta(before, after, "aixyz_replays_refused_total", resource=metered) == 1
     assert moved(before, after, calls) == [1, 1, 1]  # those three, nothing else
     assert moved(before, after, "aixyz_revenue_atomic_units_total") == []
-    assert heard == ["payment_refused", "payment_verified", "payment_refused"]
+    assert names(heard) == ["payment_refused", "payment_verified", "payment_refused"]
 
 
 async def test_metrics_are_the_operators_alone(base: str) -> None:

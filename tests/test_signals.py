@@ -23,51 +23,17 @@ from aixyz_sessions.payments.local import get_local_facilitator
 from aixyz_sessions.payments.paid_call import PaidCall
 from tests.options_app import METERED_TOOL
 from tests.options_server import options_server, with_channels
+from tests.signal_helpers import names
 from tests.test_channels_e2e import payer_client
 from tests.test_payment_options_e2e import TRANSPORTS, signer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ALL = {
-    "payment_verified": signals.payment_verified,
-    "payment_settled": signals.payment_settled,
-    "payment_settle_failed": signals.payment_settle_failed,
-    "payment_refused": signals.payment_refused,
-    "payment_replayed": signals.payment_replayed,
-    "answer_kept": signals.answer_kept,
-    "sign_in_accepted": signals.sign_in_accepted,
-}
-
-
-@pytest.fixture
-def heard() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Every signal sent, in order: ``(name, arguments)``."""
-    events: list[tuple[str, dict[str, Any]]] = []
-    receivers = []
-    for name, signal in ALL.items():
-
-        def receive(sender: Any, _name: str = name, **arguments: Any) -> None:
-            assert sender is PaidCall
-            arguments.pop("signal")
-            events.append((_name, arguments))
-
-        signal.connect(receive, weak=False)
-        receivers.append((signal, receive))
-    try:
-        yield events
-    finally:
-        for signal, receive in receivers:
-            signal.disconnect(receive)
 
 
 @pytest.fixture
 def base() -> Iterator[str]:
     with options_server() as url:
         yield url
-
-
-def names(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    return [name for name, _ in events]
 
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))

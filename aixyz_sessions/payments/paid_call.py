@@ -36,7 +36,10 @@ protocol. None of them orders the steps. What the rules are lives here:
   the facilitator's ``facilitator_unavailable``/``facilitator_timeout``;
 * a settled payment is recorded for sign-in (``records``: what some
   declared ``sign_in`` policy reads); a returning payer's sign-in
-  (:func:`signed_in_payer`) proves the payer without a payment.
+  (:func:`signed_in_payer`) proves the payer without a payment;
+* what each call tells its operator (spans, metrics: its outcome, what it
+  was charged, how long verify and settle took) goes through its
+  :class:`~aixyz_sessions.payments.call_report.CallReport`, once.
 """
 
 from __future__ import annotations
