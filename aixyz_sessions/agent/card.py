@@ -17,6 +17,7 @@ from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
 
 from ..tools.registry import ToolRegistry, registry
 from .conf import AgentConfig
+from .inband import extension_of
 
 __all__ = ["build_card", "card_json"]
 
@@ -69,7 +70,11 @@ def build_card(config: AgentConfig, url: str, *, tools: ToolRegistry = registry)
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="0.3"),
         ],
-        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        capabilities=AgentCapabilities(
+            streaming=True,
+            push_notifications=False,
+            extensions=[extension_of(config.x402_extension_required)],
+        ),
         default_input_modes=MODES,
         default_output_modes=MODES,
         skills=_skills(config, tools),

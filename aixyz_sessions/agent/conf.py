@@ -75,6 +75,7 @@ KNOWN_KEYS = frozenset(
         "AGENT",
         "SKILLS",
         *REGISTRATION_KEYS,
+        "X402_EXTENSION_REQUIRED",
     }
 )
 SKILL_KEYS = frozenset({"id", "name", "description", "tags", "examples"})
@@ -135,6 +136,8 @@ class AgentConfig:
     image: str | None = None
     registrations: tuple[dict[str, Any], ...] = ()
     supported_trust: tuple[str, ...] = ()
+    #: The card declares the a2a-x402 extension required: messages without it are refused.
+    x402_extension_required: bool = False
 
     @property
     def price(self) -> str:
@@ -196,6 +199,15 @@ def agent_config_errors(value: object) -> list[AgentConfigError]:
         )
     errors.extend(_skill_errors(value.get("SKILLS")))
     errors.extend(_registration_errors(value))
+    if not isinstance(value.get("X402_EXTENSION_REQUIRED", False), bool):
+        errors.append(
+            _error(
+                f"{SETTING}['X402_EXTENSION_REQUIRED'] must be True or False",
+                "aixyz_sessions.E210",
+                "True: clients must pay inside the conversation (the a2a-x402 extension); "
+                "False (the default): HTTP 402 serves clients that do not activate it.",
+            )
+        )
     return errors
 
 
@@ -371,6 +383,7 @@ def parse_agent_config(value: object) -> AgentConfig:
         image=value.get("IMAGE"),
         registrations=tuple(dict(r) for r in value.get("REGISTRATIONS") or ()),
         supported_trust=tuple(value.get("SUPPORTED_TRUST") or ()),
+        x402_extension_required=value.get("X402_EXTENSION_REQUIRED", False),
     )
 
 

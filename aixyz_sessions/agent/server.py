@@ -35,7 +35,14 @@ from .conf import AgentConfig, get_agent_config
 from .executor import RegistryAgentExecutor
 from .tasks import PayerTaskStore
 
-__all__ = ["AGENT_PATH", "AgentAnswer", "agent_application", "call_agent", "reset_agent"]
+__all__ = [
+    "AGENT_PATH",
+    "AgentAnswer",
+    "agent_application",
+    "call_agent",
+    "payer_tasks",
+    "reset_agent",
+]
 
 #: Where the SDK application serves JSON-RPC (the Django URL may be anything).
 AGENT_PATH = "/agent"
@@ -51,11 +58,16 @@ def _owner(context: ServerCallContext) -> str:
     return payer.lower() if payer else ""
 
 
+def payer_tasks() -> PayerTaskStore:
+    """The task store the SDK application uses, for this app's own writes (in-band payments)."""
+    return PayerTaskStore(lambda: get_runtime().records, _owner)
+
+
 def _build(config: AgentConfig) -> Starlette:
     answer = None if config.agent is None else import_string(config.agent)
     executor = RegistryAgentExecutor(answer=answer)
     card = build_card(config, AGENT_PATH)
-    tasks = PayerTaskStore(lambda: get_runtime().records, _owner)
+    tasks = payer_tasks()
     handler = DefaultRequestHandlerV2(executor, tasks, card)
     return Starlette(routes=create_jsonrpc_routes(handler, AGENT_PATH, enable_v0_3_compat=True))
 

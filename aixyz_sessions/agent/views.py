@@ -64,6 +64,7 @@ from ..payments.decorators import (
 from .asks import INVALID_REQUEST, Ask, MessageRefused, read_ask
 from .card import build_card, card_json
 from .conf import AgentConfig, AgentConfigError, get_agent_config
+from .inband import EXTENSION_URI, activated, answer_in_band, in_band_answer
 from .registration import build_registration
 from .server import call_agent
 from .turns import turn
@@ -150,6 +151,8 @@ def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpe
     if not isinstance(method, str):
         return None  # an invalid request: the view refuses it
     if method in MESSAGE_METHODS:
+        if activated(request) or config.x402_extension_required:
+            return None  # paid inside the conversation, or refused (the view: agent.inband)
         ask = _ask(request, rpc)
         return ask.spec if isinstance(ask, Ask) else None
     if method in FREE_METHODS:
@@ -289,10 +292,24 @@ async def agent(request: HttpRequest) -> HttpResponse:
         )
     ask: Ask | None = None
     if method in MESSAGE_METHODS:
+        uri = activated(request)
+        if uri is None and get_agent_config().x402_extension_required:
+            refused = _error(
+                400,
+                INVALID_REQUEST,
+                f"this agent takes payments inside the conversation: activate {EXTENSION_URI} "
+                "(A2A-Extensions header)",
+                _id(rpc),
+            )
+            return refused_before_work(refused)
+        if uri is not None and in_band_answer(rpc):
+            return await answer_in_band(request, rpc, None, _id(rpc), uri)
         found = _ask(request, rpc)
         if isinstance(found, MessageRefused):
             refused = _error(400, found.code, found.message, _id(rpc), found.data)
             return refused_before_work(refused)
+        if uri is not None and found.spec is not None and found.spec.charges:
+            return await answer_in_band(request, rpc, found, _id(rpc), uri)
         ask, rpc = found, _blocking(rpc)
     async with turn(ask) as current:
         answer = await call_agent(request, json.dumps(rpc).encode())

@@ -1,0 +1,469 @@
+"""x402 payments inside the A2A conversation: the a2a-x402 extension (v0.2, standalone flow).
+
+A client that activates the extension (its URI in the ``A2A-Extensions``
+header, or 0.3's ``X-A2A-Extensions``) is asked to pay in the conversation
+instead of with an HTTP 402:
+
+1. its message (``message/send`` or ``SendMessage``) is priced as on the HTTP
+   path (:func:`~aixyz_sessions.agent.asks.read_ask`: one tool at its own
+   price, or a text turn) and answered, HTTP 200, with a task in state
+   ``input-required`` whose status message carries
+   ``x402.payment.status: "payment-required"`` and the requirements under
+   ``x402.payment.required`` (the same ``PaymentRequired`` a 402 would carry).
+   The message is kept, unpaid, for :data:`PENDING_SECONDS`, under the task's
+   id; nothing runs;
+2. the client sends a message on that task (``taskId``) whose metadata says
+   ``x402.payment.status: "payment-submitted"`` and carries the signed
+   payment under ``x402.payment.payload``. What runs is the kept message,
+   never the new one's parts: what was priced is what runs. The payment goes
+   through the one paid-call core (:func:`~aixyz_sessions.payments.messages.call_paid`:
+   verify, claim, the work in the payer's staged session, settle, commit),
+   with every rule of "What a payment buys";
+3. the answer is the task, ``completed``, with its artifacts and
+   ``x402.payment.status: "payment-completed"`` and the settlement under
+   ``x402.payment.receipts``; the task is the payer's, read back with a
+   sign-in like any other. A payment refused, a turn that fails (uncharged, no
+   artifacts) or a client that sends ``"payment-rejected"`` ends the task
+   ``failed`` with ``"payment-failed"`` (``"payment-rejected"``), an
+   ``x402.payment.error`` code and a receipt that says nothing was settled.
+
+Each pending task is paid at most once: the first submission takes it
+(the replay guard's ``take``), and it is forgotten when that submission ends,
+whatever the outcome. A client that does not activate the extension gets the
+HTTP 402 as before. Streaming (``message/stream``) is answered over HTTP 402
+only, for now: in band it gets a JSON-RPC error saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from typing import Any
+
+from a2a.server.context import ServerCallContext
+from a2a.types import Message, Part, Role, SendMessageResponse, Task, TaskState, TaskStatus
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from google.protobuf.json_format import MessageToDict
+
+from .. import bounded_json
+from ..exceptions import SessionStoreError
+from ..hosts import public_origin
+from ..payments.failures import INVALID_PAYMENT, REPLAYED, PaymentFailure
+from ..payments.messages import MessageCall, PaidResult, call_paid, payment_required
+from ..payments.retries import fingerprint
+from ..payments.runtime import get_runtime
+from .asks import INVALID_PARAMS, Ask
+
+__all__ = [
+    "ACCEPTED_URIS",
+    "EXTENSION_URI",
+    "activated",
+    "answer_in_band",
+    "extension_of",
+    "in_band_answer",
+]
+
+logger = logging.getLogger("aixyz_sessions.agent")
+
+#: The extension this agent declares (a2a-x402 v0.2).
+EXTENSION_URI = "https://github.com/google-agentic-commerce/a2a-x402/blob/main/spec/v0.2"
+#: Every URI that activates it: v0.2, and the one x402's A2A transport spec names.
+ACCEPTED_URIS = (EXTENSION_URI, "https://github.com/google-a2a/a2a-x402/v0.1")
+HEADERS = ("A2A-Extensions", "X-A2A-Extensions")
+
+STATUS = "x402.payment.status"
+REQUIRED = "x402.payment.required"
+PAYLOAD = "x402.payment.payload"
+RECEIPTS = "x402.payment.receipts"
+ERROR = "x402.payment.error"
+
+#: Seconds an unpaid message waits for its payment.
+PENDING_SECONDS = 600.0
+#: Largest message kept unpaid, in bytes of its JSON: an unpaid request must not buy storage.
+MAX_PENDING_BYTES = 32 * 1024
+#: Where pending messages are kept (a name no payer address can take).
+PENDING_OWNER = "a2a-x402-pending"
+V03_METHODS = frozenset({"message/send", "message/stream"})
+STREAMING = frozenset({"message/stream", "SendStreamingMessage"})
+TASK_NOT_FOUND = -32001
+
+
+def activated(request: HttpRequest) -> str | None:
+    """The extension URI the request activates (``None``: it asks for HTTP 402)."""
+    for header in HEADERS:
+        for value in request.headers.get(header, "").split(","):
+            if value.strip() in ACCEPTED_URIS:
+                return value.strip()
+    return None
+
+
+def in_band_answer(rpc: dict[str, Any]) -> bool:
+    """Whether the message answers a pending payment (submits or rejects it): its own
+    parts are not a request, and are never priced or run."""
+    return _metadata(_message(rpc)).get(STATUS) in ("payment-submitted", "payment-rejected")
+
+
+def extension_of(required: bool) -> Any:
+    """The card's declaration of the extension."""
+    from a2a.types import AgentExtension
+
+    return AgentExtension(
+        uri=EXTENSION_URI,
+        description="Payments with the x402 protocol inside the conversation "
+        "(payment-required, payment-submitted, payment-completed); HTTP 402 otherwise.",
+        required=required,
+    )
+
+
+def _message(rpc: dict[str, Any]) -> dict[str, Any]:
+    params = rpc.get("params")
+    message = params.get("message") if isinstance(params, dict) else None
+    return message if isinstance(message, dict) else {}
+
+
+def _metadata(message: dict[str, Any]) -> dict[str, Any]:
+    metadata = message.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _field(message: dict[str, Any], camel: str, snake: str) -> Any:
+    return message.get(camel, message.get(snake))
+
+
+def _rpc_error(rpc_id: Any, code: int, text: str, status: int = 400) -> JsonResponse:
+    body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": text}}
+    return JsonResponse(body, status=status)
+
+
+def _task(task_id: str, context_id: str, state: int, text: str, metadata: dict[str, Any]) -> Task:
+    message = Message(
+        message_id=uuid.uuid4().hex,
+        role=Role.ROLE_AGENT,
+        parts=[Part(text=text)],
+        task_id=task_id,
+        context_id=context_id,
+    )
+    message.metadata.update(metadata)
+    return Task(
+        id=task_id,
+        context_id=context_id,
+        status=TaskStatus(state=state, message=message),  # type: ignore[arg-type]
+    )
+
+
+def _task_result(task: Task, v03: bool, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``task`` as the JSON-RPC result of the client's protocol version; the status
+    message's metadata written as given (a protobuf Struct would make its integers floats)."""
+    if v03:
+        from a2a.compat.v0_3.conversions import to_compat_task
+
+        result: dict[str, Any] = to_compat_task(task).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        result["status"]["message"]["metadata"] = metadata
+        return result
+    result = MessageToDict(SendMessageResponse(task=task))
+    result["task"]["status"]["message"]["metadata"] = metadata
+    return result
+
+
+def _answer(rpc_id: Any, result: dict[str, Any], uri: str) -> JsonResponse:
+    response = JsonResponse({"jsonrpc": "2.0", "id": rpc_id, "result": result})
+    response["A2A-Extensions"] = uri
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _failure(failure: PaymentFailure) -> JsonResponse:
+    """The server cannot take the payment now (a store or the facilitator is down)."""
+    response = JsonResponse(
+        {"error": failure.code, "message": failure.message}, status=failure.status
+    )
+    if failure.retry_after is not None:
+        response["Retry-After"] = str(failure.retry_after)
+    return response
+
+
+def _call(request: HttpRequest, ask: Ask) -> MessageCall:
+    from django.urls import reverse
+
+    assert ask.spec is not None
+    path = reverse("aixyz_agent:agent")
+    return MessageCall(
+        spec=ask.spec,
+        path=path,
+        resource=public_origin(request) + path,
+        where="A2A in-band payment",
+    )
+
+
+async def answer_in_band(
+    request: HttpRequest, rpc: dict[str, Any], ask: Ask | None, rpc_id: Any, uri: str
+) -> HttpResponse:
+    """The answer to a message of a client that activated the extension (see the module)."""
+    method = str(rpc.get("method"))
+    if method in STREAMING:
+        return _rpc_error(
+            rpc_id,
+            INVALID_PARAMS,
+            "in-band x402 payments take message/send (SendMessage); stream over HTTP 402",
+        )
+    message = _message(rpc)
+    status = _metadata(message).get(STATUS)
+    if status in ("payment-submitted", "payment-rejected"):
+        return await _settle_pending(request, rpc, rpc_id, uri, status)
+    assert ask is not None
+    if _field(message, "taskId", "task_id"):
+        return _rpc_error(
+            rpc_id,
+            INVALID_PARAMS,
+            "an in-band payment starts a new task: send the message without taskId "
+            "(or pay it over HTTP 402)",
+        )
+    return await _ask_for_payment(request, rpc, ask, rpc_id, uri, method in V03_METHODS)
+
+
+async def _ask_for_payment(
+    request: HttpRequest, rpc: dict[str, Any], ask: Ask, rpc_id: Any, uri: str, v03: bool
+) -> HttpResponse:
+    """Step 1: keep the message, answer ``input-required`` with the requirements."""
+    kept = json.dumps(rpc, separators=(",", ":"))
+    if len(kept.encode()) > MAX_PENDING_BYTES:
+        return _rpc_error(
+            rpc_id,
+            INVALID_PARAMS,
+            f"a message paid in band is at most {MAX_PENDING_BYTES} bytes: "
+            "pay a larger one over HTTP 402",
+        )
+    try:
+        required = await payment_required(_call(request, ask))
+    except PaymentFailure as failure:
+        return _failure(failure)
+    message = _message(rpc)
+    task_id = uuid.uuid4().hex
+    context_id = _field(message, "contextId", "context_id") or uuid.uuid4().hex
+    record = json.dumps({"rpc": kept, "context": context_id})
+    try:
+        await get_runtime().records.remember(
+            PENDING_OWNER, _pending_key(task_id), record, time.time() + PENDING_SECONDS
+        )
+    except SessionStoreError as exc:  # the store is down: as any paid call would say
+        return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
+    required_json = required.model_dump(mode="json", by_alias=True, exclude_none=True)
+    metadata = {STATUS: "payment-required", REQUIRED: required_json}
+    text = f"Payment is required: {ask.spec.label if ask.spec else ''} (x402)."
+    task = _task(task_id, context_id, TaskState.TASK_STATE_INPUT_REQUIRED, text, metadata)
+    return _answer(rpc_id, _task_result(task, v03, metadata), uri)
+
+
+def _pending_key(task_id: str) -> str:
+    return f"a2a-pending:{task_id}"
+
+
+async def _settle_pending(
+    request: HttpRequest, rpc: dict[str, Any], rpc_id: Any, uri: str, status: str
+) -> HttpResponse:
+    """Steps 2 and 3: the payment for a pending task (or the client's refusal to pay)."""
+    message = _message(rpc)
+    task_id = _field(message, "taskId", "task_id")
+    records = get_runtime().records
+    pending = None
+    if isinstance(task_id, str) and 0 < len(task_id) <= 64:
+        try:
+            pending = await records.recall(PENDING_OWNER, _pending_key(task_id))
+        except SessionStoreError as exc:
+            return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
+    if pending is None or not isinstance(task_id, str):
+        return _rpc_error(rpc_id, TASK_NOT_FOUND, "no task is awaiting this payment")
+    state = json.loads(pending)
+    original = bounded_json.loads(state["rpc"])
+    context_id = str(state["context"])
+    v03 = str(original.get("method")) in V03_METHODS
+    # The first submission takes the pending task; a second one at the same time is refused.
+    token = secrets.token_hex(16)
+    try:
+        taken = await records.take(
+            PENDING_OWNER, f"a2a-paying:{task_id}", token, time.time() + PENDING_SECONDS
+        )
+    except SessionStoreError as exc:
+        return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
+    if taken is not None:
+        return _rpc_error(rpc_id, TASK_NOT_FOUND, "this task's payment is already being handled")
+    try:
+        if status == "payment-rejected":
+            metadata = {STATUS: "payment-rejected", RECEIPTS: []}
+            task = _task(
+                task_id, context_id, TaskState.TASK_STATE_FAILED, "Payment rejected.", metadata
+            )
+            return _answer(rpc_id, _task_result(task, v03, metadata), uri)
+        return await _pay(request, original, rpc, rpc_id, uri, task_id, context_id, v03)
+    finally:
+        await records.forget_quietly(PENDING_OWNER, _pending_key(task_id))
+
+
+class TurnFailed(Exception):
+    """The paid turn did not complete: nothing settles; its answer goes out without work."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("the task did not complete")
+        self.body = body
+
+
+async def _pay(
+    request: HttpRequest,
+    original: dict[str, Any],
+    submission: dict[str, Any],
+    rpc_id: Any,
+    uri: str,
+    task_id: str,
+    context_id: str,
+    v03: bool,
+) -> HttpResponse:
+    from .asks import MessageRefused, read_ask
+    from .conf import get_agent_config
+
+    try:
+        ask = read_ask(original, get_agent_config())  # the tools may have changed since
+    except MessageRefused as refused:
+        return _rpc_error(rpc_id, refused.code, refused.message)
+    payment = _metadata(_message(submission)).get(PAYLOAD)
+    continued = _continuing(original, task_id, context_id, rpc_id)
+
+    async def work() -> dict[str, Any]:
+        return await _run(request, continued, ask, task_id, context_id)
+
+    try:
+        paid = await call_paid(
+            _call(request, ask),
+            work,
+            payment=payment,
+            request_fingerprint=lambda: fingerprint("a2a-in-band", original),
+        )
+    except PaymentFailure as failure:
+        return _failed(
+            rpc_id, uri, task_id, context_id, v03, failure.code, failure.message, _network(payment)
+        )
+    except TurnFailed as failed:
+        logger.info("A2A in-band payment: the task did not complete: %s", failed.body[:2000])
+        text = "the task failed: nothing was charged"
+        return _failed(
+            rpc_id, uri, task_id, context_id, v03, "TASK_FAILED", text, _network(payment)
+        )
+    return _completed(rpc_id, uri, paid, v03)
+
+
+def _continuing(
+    original: dict[str, Any], task_id: str, context_id: str, rpc_id: Any
+) -> dict[str, Any]:
+    """The kept message, now on its task (so the SDK continues that task)."""
+    from .views import _blocking
+
+    message = {**_message(original), "taskId": task_id, "contextId": context_id}
+    for snake in ("task_id", "context_id"):
+        message.pop(snake, None)
+    params = {**original.get("params", {}), "message": message}
+    return _blocking({**original, "id": rpc_id, "params": params})
+
+
+async def _run(
+    request: HttpRequest, rpc: dict[str, Any], ask: Ask, task_id: str, context_id: str
+) -> dict[str, Any]:
+    """The paid work: the pending task joins the payer's tasks, then the SDK continues it."""
+    from .server import call_agent, payer_tasks
+    from .turns import turn
+    from .views import _answer as shaped
+
+    waiting = _task(task_id, context_id, TaskState.TASK_STATE_INPUT_REQUIRED, "Paid.", {})
+    await payer_tasks().save(waiting, ServerCallContext())
+    async with turn(ask) as current:
+        answer = await call_agent(request, json.dumps(rpc).encode())
+    content_type = answer.headers.get("content-type", "application/json")
+    status, body = shaped(answer.status, answer.body, content_type, current.completed)
+    if status != 200:
+        raise TurnFailed(body)
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def _network(payment: object) -> str:
+    """The network the payment was signed for (what its receipt names), if it says."""
+    accepted = payment.get("accepted") if isinstance(payment, dict) else None
+    network = accepted.get("network") if isinstance(accepted, dict) else None
+    return network if isinstance(network, str) and len(network) <= 64 else ""
+
+
+#: What the extension's error codes are, from the words of a refusal.
+_ERROR_WORDS = (
+    ("insufficient", "INSUFFICIENT_FUNDS"),
+    ("signature", "INVALID_SIGNATURE"),
+    ("valid_before", "EXPIRED_PAYMENT"),
+    ("expired", "EXPIRED_PAYMENT"),
+    ("nonce", "DUPLICATE_NONCE"),
+    ("already used", "DUPLICATE_NONCE"),
+    ("network", "NETWORK_MISMATCH"),
+    ("amount", "INVALID_AMOUNT"),
+    ("value", "INVALID_AMOUNT"),
+)
+
+
+def error_code(code: str, text: str) -> str:
+    """The extension's ``x402.payment.error`` for a failure with ``code`` and ``text``."""
+    if code == "settlement_failed":
+        return "SETTLEMENT_FAILED"
+    if code == "TASK_FAILED":
+        return code
+    if code == INVALID_PAYMENT and text == REPLAYED:
+        return "DUPLICATE_NONCE"
+    lowered = text.lower()
+    for words, name in _ERROR_WORDS:
+        if words in lowered:
+            return name
+    return code.upper()
+
+
+def _failed(
+    rpc_id: Any,
+    uri: str,
+    task_id: str,
+    context_id: str,
+    v03: bool,
+    code: str,
+    text: str,
+    network: str,
+) -> JsonResponse:
+    """The task ``failed``: the payment refused, or the turn failed (nothing settled)."""
+    receipt = {"success": False, "errorReason": text, "transaction": "", "network": network}
+    metadata = {STATUS: "payment-failed", ERROR: error_code(code, text), RECEIPTS: [receipt]}
+    task = _task(task_id, context_id, TaskState.TASK_STATE_FAILED, text, metadata)
+    return _answer(rpc_id, _task_result(task, v03, metadata), uri)
+
+
+def _completed(rpc_id: Any, uri: str, paid: PaidResult, v03: bool) -> JsonResponse:
+    """The SDK's answer (the completed task), with the payment's receipt on its status."""
+    answer: dict[str, Any] = paid.result
+    receipt = (
+        paid.settlement.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if paid.settlement is not None
+        else {}
+    )
+    metadata = {STATUS: "payment-completed", RECEIPTS: [receipt]}
+    result = answer.get("result", {})
+    task = result if v03 else result.get("task", {})
+    status = task.setdefault("status", {})
+    message = status.get("message")
+    if not isinstance(message, dict):
+        message = {"messageId": uuid.uuid4().hex, "parts": []}
+        if v03:
+            message.update(kind="message", role="agent")
+            message["parts"] = [{"kind": "text", "text": "Payment completed."}]
+        else:
+            message.update(role="ROLE_AGENT", parts=[{"text": "Payment completed."}])
+        status["message"] = message
+    message["metadata"] = {**(message.get("metadata") or {}), **metadata}
+    response = JsonResponse({**answer, "id": rpc_id})
+    response["A2A-Extensions"] = uri
+    response["Cache-Control"] = "no-store"
+    return response
