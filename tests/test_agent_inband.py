@@ -240,6 +240,11 @@ async def test_the_paid_task_is_the_payers_alone(base: str) -> None:
     await send(base, submission(task, await sign(owner, required_of(task))))
     mine = await _signed_rpc(owner, base, rpc("tasks/get", {"id": task["id"]}))
     assert mine.status_code == 200 and mine.json()["result"]["status"]["state"] == "completed"
+    # The receipt is kept with the task (the extension's receipts are persistent).
+    kept = status_message(mine.json()["result"])["metadata"]
+    assert kept["x402.payment.status"] == "payment-completed"
+    (receipt,) = kept["x402.payment.receipts"]
+    assert receipt["success"] is True and receipt["payer"] == owner.address
     theirs = await _signed_rpc(other, base, rpc("tasks/get", {"id": task["id"]}))
     assert theirs.status_code == 400 and "secret" not in theirs.text
 

@@ -335,12 +335,16 @@ async def _pay(
     async def work() -> dict[str, Any]:
         return await _run(request, continued, ask, task_id, context_id)
 
+    async def keep_receipt(value: object, settlement: Any) -> None:
+        await _keep_receipt(task_id, settlement.settle_response)
+
     try:
         paid = await call_paid(
             _call(request, ask),
             work,
             payment=payment,
             request_fingerprint=lambda: fingerprint("a2a-in-band", original),
+            settled=keep_receipt,
         )
     except PaymentFailure as failure:
         return _failed(
@@ -386,6 +390,30 @@ async def _run(
         raise TurnFailed(body)
     result: dict[str, Any] = json.loads(body)
     return result
+
+
+async def _keep_receipt(task_id: str, settlement: Any) -> None:
+    """The receipt joins the payer's task (staged: it lands with the task, once settled),
+    so a later ``tasks/get`` shows it as the completed answer did."""
+    from .server import payer_tasks
+
+    store, context = payer_tasks(), ServerCallContext()
+    task = await store.get(task_id, context)
+    if task is None:  # pragma: no cover - the paid turn saved it
+        return
+    receipt = settlement.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not task.status.HasField("message"):
+        task.status.message.CopyFrom(
+            Message(
+                message_id=uuid.uuid4().hex,
+                role=Role.ROLE_AGENT,
+                parts=[Part(text="Payment completed.")],
+                task_id=task_id,
+                context_id=task.context_id,
+            )
+        )
+    task.status.message.metadata.update({STATUS: "payment-completed", RECEIPTS: [receipt]})
+    await store.save(task, context)
 
 
 def _network(payment: object) -> str:

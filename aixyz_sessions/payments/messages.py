@@ -242,6 +242,7 @@ async def call_paid(
     sign_in: object = None,
     origin: str | None = None,
     request_fingerprint: Callable[[], str],
+    settled: Callable[[Any, Any], Awaitable[None]] | None = None,
 ) -> PaidResult:
     """Take the payment or the sign-in for ``call``, run ``work()`` and settle.
 
@@ -251,7 +252,9 @@ async def call_paid(
     payment when the spec declares ``sign_in=``; ``origin`` the
     ``scheme://host`` a sign-in must name (``AIXYZ_X402["ORIGIN"]`` wins);
     ``request_fingerprint()`` what a retry with the payment's identifier must
-    repeat (asked only when there is one). Raises :class:`PaymentFailure`,
+    repeat (asked only when there is one); ``settled(value, settlement)`` runs
+    once the payment settled, before the writes are committed (see
+    :meth:`PaidCall.run`). Raises :class:`PaymentFailure`,
     or what ``work`` raises (then nothing is settled, and the authorization
     stays spent: it started a call).
     """
@@ -298,6 +301,7 @@ async def call_paid(
                 _context(call, header),
                 work,
                 answer=lambda value, settlement: _result(value, paid, settlement).kept(),
+                settled=settled,
             )
     except PaymentFailure as failure:
         if failure.code == INVALID_PAYMENT and failure.payment_required is None:

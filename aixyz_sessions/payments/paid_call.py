@@ -232,6 +232,7 @@ class PaidCall:
         refused_before_work: Callable[[W], bool] = _never,
         response_headers: Callable[[W], dict[str, str]] | None = None,
         discard: Callable[[W], None] | None = None,
+        settled: Callable[[W, ProcessSettleResult], Awaitable[None]] | None = None,
     ) -> Outcome[W]:
         """One paid call, in the one order every transport shares.
 
@@ -244,7 +245,10 @@ class PaidCall:
         what a retry with the payment's identifier gets back (JSON, or
         ``None`` when it cannot be kept); ``response_headers(value)`` the
         headers the SDK's settlement hooks see; ``discard(value)`` frees a
-        value whose payment did not settle (an HTTP response's stream).
+        value whose payment did not settle (an HTTP response's stream);
+        ``settled(value, settlement)`` runs once the payment settled, before the
+        staged writes are committed, in the payer's session (it may stage more:
+        the A2A in-band flow writes the receipt into the payer's task).
 
         Raises :class:`PaymentFailure` (facilitator, store, replayed,
         settlement) or what ``work`` raises; either way nothing settles, the
@@ -261,6 +265,7 @@ class PaidCall:
                 refused_before_work=refused_before_work,
                 response_headers=response_headers,
                 discard=discard,
+                settled=settled,
             )
 
     async def _run(
@@ -274,6 +279,7 @@ class PaidCall:
         refused_before_work: Callable[[W], bool],
         response_headers: Callable[[W], dict[str, str]] | None,
         discard: Callable[[W], None] | None,
+        settled: Callable[[W, ProcessSettleResult], Awaitable[None]] | None,
     ) -> Outcome[W]:
         kept = await self.kept_answer()
         if kept is not None:  # a retry of a call already served: its answer again
@@ -328,8 +334,9 @@ class PaidCall:
                 verified,
                 context,
                 response_headers=headers,
-                answer=lambda settled: answer(value, settled),
+                answer=lambda settlement: answer(value, settlement),
                 settlement_overrides=overrides,
+                before_commit=None if settled is None else (lambda s: settled(value, s)),
             )
         except PaymentFailure:
             if discard is not None:
@@ -548,6 +555,7 @@ class PaidCall:
         response_headers: dict[str, str] | None = None,
         answer: Callable[[ProcessSettleResult], dict[str, Any] | None] | None = None,
         settlement_overrides: dict[str, str] | None = None,
+        before_commit: Callable[[ProcessSettleResult], Awaitable[None]] | None = None,
     ) -> ProcessSettleResult:
         """Settle through the SDK, then commit the staged writes; the SDK's settlement.
 
@@ -610,6 +618,9 @@ class PaidCall:
             amount=amount,
             transaction=settlement.transaction or "",
         )
+        if before_commit is not None and self.session is not None:
+            async with payer_context(self.session):
+                await before_commit(settlement)
         kept = None if answer is None else (lambda: answer(settlement))
         await self.commit(settlement.headers.get(PAYMENT_RESPONSE), answer=kept)
         return settlement
