@@ -24,6 +24,7 @@ view) a message fails, since nothing decided what it may run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,6 +73,10 @@ def _turn_attributes(name: str, context_id: str) -> dict[str, Any]:
     }
 
 
+#: Artifact metadata key of a tool result's own JSON (see :func:`~.views.exact_json`).
+EXACT_JSON = "aixyz.json"
+
+
 class RegistryAgentExecutor(AgentExecutor):
     """A direct tool invocation, else the configured answer (see the module)."""
 
@@ -102,7 +107,13 @@ class RegistryAgentExecutor(AgentExecutor):
                 raise ToolInvocationFailed("no priced ask: messages are run by the /agent view")
             if ask.tool is not None:
                 result = await self._invoke(ask)
-                await updater.add_artifact([new_data_part(result)], name=ask.tool.name)
+                await updater.add_artifact(
+                    [new_data_part(result)],
+                    name=ask.tool.name,
+                    # A data part is a protobuf Struct (every number a double): the result's
+                    # own JSON travels beside it, and the view answers with that.
+                    metadata={EXACT_JSON: json.dumps(result)},
+                )
             else:
                 if self.answer is None:
                     raise ToolInvocationFailed(HELP)

@@ -64,6 +64,7 @@ from ..payments.decorators import (
 from .asks import INVALID_REQUEST, Ask, MessageRefused, read_ask
 from .card import build_card, card_json
 from .conf import AgentConfig, AgentConfigError, get_agent_config
+from .executor import EXACT_JSON
 from .inband import EXTENSION_URI, activated, answer_in_band, in_band_answer
 from .registration import build_registration
 from .server import call_agent
@@ -233,6 +234,33 @@ def _whole_numbers(value: Any, *, inside_data: bool = False) -> Any:
     return value
 
 
+def exact_json(value: Any) -> Any:
+    """An answer whose tool results are their own JSON again (integers, big integers and
+    floats as the tool returned them), from the copy the executor put beside each one
+    (:data:`~.executor.EXACT_JSON`); the copy itself is not shown."""
+    if isinstance(value, list):
+        return [exact_json(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    value = {key: exact_json(item) for key, item in value.items()}
+    metadata = value.get("metadata")
+    parts = value.get("parts")
+    if isinstance(metadata, dict) and EXACT_JSON in metadata and isinstance(parts, list):
+        text = metadata[EXACT_JSON]
+        rest = {key: item for key, item in metadata.items() if key != EXACT_JSON}
+        data = [part for part in parts if isinstance(part, dict) and "data" in part]
+        if isinstance(text, str) and len(data) == 1:
+            try:
+                data[0]["data"] = bounded_json.loads(text)
+            except ValueError:  # pragma: no cover - the executor wrote it
+                pass
+        if rest:
+            value["metadata"] = rest
+        else:
+            del value["metadata"]
+    return value
+
+
 def _blocking(rpc: dict[str, Any]) -> dict[str, Any]:
     """``rpc`` with the message answered when its turn ends (1.0 and 0.3 spellings)."""
     params = rpc.get("params")
@@ -258,7 +286,7 @@ def _answer(status: int, body: bytes, content_type: str, charged: bool | None) -
             status = 400
         elif charged is False:
             status = 422
-    cleaned = [_whole_numbers(_hide_internal(r)) for r in responses]
+    cleaned = [exact_json(_whole_numbers(_hide_internal(r))) for r in responses]
     if status != 200:
         cleaned = [_without_work(r) for r in cleaned]
     if json.dumps(cleaned) == json.dumps(responses):  # (2.0 == 2: compare as written)
