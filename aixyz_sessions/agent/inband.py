@@ -133,9 +133,12 @@ def _field(message: dict[str, Any], camel: str, snake: str) -> Any:
     return message.get(camel, message.get(snake))
 
 
-def _rpc_error(rpc_id: Any, code: int, text: str, status: int = 400) -> JsonResponse:
+def _rpc_error(rpc_id: Any, code: int, text: str) -> JsonResponse:
+    """A JSON-RPC error, with HTTP 200 as the A2A SDK's own server sends them (its client
+    reads an error only from a 2xx body). Nothing settles on an in-band answer's status:
+    the payment is settled by the paid-call core, not by the middleware."""
     body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": text}}
-    return JsonResponse(body, status=status)
+    return JsonResponse(body)
 
 
 def _task(task_id: str, context_id: str, state: int, text: str, metadata: dict[str, Any]) -> Task:

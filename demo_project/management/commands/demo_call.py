@@ -20,6 +20,7 @@ session's size costs, which the command checks against the summary.
     python manage.py demo_call --transport ws        # over the WebSocket /ws/tools/
     python manage.py demo_call --transport mcp       # over MCP at /mcp
     python manage.py demo_call --transport a2a       # A2A messages to /agent
+    python manage.py demo_call --transport a2a-inband  # A2A, paid inside the conversation
     python manage.py demo_call --url http://127.0.0.1:8000
     python manage.py demo_call --scheme batch        # one payer, one payment channel
     python manage.py demo_call --scheme batch --calls 50 --transport ws
@@ -54,7 +55,7 @@ from x402.mechanisms.evm.upto import UptoEvmClientScheme
 from x402.schemas import PaymentRequirements, SettleResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TRANSPORTS = ("http", "ws", "mcp", "a2a")
+TRANSPORTS = ("http", "ws", "mcp", "a2a", "a2a-inband")
 #: ``exact``: each call pays its own price (``exact``, or ``upto`` when metered);
 #: ``batch``: every call goes through one payment channel.
 SCHEMES = ("exact", "batch")
@@ -340,11 +341,115 @@ async def a2a_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
         yield call
 
 
+#: The x402 payment fields of an A2A message's metadata (the a2a-x402 extension).
+X402_STATUS, X402_REQUIRED, X402_PAYLOAD, X402_RECEIPTS, X402_ERROR = (
+    "x402.payment.status",
+    "x402.payment.required",
+    "x402.payment.payload",
+    "x402.payment.receipts",
+    "x402.payment.error",
+)
+
+
+@asynccontextmanager
+async def a2a_inband_caller(base: str, payer: Payer) -> AsyncIterator[Call]:
+    """A2A ``message/send`` paid inside the conversation (the a2a-x402 extension, v0.2).
+
+    Plain JSON-RPC: the extension the card declares is activated with the
+    ``A2A-Extensions`` header; the message is answered with a task
+    ``input-required`` carrying the requirements, which the payer signs and
+    sends back on that task (``payment-submitted``); the completed task holds
+    the tool's result and, on its status message, the settlement.
+    """
+    from x402.schemas import PaymentRequired, PaymentResponseContext
+
+    async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as client:
+        card = (await client.get("/.well-known/agent-card.json")).json()
+        declared = (card.get("capabilities") or {}).get("extensions") or []
+        uris = [e.get("uri", "") for e in declared if "a2a-x402" in str(e.get("uri", ""))]
+
+        async def send(message: dict[str, Any]) -> dict[str, Any]:
+            request = {
+                "jsonrpc": "2.0",
+                "id": uuid.uuid4().hex,
+                "method": "message/send",
+                "params": {"message": message},
+            }
+            response = await client.post(
+                "/agent", json=request, headers={"A2A-Extensions": uris[0]}
+            )
+            if response.status_code != 200:
+                raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+            answer = response.json()
+            if "error" in answer or not isinstance(answer.get("result"), dict):
+                raise CallFailed(f"JSON-RPC error: {json.dumps(answer.get('error'))[:300]}")
+            task: dict[str, Any] = answer["result"]
+            return task
+
+        def metadata_of(task: dict[str, Any]) -> dict[str, Any]:
+            message = (task.get("status") or {}).get("message") or {}
+            return message.get("metadata") or {}
+
+        async def call(name: str, arguments: dict[str, Any], *, sign_in: bool = False) -> Paid:
+            if not uris:
+                raise CallFailed("the agent's card declares no a2a-x402 extension")
+            task = await send(
+                {
+                    "role": "user",
+                    "messageId": uuid.uuid4().hex,
+                    "parts": [{"kind": "data", "data": {"tool": name, "arguments": arguments}}],
+                }
+            )
+            asked = metadata_of(task)
+            state = (task.get("status") or {}).get("state")
+            if state != "input-required" or asked.get(X402_STATUS) != "payment-required":
+                raise CallFailed(f"expected a payment-required task, got {state}")
+            required = PaymentRequired.model_validate(asked[X402_REQUIRED])
+            payload = await payer.x402.create_payment_payload(required)
+            done = await send(
+                {
+                    "role": "user",
+                    "messageId": uuid.uuid4().hex,
+                    "taskId": task["id"],
+                    "contextId": task["contextId"],
+                    "parts": [{"kind": "text", "text": "Here is the payment authorization."}],
+                    "metadata": {
+                        X402_STATUS: "payment-submitted",
+                        X402_PAYLOAD: payload.model_dump(
+                            mode="json", by_alias=True, exclude_none=True
+                        ),
+                    },
+                }
+            )
+            paid = metadata_of(done)
+            state = (done.get("status") or {}).get("state")
+            if state != "completed" or paid.get(X402_STATUS) != "payment-completed":
+                raise CallFailed(
+                    f"the task is {state} ({paid.get(X402_STATUS)}, {paid.get(X402_ERROR)})"
+                )
+            receipts = paid.get(X402_RECEIPTS) or [None]
+            settlement = _settlement_of(receipts[0])
+            if settlement is not None:  # as the SDK's HTTP client does after a settle response
+                await payer.x402.handle_payment_response(
+                    PaymentResponseContext(
+                        payment_payload=payload,
+                        requirements=payload.accepted,
+                        settle_response=settlement,
+                        payment_required=required,
+                    )
+                )
+            data = done["artifacts"][0]["parts"][0]["data"]
+            return Paid(data, settlement)
+
+        yield call
+
+
 CALLERS: dict[str, Callable[[str, Payer], AbstractAsyncContextManager[Call]]] = {
     "http": http_caller,
     "ws": ws_caller,
     "mcp": mcp_caller,
     "a2a": a2a_caller,
+    "a2a-inband": a2a_inband_caller,
 }
 
 
@@ -358,7 +463,7 @@ class Command(BaseCommand):
             "--transport",
             choices=TRANSPORTS,
             default="http",
-            help="http (default), ws, mcp or a2a",
+            help="http (default), ws, mcp, a2a or a2a-inband (x402 inside the A2A conversation)",
         )
         parser.add_argument(
             "--scheme",
@@ -560,7 +665,7 @@ class Command(BaseCommand):
             expect(r == {"success": True, "key": "note", "deleted": True}, "deleted: true")
             r = await do(a, GET, {"key": "note"}, "read the deleted note")
             expect(isinstance(r, dict) and r.get("success") is False, "no content under 'note'")
-            if transport == "a2a":  # a message is always paid; a sign-in reads tasks only
+            if transport in ("a2a", "a2a-inband"):  # a message is always paid; sign-ins read tasks
                 out.write(
                     "    (over A2A a message is always paid: the sign-in steps of the other "
                     "transports are skipped)"
