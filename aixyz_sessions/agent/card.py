@@ -72,7 +72,7 @@ def build_card(config: AgentConfig, url: str, *, tools: ToolRegistry = registry)
         ],
         capabilities=AgentCapabilities(
             streaming=True,
-            push_notifications=False,
+            push_notifications=True,
             extensions=[extension_of(config.x402_extension_required)],
         ),
         default_input_modes=MODES,

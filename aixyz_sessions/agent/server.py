@@ -21,6 +21,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.default_request_handler_v2 import DefaultRequestHandlerV2
 from a2a.server.routes import create_jsonrpc_routes
@@ -33,6 +34,7 @@ from ..payments.runtime import get_runtime
 from .card import build_card
 from .conf import AgentConfig, get_agent_config
 from .executor import RegistryAgentExecutor
+from .push import PaidPushSender, PayerPushConfigStore, validate_push_notification_url
 from .tasks import PayerTaskStore
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "reset_agent",
 ]
 
+#: Seconds a webhook gets to answer a push notification.
+PUSH_TIMEOUT = 10.0
 #: Where the SDK application serves JSON-RPC (the Django URL may be anything).
 AGENT_PATH = "/agent"
 
@@ -68,7 +72,16 @@ def _build(config: AgentConfig) -> Starlette:
     executor = RegistryAgentExecutor(answer=answer)
     card = build_card(config, AGENT_PATH)
     tasks = payer_tasks()
-    handler = DefaultRequestHandlerV2(executor, tasks, card)
+    pushes = PayerPushConfigStore(lambda: get_runtime().records, _owner)
+    sender = PaidPushSender(httpx.AsyncClient(timeout=PUSH_TIMEOUT), pushes)
+    handler = DefaultRequestHandlerV2(
+        executor,
+        tasks,
+        card,
+        push_config_store=pushes,
+        push_sender=sender,
+        push_url_validator=validate_push_notification_url,
+    )
     return Starlette(routes=create_jsonrpc_routes(handler, AGENT_PATH, enable_v0_3_compat=True))
 
 
