@@ -233,8 +233,12 @@ async def _ask_for_payment(
     request: HttpRequest, rpc: dict[str, Any], ask: Ask, rpc_id: Any, uri: str, v03: bool
 ) -> HttpResponse:
     """Step 1: keep the message, answer ``input-required`` with the requirements."""
-    kept = json.dumps(rpc, separators=(",", ":"))
-    if len(kept.encode()) > MAX_PENDING_BYTES:
+    message = _message(rpc)
+    task_id = uuid.uuid4().hex
+    context_id = _field(message, "contextId", "context_id") or uuid.uuid4().hex
+    # The cap is on what is stored (the message is not escaped a second time).
+    record = json.dumps({"rpc": rpc, "context": context_id}, separators=(",", ":"))
+    if len(record.encode()) > MAX_PENDING_BYTES:
         return _rpc_error(
             rpc_id,
             INVALID_PARAMS,
@@ -245,10 +249,6 @@ async def _ask_for_payment(
         required = await payment_required(_call(request, ask))
     except PaymentFailure as failure:
         return _failure(failure)
-    message = _message(rpc)
-    task_id = uuid.uuid4().hex
-    context_id = _field(message, "contextId", "context_id") or uuid.uuid4().hex
-    record = json.dumps({"rpc": kept, "context": context_id})
     try:
         await get_runtime().records.remember(
             PENDING_OWNER, _pending_key(task_id), record, time.time() + PENDING_SECONDS
@@ -281,8 +281,10 @@ async def _settle_pending(
             return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
     if pending is None or not isinstance(task_id, str):
         return _rpc_error(rpc_id, TASK_NOT_FOUND, "no task is awaiting this payment")
-    state = json.loads(pending)
-    original = bounded_json.loads(state["rpc"])
+    state = bounded_json.loads(pending)
+    original = state["rpc"]
+    if isinstance(original, str):  # kept by the first version: the message as a string
+        original = bounded_json.loads(original)
     context_id = str(state["context"])
     v03 = str(original.get("method")) in V03_METHODS
     # The first submission takes the pending task; a second one at the same time is refused.
@@ -333,7 +335,7 @@ async def _pay(
     except MessageRefused as refused:
         return _rpc_error(rpc_id, refused.code, refused.message)
     payment = _metadata(_message(submission)).get(PAYLOAD)
-    continued = _continuing(original, task_id, context_id, rpc_id)
+    continued = _continuing(original, task_id, context_id)
 
     async def work() -> dict[str, Any]:
         return await _run(request, continued, ask, task_id, context_id)
@@ -362,9 +364,7 @@ async def _pay(
     return _completed(rpc_id, uri, paid, v03)
 
 
-def _continuing(
-    original: dict[str, Any], task_id: str, context_id: str, rpc_id: Any
-) -> dict[str, Any]:
+def _continuing(original: dict[str, Any], task_id: str, context_id: str) -> dict[str, Any]:
     """The kept message, now on its task (so the SDK continues that task)."""
     from .views import _blocking
 
@@ -372,7 +372,9 @@ def _continuing(
     for snake in ("task_id", "context_id"):
         message.pop(snake, None)
     params = {**original.get("params", {}), "message": message}
-    return _blocking({**original, "id": rpc_id, "params": params})
+    # The SDK is given an id of its own choosing (a client's null, float or object id
+    # would fail the paid turn); the client's id goes back in the answer.
+    return _blocking({**original, "id": uuid.uuid4().hex, "params": params})
 
 
 async def _run(
