@@ -257,9 +257,32 @@ async def test_a_pending_task_is_nobodys_to_read(base: str) -> None:
     assert read.status_code == 400
 
 
-async def test_streaming_and_continuing_tasks_are_refused_in_band(base: str) -> None:
-    stream = await send(base, rpc("message/stream", v03_message(invoke(PUT, key="s", value="1"))))
-    assert stream.status_code == 200 and "HTTP 402" in stream.json()["error"]["message"]
+def events(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.headers["content-type"].startswith("text/event-stream"), response.text
+    return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+
+
+async def test_a_streamed_message_is_paid_in_band_with_its_events(base: str) -> None:
+    account = Account.create()
+    asked = await send(base, rpc("message/stream", v03_message(invoke(PUT, key="s", value="1"))))
+    (first,) = events(asked)
+    task = first["result"]
+    assert task["status"]["state"] == "input-required"
+    body = submission(task, await sign(account, required_of(task)))
+    body["method"] = "message/stream"
+    streamed = events(await send(base, body))
+    assert all(event["id"] == body["id"] for event in streamed)
+    last = streamed[-1]["result"]
+    assert last["status"]["state"] == "completed", streamed
+    metadata = status_message(last)["metadata"]
+    assert metadata["x402.payment.status"] == "payment-completed"
+    assert metadata["x402.payment.receipts"][0]["success"] is True
+    assert any("artifact" in json.dumps(event) for event in streamed)
+    assert await get_store().get(account.address.lower(), "s") == "1"
+    assert moved(account) == [10000]
+
+
+async def test_continuing_a_task_is_refused_in_band(base: str) -> None:
     message = v03_message(invoke(PUT, key="s", value="1"))
     message["message"]["taskId"] = uuid.uuid4().hex
     continued = await send(base, rpc("message/send", message))

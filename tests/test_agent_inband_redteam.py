@@ -836,18 +836,20 @@ async def test_a_price_raised_after_step_one_is_not_paid_at_the_old_price(base: 
             registry.unregister(name)
 
 
-async def test_a_streamed_submission_is_refused_and_leaves_the_task_payable(base: str) -> None:
+async def test_a_streamed_submission_pays_once_and_the_task_is_then_paid(base: str) -> None:
+    """Streaming is paid in band too (was refused): the submission streams the turn's
+    events, is charged once, and the same payment cannot pay the task again, either way."""
     account = Account.create()
     task = await pending(base, invoke(PUT, key="st", value="x"))
     payload = await sign(account, required_of(task))
     body = submission(task["id"], payload)
-    for method in ("message/stream", "SendStreamingMessage"):
-        body["method"] = method
-        refused = await send(base, body)
-        assert rpc_refused(refused), refused.text
-    assert moved(account) == [] and await stored(account, "st") is None
+    body["method"] = "message/stream"
+    streamed = await send(base, body)
+    assert streamed.headers["content-type"].startswith("text/event-stream"), streamed.text
+    assert "payment-completed" in streamed.text and moved(account) == [10000]
+    assert await stored(account, "st") == "x"
     body["method"] = "message/send"
-    assert state_of(await send(base, body)) == "completed" and moved(account) == [10000]
+    assert rpc_refused(await send(base, body)) and moved(account) == [10000]
 
 
 async def test_a_pending_task_made_by_one_client_runs_as_whoever_pays_it(base: str) -> None:

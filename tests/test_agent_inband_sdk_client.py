@@ -216,14 +216,32 @@ async def test_without_the_extension_the_sdk_client_meets_the_http_402(base: str
             await send(client, invocation(PUT, key="n", value="1"), ClientCallContext())
 
 
-async def test_the_sdk_clients_default_streaming_is_refused_in_band(base: str) -> None:
-    """The card says the agent streams, so the default client streams: in band that is
-    refused (streaming is paid over HTTP 402 only), and the client is told why."""
-    from a2a.utils.errors import InvalidParamsError
-
+async def test_the_sdk_clients_default_streaming_pays_in_band(base: str) -> None:
+    """The card says the agent streams, so the default client streams: in band it is paid
+    the same way, and the last streamed status carries the receipt."""
+    account = Account.create()
     async with sdk_client(base, streaming=True) as client:
-        with pytest.raises(InvalidParamsError, match="stream over HTTP 402"):
-            await send(client, invocation(PUT, key="s", value="1"), activated())
+        asked = [
+            answer
+            async for answer in client.send_message(
+                SendMessageRequest(message=invocation(PUT, key="stream", value="1")),
+                context=activated(),
+            )
+        ]
+        task = asked[-1].task
+        assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        payload = await sign(account, status_metadata(task)[REQUIRED])
+        paid = [
+            answer
+            async for answer in client.send_message(
+                SendMessageRequest(message=submission(task, payload)), context=activated()
+            )
+        ]
+    finals = [a for a in paid if a.HasField("task") or a.HasField("status_update")]
+    last = finals[-1].task if finals[-1].HasField("task") else finals[-1].status_update
+    assert last.status.state == TaskState.TASK_STATE_COMPLETED
+    assert MessageToDict(last.status.message.metadata)["x402.payment.status"] == "payment-completed"
+    assert await get_store().get(account.address.lower(), "stream") == "1"
 
 
 async def test_the_sdk_client_reads_an_in_band_error(base: str) -> None:

@@ -30,8 +30,10 @@ instead of with an HTTP 402:
 Each pending task is paid at most once: the first submission takes it
 (the replay guard's ``take``), and it is forgotten when that submission ends,
 whatever the outcome. A client that does not activate the extension gets the
-HTTP 402 as before. Streaming (``message/stream``) is answered over HTTP 402
-only, for now: in band it gets a JSON-RPC error saying so.
+HTTP 402 as before. Streaming (``message/stream``, ``SendStreamingMessage``)
+is paid in band the same way, answered as events: the payment-required task
+as one event; once paid, the turn's events (sent when the turn has ended and
+its payment settled, as on the HTTP path) with the receipt on the last status.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import logging
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from a2a.server.context import ServerCallContext
@@ -133,11 +136,14 @@ def _field(message: dict[str, Any], camel: str, snake: str) -> Any:
     return message.get(camel, message.get(snake))
 
 
-def _rpc_error(rpc_id: Any, code: int, text: str) -> JsonResponse:
+def _rpc_error(rpc_id: Any, code: int, text: str, stream: bool = False) -> HttpResponse:
     """A JSON-RPC error, with HTTP 200 as the A2A SDK's own server sends them (its client
-    reads an error only from a 2xx body). Nothing settles on an in-band answer's status:
-    the payment is settled by the paid-call core, not by the middleware."""
+    reads an error only from a 2xx body), as one event to a streaming request. Nothing
+    settles on an in-band answer's status: the paid-call core settles the payment."""
     body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": text}}
+    if stream:
+        events = b"data: " + json.dumps(body).encode() + b"\r\n\r\n"
+        return HttpResponse(events, content_type="text/event-stream")
     return JsonResponse(body)
 
 
@@ -173,8 +179,18 @@ def _task_result(task: Task, v03: bool, metadata: dict[str, Any]) -> dict[str, A
     return result
 
 
-def _answer(rpc_id: Any, result: dict[str, Any], uri: str) -> JsonResponse:
-    response = JsonResponse({"jsonrpc": "2.0", "id": rpc_id, "result": result})
+def _answer(rpc_id: Any, result: dict[str, Any], uri: str, stream: bool) -> HttpResponse:
+    """One JSON-RPC result: a JSON body, or (``stream``) an event stream of one event."""
+    return _responses([{"jsonrpc": "2.0", "id": rpc_id, "result": result}], uri, stream)
+
+
+def _responses(responses: list[dict[str, Any]], uri: str, stream: bool) -> HttpResponse:
+    if stream:
+        events = b"".join(b"data: " + json.dumps(r).encode() + b"\r\n\r\n" for r in responses)
+        response: HttpResponse = HttpResponse(events, content_type="text/event-stream")
+        response["X-Accel-Buffering"] = "no"
+    else:
+        response = JsonResponse(responses[-1])
     response["A2A-Extensions"] = uri
     response["Cache-Control"] = "no-store"
     return response
@@ -208,16 +224,11 @@ async def answer_in_band(
 ) -> HttpResponse:
     """The answer to a message of a client that activated the extension (see the module)."""
     method = str(rpc.get("method"))
-    if method in STREAMING:
-        return _rpc_error(
-            rpc_id,
-            INVALID_PARAMS,
-            "in-band x402 payments take message/send (SendMessage); stream over HTTP 402",
-        )
+    stream = method in STREAMING
     message = _message(rpc)
     status = _metadata(message).get(STATUS)
     if status in ("payment-submitted", "payment-rejected"):
-        return await _settle_pending(request, rpc, rpc_id, uri, status)
+        return await _settle_pending(request, rpc, rpc_id, uri, status, stream)
     assert ask is not None
     if _field(message, "taskId", "task_id"):
         return _rpc_error(
@@ -225,12 +236,19 @@ async def answer_in_band(
             INVALID_PARAMS,
             "an in-band payment starts a new task: send the message without taskId "
             "(or pay it over HTTP 402)",
+            stream,
         )
-    return await _ask_for_payment(request, rpc, ask, rpc_id, uri, method in V03_METHODS)
+    return await _ask_for_payment(request, rpc, ask, rpc_id, uri, method in V03_METHODS, stream)
 
 
 async def _ask_for_payment(
-    request: HttpRequest, rpc: dict[str, Any], ask: Ask, rpc_id: Any, uri: str, v03: bool
+    request: HttpRequest,
+    rpc: dict[str, Any],
+    ask: Ask,
+    rpc_id: Any,
+    uri: str,
+    v03: bool,
+    stream: bool,
 ) -> HttpResponse:
     """Step 1: keep the message, answer ``input-required`` with the requirements."""
     message = _message(rpc)
@@ -244,6 +262,7 @@ async def _ask_for_payment(
             INVALID_PARAMS,
             f"a message paid in band is at most {MAX_PENDING_BYTES} bytes: "
             "pay a larger one over HTTP 402",
+            stream,
         )
     try:
         required = await payment_required(_call(request, ask))
@@ -259,7 +278,7 @@ async def _ask_for_payment(
     metadata = {STATUS: "payment-required", REQUIRED: required_json}
     text = f"Payment is required: {ask.spec.label if ask.spec else ''} (x402)."
     task = _task(task_id, context_id, TaskState.TASK_STATE_INPUT_REQUIRED, text, metadata)
-    return _answer(rpc_id, _task_result(task, v03, metadata), uri)
+    return _answer(rpc_id, _task_result(task, v03, metadata), uri, stream)
 
 
 def _pending_key(task_id: str) -> str:
@@ -267,7 +286,7 @@ def _pending_key(task_id: str) -> str:
 
 
 async def _settle_pending(
-    request: HttpRequest, rpc: dict[str, Any], rpc_id: Any, uri: str, status: str
+    request: HttpRequest, rpc: dict[str, Any], rpc_id: Any, uri: str, status: str, stream: bool
 ) -> HttpResponse:
     """Steps 2 and 3: the payment for a pending task (or the client's refusal to pay)."""
     message = _message(rpc)
@@ -280,7 +299,7 @@ async def _settle_pending(
         except SessionStoreError as exc:
             return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
     if pending is None or not isinstance(task_id, str):
-        return _rpc_error(rpc_id, TASK_NOT_FOUND, "no task is awaiting this payment")
+        return _rpc_error(rpc_id, TASK_NOT_FOUND, "no task is awaiting this payment", stream)
     state = bounded_json.loads(pending)
     original = state["rpc"]
     if isinstance(original, str):  # kept by the first version: the message as a string
@@ -296,15 +315,18 @@ async def _settle_pending(
     except SessionStoreError as exc:
         return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
     if taken is not None:
-        return _rpc_error(rpc_id, TASK_NOT_FOUND, "this task's payment is already being handled")
+        return _rpc_error(
+            rpc_id, TASK_NOT_FOUND, "this task's payment is already being handled", stream
+        )
     try:
         if status == "payment-rejected":
             metadata = {STATUS: "payment-rejected", RECEIPTS: []}
             task = _task(
                 task_id, context_id, TaskState.TASK_STATE_FAILED, "Payment rejected.", metadata
             )
-            return _answer(rpc_id, _task_result(task, v03, metadata), uri)
-        return await _pay(request, original, rpc, rpc_id, uri, task_id, context_id, v03)
+            return _answer(rpc_id, _task_result(task, v03, metadata), uri, stream)
+        reply = Reply(rpc_id, uri, task_id, context_id, v03, stream)
+        return await _pay(request, original, rpc, reply)
     finally:
         await records.forget_quietly(PENDING_OWNER, _pending_key(task_id))
 
@@ -317,15 +339,21 @@ class TurnFailed(Exception):
         self.body = body
 
 
+@dataclass(frozen=True)
+class Reply:
+    """How the submission is answered: its id, the activated URI, its task, its dialect
+    (0.3 or 1.0) and whether it streams."""
+
+    rpc_id: Any
+    uri: str
+    task_id: str
+    context_id: str
+    v03: bool
+    stream: bool
+
+
 async def _pay(
-    request: HttpRequest,
-    original: dict[str, Any],
-    submission: dict[str, Any],
-    rpc_id: Any,
-    uri: str,
-    task_id: str,
-    context_id: str,
-    v03: bool,
+    request: HttpRequest, original: dict[str, Any], submission: dict[str, Any], reply: Reply
 ) -> HttpResponse:
     from .asks import MessageRefused, read_ask
     from .conf import get_agent_config
@@ -333,15 +361,15 @@ async def _pay(
     try:
         ask = read_ask(original, get_agent_config())  # the tools may have changed since
     except MessageRefused as refused:
-        return _rpc_error(rpc_id, refused.code, refused.message)
+        return _rpc_error(reply.rpc_id, refused.code, refused.message, reply.stream)
     payment = _metadata(_message(submission)).get(PAYLOAD)
-    continued = _continuing(original, task_id, context_id)
+    continued = _continuing(original, reply)
 
-    async def work() -> dict[str, Any]:
-        return await _run(request, continued, ask, task_id, context_id)
+    async def work() -> list[dict[str, Any]]:
+        return await _run(request, continued, ask, reply.task_id, reply.context_id)
 
     async def keep_receipt(value: object, settlement: Any) -> None:
-        await _keep_receipt(task_id, settlement.settle_response)
+        await _keep_receipt(reply.task_id, settlement.settle_response)
 
     try:
         paid = await call_paid(
@@ -352,38 +380,40 @@ async def _pay(
             settled=keep_receipt,
         )
     except PaymentFailure as failure:
-        return _failed(
-            rpc_id, uri, task_id, context_id, v03, failure.code, failure.message, _network(payment)
-        )
+        return _failed(reply, failure.code, failure.message, _network(payment))
     except TurnFailed as failed:
         logger.info("A2A in-band payment: the task did not complete: %s", failed.body[:2000])
         text = "the task failed: nothing was charged"
-        return _failed(
-            rpc_id, uri, task_id, context_id, v03, "TASK_FAILED", text, _network(payment)
-        )
-    return _completed(rpc_id, uri, paid, v03)
+        return _failed(reply, "TASK_FAILED", text, _network(payment))
+    return _completed(reply, paid)
 
 
-def _continuing(original: dict[str, Any], task_id: str, context_id: str) -> dict[str, Any]:
-    """The kept message, now on its task (so the SDK continues that task)."""
+def _continuing(original: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """The kept message, now on its task (so the SDK continues that task), sent with the
+    method the submission streams or not with, in the kept message's dialect."""
     from .views import _blocking
 
-    message = {**_message(original), "taskId": task_id, "contextId": context_id}
+    message = {**_message(original), "taskId": reply.task_id, "contextId": reply.context_id}
     for snake in ("task_id", "context_id"):
         message.pop(snake, None)
     params = {**original.get("params", {}), "message": message}
+    if str(original.get("method")) in V03_METHODS:
+        method = "message/stream" if reply.stream else "message/send"
+    else:
+        method = "SendStreamingMessage" if reply.stream else "SendMessage"
     # The SDK is given an id of its own choosing (a client's null, float or object id
     # would fail the paid turn); the client's id goes back in the answer.
-    return _blocking({**original, "id": uuid.uuid4().hex, "params": params})
+    return _blocking({**original, "method": method, "id": uuid.uuid4().hex, "params": params})
 
 
 async def _run(
     request: HttpRequest, rpc: dict[str, Any], ask: Ask, task_id: str, context_id: str
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     """The paid work: the pending task joins the payer's tasks, then the SDK continues it."""
     from .server import call_agent, payer_tasks
     from .turns import turn
     from .views import _answer as shaped
+    from .views import _responses as read_responses
 
     waiting = _task(task_id, context_id, TaskState.TASK_STATE_INPUT_REQUIRED, "Paid.", {})
     await payer_tasks().save(waiting, ServerCallContext())
@@ -393,8 +423,7 @@ async def _run(
     status, body = shaped(answer.status, answer.body, content_type, current.completed)
     if status != 200:
         raise TurnFailed(body)
-    result: dict[str, Any] = json.loads(body)
-    return result
+    return [r for r in read_responses(body, content_type) if isinstance(r, dict)]
 
 
 async def _keep_receipt(task_id: str, settlement: Any) -> None:
@@ -457,46 +486,53 @@ def error_code(code: str, text: str) -> str:
     return code.upper()
 
 
-def _failed(
-    rpc_id: Any,
-    uri: str,
-    task_id: str,
-    context_id: str,
-    v03: bool,
-    code: str,
-    text: str,
-    network: str,
-) -> JsonResponse:
+def _failed(reply: Reply, code: str, text: str, network: str) -> HttpResponse:
     """The task ``failed``: the payment refused, or the turn failed (nothing settled)."""
     receipt = {"success": False, "errorReason": text, "transaction": "", "network": network}
     metadata = {STATUS: "payment-failed", ERROR: error_code(code, text), RECEIPTS: [receipt]}
-    task = _task(task_id, context_id, TaskState.TASK_STATE_FAILED, text, metadata)
-    return _answer(rpc_id, _task_result(task, v03, metadata), uri)
+    task = _task(reply.task_id, reply.context_id, TaskState.TASK_STATE_FAILED, text, metadata)
+    return _answer(reply.rpc_id, _task_result(task, reply.v03, metadata), reply.uri, reply.stream)
 
 
-def _completed(rpc_id: Any, uri: str, paid: PaidResult, v03: bool) -> JsonResponse:
-    """The SDK's answer (the completed task), with the payment's receipt on its status."""
-    answer: dict[str, Any] = paid.result
+def _final_status(result: object) -> dict[str, Any] | None:
+    """The status a response (or a streamed event) carries: a task's or a status update's,
+    in either dialect."""
+    if not isinstance(result, dict):
+        return None
+    for key in ("task", "statusUpdate"):
+        inner = result.get(key)
+        if isinstance(inner, dict) and isinstance(inner.get("status"), dict):
+            status: dict[str, Any] = inner["status"]
+            return status
+    if result.get("kind") in ("task", "status-update") and isinstance(result.get("status"), dict):
+        found: dict[str, Any] = result["status"]
+        return found
+    return None
+
+
+def _completed(reply: Reply, paid: PaidResult) -> HttpResponse:
+    """The SDK's answer (the completed task, or its events), with the payment's receipt on
+    its last status."""
+    responses: list[dict[str, Any]] = [dict(r) for r in paid.result]
     receipt = (
         paid.settlement.model_dump(mode="json", by_alias=True, exclude_none=True)
         if paid.settlement is not None
         else {}
     )
     metadata = {STATUS: "payment-completed", RECEIPTS: [receipt]}
-    result = answer.get("result", {})
-    task = result if v03 else result.get("task", {})
-    status = task.setdefault("status", {})
-    message = status.get("message")
-    if not isinstance(message, dict):
-        message = {"messageId": uuid.uuid4().hex, "parts": []}
-        if v03:
-            message.update(kind="message", role="agent")
-            message["parts"] = [{"kind": "text", "text": "Payment completed."}]
-        else:
-            message.update(role="ROLE_AGENT", parts=[{"text": "Payment completed."}])
-        status["message"] = message
-    message["metadata"] = {**(message.get("metadata") or {}), **metadata}
-    response = JsonResponse({**answer, "id": rpc_id})
-    response["A2A-Extensions"] = uri
-    response["Cache-Control"] = "no-store"
-    return response
+    status = next(
+        (found for r in reversed(responses) if (found := _final_status(r.get("result")))),
+        None,
+    )
+    if status is not None:
+        message = status.get("message")
+        if not isinstance(message, dict):
+            message = {"messageId": uuid.uuid4().hex, "parts": []}
+            if reply.v03:
+                message.update(kind="message", role="agent")
+                message["parts"] = [{"kind": "text", "text": "Payment completed."}]
+            else:
+                message.update(role="ROLE_AGENT", parts=[{"text": "Payment completed."}])
+            status["message"] = message
+        message["metadata"] = {**(message.get("metadata") or {}), **metadata}
+    return _responses([{**r, "id": reply.rpc_id} for r in responses], reply.uri, reply.stream)
