@@ -33,15 +33,13 @@ from a2a.utils.errors import TaskNotFoundError
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from google.protobuf.json_format import MessageToDict
-from x402 import x402Client
-from x402.mechanisms.evm.exact import register_exact_evm_client
-from x402.schemas import PaymentRequired
 
 from aixyz_sessions import get_store
 from aixyz_sessions.agent.inband import EXTENSION_URI
 from aixyz_sessions.payments.local import get_local_facilitator
 from tests import mcp_helpers
 from tests.agent_app import agent_server
+from tests.test_agent_inband import sign
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PUT, GET = mcp_helpers.PUT, mcp_helpers.GET
@@ -117,14 +115,6 @@ def invocation(name: str, **arguments: Any) -> Message:
 def status_metadata(task: Task) -> dict[str, Any]:
     metadata: dict[str, Any] = MessageToDict(task.status.message.metadata)
     return metadata
-
-
-async def sign(account: LocalAccount, required: dict[str, Any]) -> dict[str, Any]:
-    client = x402Client()
-    register_exact_evm_client(client, account)
-    payload = await client.create_payment_payload(PaymentRequired.model_validate(required))
-    signed: dict[str, Any] = payload.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return signed
 
 
 def submission(task: Task, payload: dict[str, Any]) -> Message:
