@@ -330,3 +330,64 @@ async def test_a_text_turn_is_paid_in_band(monkeypatch: pytest.MonkeyPatch) -> N
     assert status_message(done)["metadata"]["x402.payment.status"] == "payment-completed"
     assert await get_store().get(account.address.lower(), "city") == "Lisbon"
     assert len(model.requests) == 2 and moved(account) == [1000]
+
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+async def test_in_band_payments_and_webhooks_keep_their_state_in_the_shared_store(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiting message, the paid task with its receipt and its webhook live in the
+    replay guard's store: the database or Redis, which every worker shares."""
+    from a2a.types import TaskState
+
+    from aixyz_sessions.agent.push import DISPATCH_OWNER
+    from aixyz_sessions.agent.tasks import PayerTaskStore
+    from aixyz_sessions.payments.runtime import get_runtime
+
+    if store == "database":
+        backend: Any = "aixyz_sessions.stores.db.DatabaseSessionStore"
+    else:
+        from tests.services import need_redis
+
+        need_redis()
+        prefix = f"inband-{uuid.uuid4().hex}"
+        options = {"url": "redis://127.0.0.1:6379/13", "key_prefix": prefix}
+        backend = {"BACKEND": "aixyz_sessions.stores.redis.RedisSessionStore", "OPTIONS": options}
+    account = Account.create()
+    hook = "https://hooks.example/a2a"  # kept; the screening is let through for this name
+    allowed = lambda url: _allowed(url, hook)  # noqa: E731
+    monkeypatch.setattr("aixyz_sessions.agent.push.validate_push_notification_url", allowed)
+    monkeypatch.setattr("aixyz_sessions.agent.server.validate_push_notification_url", allowed)
+    with agent_server(AIXYZ_SESSION_STORE=backend) as base:
+        message = v03_message(invoke(PUT, key="shared", value="yes"))
+        message["configuration"] = {"pushNotificationConfig": {"url": hook, "token": "t"}}
+        asked = await send(base, rpc("message/send", message))
+        task = asked.json()["result"]
+        records = get_runtime().records
+        assert await records.recall("a2a-x402-pending", f"a2a-pending:{task['id']}")
+        paid = await send(base, submission(task, await sign(account, required_of(task))))
+        assert paid.json()["result"]["status"]["state"] == "completed", paid.text
+        owner = account.address.lower()
+        assert await records.recall("a2a-x402-pending", f"a2a-pending:{task['id']}") is None
+        kept = await PayerTaskStore(lambda: records, lambda context: owner).get(
+            task["id"],
+            None,  # type: ignore[arg-type]
+        )
+        assert kept is not None and kept.status.state == TaskState.TASK_STATE_COMPLETED
+        assert "payment-completed" in str(kept.status.message.metadata)
+        webhooks = await records.recall(DISPATCH_OWNER, f"a2a-push:{task['id']}")
+        assert webhooks is not None  # where the dispatch path finds the task's webhooks
+        assert await _dispatch_urls(task["id"]) == [hook]
+        assert await get_store().get(owner, "shared") == "yes"
+
+
+async def _allowed(url: str, hook: str) -> bool:
+    return url == hook
+
+
+async def _dispatch_urls(task_id: str) -> list[str]:
+    from aixyz_sessions.agent.push import PayerPushConfigStore
+    from aixyz_sessions.payments.runtime import get_runtime
+
+    store = PayerPushConfigStore(lambda: get_runtime().records, lambda context: "")
+    return [config.url for config in await store.get_info_for_dispatch(task_id)]
