@@ -182,7 +182,9 @@ async def test_a_task_is_paid_once_and_its_payment_cannot_pay_another(base: str)
         "state"
     ] == "completed"
     again = await send(base, submission(first, payload))
-    assert again.status_code == 200 and "no task is awaiting" in again.json()["error"]["message"]
+    assert (
+        again.status_code == 200 and "no task awaits a payment" in again.json()["error"]["message"]
+    )
     # The same signed payment on a new pending task of the same price: a replay.
     second = await _pending(base, invoke(PUT, key="b", value="2"))
     replayed = await send(base, submission(second, payload))
@@ -391,3 +393,42 @@ async def _dispatch_urls(task_id: str) -> list[str]:
 
     store = PayerPushConfigStore(lambda: get_runtime().records, lambda context: "")
     return [config.url for config in await store.get_info_for_dispatch(task_id)]
+
+
+async def test_the_usual_mistakes_are_told_apart_and_leave_the_task_waiting(base: str) -> None:
+    """A typo in the status, a missing or malformed payload, a forgotten taskId: each is a
+    JSON-RPC error that says what to send, and the task can still be paid."""
+    account = Account.create()
+    task = await _pending(base, invoke(PUT, key="m", value="1"))
+    payload = await sign(account, required_of(task))
+    typo = submission(task, payload)
+    typo["params"]["message"]["metadata"]["x402.payment.status"] = "payment-submited"
+    missing = submission(task, payload)
+    del missing["params"]["message"]["metadata"]["x402.payment.payload"]
+    as_text = submission(task, json.dumps(payload))  # type: ignore[arg-type]
+    no_task = submission(task, payload)
+    del no_task["params"]["message"]["taskId"]
+    said = {}
+    for name, body in (("typo", typo), ("missing", missing), ("text", as_text), ("task", no_task)):
+        answer = await send(base, body)
+        assert answer.status_code == 200, answer.text
+        said[name] = answer.json()["error"]["message"]
+    assert "'payment-submited'" in said["typo"] and '"payment-submitted"' in said["typo"]
+    assert "x402.payment.payload is missing" in said["missing"]
+    assert "a JSON object" in said["text"]
+    assert "give the message the taskId" in said["task"]
+    paid = await send(base, submission(task, payload))
+    assert paid.json()["result"]["status"]["state"] == "completed" and moved(account) == [10000]
+
+
+async def test_the_docs_client_pays_in_band(base: str) -> None:
+    from tests.docs_examples import block
+
+    scope: dict[str, Any] = {}
+    exec(block("docs/agent.md", "import uuid", "pay_in_band"), scope)
+    account = Account.create()
+    task = await scope["pay_in_band"](base, account, PUT, {"key": "docs", "value": "ok"})
+    assert task["status"]["state"] == "completed", task
+    receipts = status_message(task)["metadata"]["x402.payment.receipts"]
+    assert receipts[0]["success"] is True and receipts[0]["payer"] == account.address
+    assert await get_store().get(account.address.lower(), "docs") == "ok"

@@ -297,16 +297,24 @@ async def test_a_snake_case_task_id_cannot_graft_the_pending_message_onto_a_paid
     ids=lambda value: repr(value)[:30],
 )
 async def test_a_submission_without_a_real_payment_runs_nothing(base: str, payload: Any) -> None:
+    """Nothing runs or is charged. A payload that is no payment at all is refused with a
+    JSON-RPC error and the task keeps waiting (the client may send a real one); one that
+    looks like a payment but is refused ends the task failed."""
     before = transfers()
     task = await pending(base, invoke(PUT, key="free", value="x"))
     answer = await send(base, submission(task["id"], payload))
     assert answer.status_code < 500, answer.text
-    if answer.status_code == 200:
+    assert transfers() == before
+    if "error" in answer.json():
+        assert "x402.payment.payload" in answer.json()["error"]["message"]
+        account = Account.create()
+        paid = await send(base, submission(task["id"], await sign(account, required_of(task))))
+        assert state_of(paid) == "completed" and moved(account) == [10000]
+    else:
         result = answer.json()["result"]
         assert result["status"]["state"] == "failed" and "artifacts" not in result
         assert meta(result)["x402.payment.status"] == "payment-failed"
         assert meta(result)["x402.payment.receipts"][0]["success"] is False
-    assert transfers() == before
 
 
 async def test_a_deeply_nested_payload_is_refused_without_an_error(base: str) -> None:
@@ -386,15 +394,15 @@ async def test_duplicate_keys_in_the_body_are_read_one_way(base: str) -> None:
 
 
 async def test_a_submission_over_the_http_402_path_cannot_reach_a_pending_task(base: str) -> None:
-    """Not activated: the submission is an ordinary message, priced by its own parts."""
+    """Not activated: a message with x402.payment metadata is refused (before any payment,
+    naming the extension to activate), and the pending task is untouched."""
     account = Account.create()
     task = await pending(base, invoke(PUT, key="http", value="x"))
     body = submission(task["id"], {"x402Version": 2}, parts=[invoke(GET, key="k")])
-    from tests.agent_app import paid_once
-
-    answer, _ = await paid_once(base, body)
-    assert answer.status_code != 200 or state_of(answer) != "completed", answer.text
-    assert await stored(account, "http") is None
+    async with httpx.AsyncClient(timeout=30) as plain:
+        answer = await plain.post(f"{base}/agent", json=body)
+    assert answer.status_code == 400 and EXTENSION_URI in answer.json()["error"]["message"]
+    assert await stored(account, "http") is None and moved(account) == []
     # The pending task is untouched: it is still paid, once, in band.
     paid = await send(base, submission(task["id"], await sign(account, required_of(task))))
     assert state_of(paid) == "completed" and moved(account) == [10000]

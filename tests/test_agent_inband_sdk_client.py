@@ -242,5 +242,5 @@ async def test_the_sdk_client_reads_an_in_band_error(base: str) -> None:
         payload = await sign(account, status_metadata(task)[REQUIRED])
         paid = await send(client, submission(task, payload), activated())
         assert paid.status.state == TaskState.TASK_STATE_COMPLETED
-        with pytest.raises(TaskNotFoundError, match="no task is awaiting this payment"):
+        with pytest.raises(TaskNotFoundError, match="no task awaits a payment"):
             await send(client, submission(task, payload), activated())

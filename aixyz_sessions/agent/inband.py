@@ -104,9 +104,10 @@ def activated(request: HttpRequest) -> str | None:
 
 
 def in_band_answer(rpc: dict[str, Any]) -> bool:
-    """Whether the message answers a pending payment (submits or rejects it): its own
-    parts are not a request, and are never priced or run."""
-    return _metadata(_message(rpc)).get(STATUS) in ("payment-submitted", "payment-rejected")
+    """Whether the message speaks of a payment (its metadata has ``x402.payment.status``,
+    whatever the value): it answers a pending task, its own parts are not a request, and
+    are never priced or run."""
+    return STATUS in _metadata(_message(rpc))
 
 
 def extension_of(required: bool) -> Any:
@@ -229,6 +230,14 @@ async def answer_in_band(
     status = _metadata(message).get(STATUS)
     if status in ("payment-submitted", "payment-rejected"):
         return await _settle_pending(request, rpc, rpc_id, uri, status, stream)
+    if STATUS in _metadata(message):
+        return _rpc_error(
+            rpc_id,
+            INVALID_PARAMS,
+            f"{STATUS} is {str(status)[:40]!r}: a message on a waiting task says "
+            '"payment-submitted" (with x402.payment.payload) or "payment-rejected"',
+            stream,
+        )
     assert ask is not None
     if _field(message, "taskId", "task_id"):
         return _rpc_error(
@@ -299,7 +308,18 @@ async def _settle_pending(
         except SessionStoreError as exc:
             return _failure(PaymentFailure.store(exc, "the A2A in-band payment"))
     if pending is None or not isinstance(task_id, str):
-        return _rpc_error(rpc_id, TASK_NOT_FOUND, "no task is awaiting this payment", stream)
+        text = (
+            "no task awaits a payment under this taskId (unknown, already paid or ended, "
+            f"or waiting longer than {int(PENDING_SECONDS // 60)} minutes)"
+            if task_id
+            else "a payment is sent on its task: give the message the taskId of the "
+            "input-required task"
+        )
+        return _rpc_error(rpc_id, TASK_NOT_FOUND, text, stream)
+    if status == "payment-submitted":
+        problem = _unusable_payload(_metadata(message).get(PAYLOAD))
+        if problem is not None:  # the task keeps waiting: the client may send it right
+            return _rpc_error(rpc_id, INVALID_PARAMS, problem, stream)
     state = bounded_json.loads(pending)
     original = state["rpc"]
     if isinstance(original, str):  # kept by the first version: the message as a string
@@ -424,6 +444,22 @@ async def _run(
     if status != 200:
         raise TurnFailed(body)
     return [r for r in read_responses(body, content_type) if isinstance(r, dict)]
+
+
+def _unusable_payload(payload: object) -> str | None:
+    """Why ``x402.payment.payload`` cannot be a payment (``None``: it can be tried)."""
+    from ..payments.authorization import PaymentHeaderError
+    from ..payments.messages import screened_payment
+
+    if payload is None:
+        return f"{PAYLOAD} is missing: send the signed PaymentPayload (a JSON object)"
+    try:
+        screened_payment(payload)
+    except PaymentHeaderError as exc:
+        return (
+            f"{PAYLOAD} is not a payment: send the signed PaymentPayload as a JSON object ({exc})"
+        )
+    return None
 
 
 async def _keep_receipt(task_id: str, settlement: Any) -> None:

@@ -61,7 +61,7 @@ from ..payments.decorators import (
     priced_per_request,
     refused_before_work,
 )
-from .asks import INVALID_REQUEST, Ask, MessageRefused, read_ask
+from .asks import INVALID_PARAMS, INVALID_REQUEST, Ask, MessageRefused, read_ask
 from .card import build_card, card_json
 from .conf import AgentConfig, AgentConfigError, get_agent_config
 from .executor import EXACT_JSON
@@ -152,7 +152,7 @@ def price_of_agent_call(request: HttpRequest, kwargs: dict[str, Any]) -> PaidSpe
     if not isinstance(method, str):
         return None  # an invalid request: the view refuses it
     if method in MESSAGE_METHODS:
-        if activated(request) or config.x402_extension_required:
+        if activated(request) or config.x402_extension_required or in_band_answer(rpc):
             return None  # paid inside the conversation, or refused (the view: agent.inband)
         ask = _ask(request, rpc)
         return ask.spec if isinstance(ask, Ask) else None
@@ -330,7 +330,16 @@ async def agent(request: HttpRequest) -> HttpResponse:
                 _id(rpc),
             )
             return refused_before_work(refused)
-        if uri is not None and in_band_answer(rpc):
+        if in_band_answer(rpc):
+            if uri is None:  # a payment in band, without the extension that carries it
+                refused = _error(
+                    400,
+                    INVALID_PARAMS,
+                    f"the message carries x402.payment metadata: activate {EXTENSION_URI} "
+                    "(A2A-Extensions header) to pay inside the conversation",
+                    _id(rpc),
+                )
+                return refused_before_work(refused)
             return await answer_in_band(request, rpc, None, _id(rpc), uri)
         found = _ask(request, rpc)
         if isinstance(found, MessageRefused):

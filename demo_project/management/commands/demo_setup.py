@@ -39,7 +39,7 @@ The demo ("x402 sessions") is starting on {url}  (Ctrl-C stops it)
 
 In another terminal, make paid calls as two fresh payers and watch them stay apart:
 
-  .venv/bin/python manage.py demo_call                 # --transport ws | mcp | a2a, --url {url}
+  .venv/bin/python manage.py demo_call   # --transport ws | mcp | a2a | a2a-inband, --url {url}
 
 Payments go through the local facilitator: signatures are really verified, NO MONEY MOVES.
 """
