@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.demo_server import DemoServer, admin_client, demo_server
-from tests.test_demo_channels import check_one_channel
+from tests.test_demo_channels import batch_call, check_one_channel
 from tests.test_demo_e2e import CHANGELIST, check_settlements, payers
 
 
@@ -55,18 +55,7 @@ def test_demo_call_pays_every_tool_inside_the_a2a_conversation(server: DemoServe
 def test_demo_call_batch_pays_in_band_through_one_channel(server: DemoServer) -> None:
     """``--scheme batch``: the deposit, then a voucher per call, each inside the conversation
     (the caller hands each settlement back to the x402 client, as its HTTP client does)."""
-    done = server.manage(
-        "demo_call",
-        "--url",
-        server.url,
-        "--scheme",
-        "batch",
-        "--transport",
-        "a2a-inband",
-        "--calls",
-        "3",
-        timeout=120,
-    )
+    done = batch_call(server, "a2a-inband", 3)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " over a2a-inband;" in done.stdout
     check_one_channel(done.stdout, 3)

@@ -56,6 +56,7 @@ from ..exceptions import SessionStoreError
 from ..hosts import public_origin
 from ..payments.failures import INVALID_PAYMENT, REPLAYED, PaymentFailure
 from ..payments.messages import MessageCall, PaidResult, call_paid, payment_required
+from ..payments.middleware import _failure
 from ..payments.retries import fingerprint
 from ..payments.runtime import get_runtime
 from .asks import INVALID_PARAMS, Ask
@@ -138,14 +139,17 @@ def _field(message: dict[str, Any], camel: str, snake: str) -> Any:
 
 
 def _rpc_error(rpc_id: Any, code: int, text: str, stream: bool = False) -> HttpResponse:
-    """A JSON-RPC error, with HTTP 200 as the A2A SDK's own server sends them (its client
-    reads an error only from a 2xx body), as one event to a streaming request. Nothing
-    settles on an in-band answer's status: the paid-call core settles the payment."""
-    body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": text}}
+    """The view's JSON-RPC error, but with HTTP 200 as the A2A SDK's own server sends them
+    (its client reads an error only from a 2xx body), and as one event to a streaming
+    request. Nothing settles on an in-band answer's status: the paid-call core settles."""
+    from .views import _error
+
+    answer = _error(200, code, text, rpc_id)
     if stream:
-        events = b"data: " + json.dumps(body).encode() + b"\r\n\r\n"
-        return HttpResponse(events, content_type="text/event-stream")
-    return JsonResponse(body)
+        return HttpResponse(
+            b"data: " + answer.content + b"\r\n\r\n", content_type="text/event-stream"
+        )
+    return answer
 
 
 def _task(task_id: str, context_id: str, state: int, text: str, metadata: dict[str, Any]) -> Task:
@@ -194,16 +198,6 @@ def _responses(responses: list[dict[str, Any]], uri: str, stream: bool) -> HttpR
         response = JsonResponse(responses[-1])
     response["A2A-Extensions"] = uri
     response["Cache-Control"] = "no-store"
-    return response
-
-
-def _failure(failure: PaymentFailure) -> JsonResponse:
-    """The server cannot take the payment now (a store or the facilitator is down)."""
-    response = JsonResponse(
-        {"error": failure.code, "message": failure.message}, status=failure.status
-    )
-    if failure.retry_after is not None:
-        response["Retry-After"] = str(failure.retry_after)
     return response
 
 

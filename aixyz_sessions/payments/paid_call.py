@@ -255,94 +255,69 @@ class PaidCall:
         staged writes are dropped, and an authorization whose work started
         stays spent. Use inside ``async with PaidCall(...)``.
         """
-        with self.report.call():
-            return await self._run(
-                server,
-                context,
-                work,
-                answer=answer,
-                succeeded=succeeded,
-                refused_before_work=refused_before_work,
-                response_headers=response_headers,
-                discard=discard,
-                settled=settled,
-            )
-
-    async def _run(
-        self,
-        server: x402HTTPResourceServer,
-        context: HTTPRequestContext,
-        work: Callable[[], Awaitable[W]],
-        *,
-        answer: Callable[[W, ProcessSettleResult], dict[str, Any] | None],
-        succeeded: Callable[[W], bool],
-        refused_before_work: Callable[[W], bool],
-        response_headers: Callable[[W], dict[str, str]] | None,
-        discard: Callable[[W], None] | None,
-        settled: Callable[[W, ProcessSettleResult], Awaitable[None]] | None,
-    ) -> Outcome[W]:
-        kept = await self.kept_answer()
-        if kept is not None:  # a retry of a call already served: its answer again
-            assert self.retry is not None
-            signals.send(
-                signals.payment_replayed, PaidCall, payer=self.retry.payer, resource=self.where
-            )
-            self.report.outcome = "kept"
-            return Outcome(kept=kept)
-        with (
-            self.report.phase("verify"),
-            facilitator_failures() as failures,
-            storage_failures() as channels_down,
-            self.verifying(),
-        ):
-            verified = await server.process_http_request(context)
-            if verified.type == "payment-verified":
-                self.report.terms(verified.payment_requirements)
-        if channels_down:
-            raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
-        if failures:
-            raise PaymentFailure.facilitator(failures)
-        if verified.type != "payment-verified":
-            instructions = verified.response
-            reason = self.refusal(context.payment_header or "", reason_of(instructions))
-            self._refused(reason)
-            self.report.outcome = "refused"
-            return Outcome(refused=True, instructions=instructions, reason=reason)
-        self.cancellation = verified.cancellation_dispatcher
-        try:
-            await self.claim()
-        except PaymentFailure as failure:
-            if failure.code == INVALID_PAYMENT:
-                self._refused(failure.message, replayed=failure.message == REPLAYED)
-            raise
-        self.report.payer(self.authorization.payer if self.authorization else None)
-        self._signal_payment(signals.payment_verified, verified.payment_requirements)
-        self.meter = self.meter_for(verified.payment_requirements)
-        async with self.bound():
-            value = await work()
-        overrides = None if self.meter is None else self.meter.settlement_overrides()
-        if self.meter is not None:
-            self.meter.closed = True  # a streamed body cannot charge after the fact
-        if not succeeded(value):
-            if refused_before_work(value):
-                self.refused_before_work()  # the authorization may be used again
-            return Outcome(ran=True, value=value)  # not settled; the staged writes go
-        headers = response_headers(value) if response_headers is not None else None
-        try:
-            settlement = await self.settle(
-                server,
-                verified,
-                context,
-                response_headers=headers,
-                answer=lambda settlement: answer(value, settlement),
-                settlement_overrides=overrides,
-                before_commit=None if settled is None else (lambda s: settled(value, s)),
-            )
-        except PaymentFailure:
-            if discard is not None:
-                discard(value)
-            raise
-        return Outcome(ran=True, value=value, settlement=settlement)
+        with self.report.call():  # the call's span; its outcome counted on the way out
+            kept = await self.kept_answer()
+            if kept is not None:  # a retry of a call already served: its answer again
+                assert self.retry is not None
+                signals.send(
+                    signals.payment_replayed, PaidCall, payer=self.retry.payer, resource=self.where
+                )
+                self.report.outcome = "kept"
+                return Outcome(kept=kept)
+            with (
+                self.report.phase("verify"),
+                facilitator_failures() as failures,
+                storage_failures() as channels_down,
+                self.verifying(),
+            ):
+                verified = await server.process_http_request(context)
+                if verified.type == "payment-verified":
+                    self.report.terms(verified.payment_requirements)
+            if channels_down:
+                raise PaymentFailure.store(channels_down[0], f"the channel storage ({self.where})")
+            if failures:
+                raise PaymentFailure.facilitator(failures)
+            if verified.type != "payment-verified":
+                instructions = verified.response
+                reason = self.refusal(context.payment_header or "", reason_of(instructions))
+                self._refused(reason)
+                self.report.outcome = "refused"
+                return Outcome(refused=True, instructions=instructions, reason=reason)
+            self.cancellation = verified.cancellation_dispatcher
+            try:
+                await self.claim()
+            except PaymentFailure as failure:
+                if failure.code == INVALID_PAYMENT:
+                    self._refused(failure.message, replayed=failure.message == REPLAYED)
+                raise
+            self.report.payer(self.authorization.payer if self.authorization else None)
+            self._signal_payment(signals.payment_verified, verified.payment_requirements)
+            self.meter = self.meter_for(verified.payment_requirements)
+            async with self.bound():
+                value = await work()
+            overrides = None if self.meter is None else self.meter.settlement_overrides()
+            if self.meter is not None:
+                self.meter.closed = True  # a streamed body cannot charge after the fact
+            if not succeeded(value):
+                if refused_before_work(value):
+                    self.refused_before_work()  # the authorization may be used again
+                return Outcome(ran=True, value=value)  # not settled; the staged writes go
+            headers = response_headers(value) if response_headers is not None else None
+            try:
+                settlement = await self.settle(
+                    server,
+                    verified,
+                    context,
+                    response_headers=headers,
+                    answer=lambda settlement: answer(value, settlement),
+                    settlement_overrides=overrides,
+                    before_commit=None if settled is None else (lambda s: settled(value, s)),
+                )
+            except PaymentFailure:
+                if discard is not None:
+                    discard(value)
+                raise
+            return Outcome(ran=True, value=value, settlement=settlement)
 
     async def kept_answer(self) -> dict[str, Any] | None:
         """Before verification: the kept answer of this call's first run, if it is a retry.
