@@ -152,14 +152,18 @@ def _rpc_error(rpc_id: Any, code: int, text: str, stream: bool = False) -> HttpR
     return answer
 
 
-def _task(task_id: str, context_id: str, state: int, text: str, metadata: dict[str, Any]) -> Task:
-    message = Message(
+def _agent_message(task_id: str, context_id: str, text: str) -> Message:
+    return Message(
         message_id=uuid.uuid4().hex,
         role=Role.ROLE_AGENT,
         parts=[Part(text=text)],
         task_id=task_id,
         context_id=context_id,
     )
+
+
+def _task(task_id: str, context_id: str, state: int, text: str, metadata: dict[str, Any]) -> Task:
+    message = _agent_message(task_id, context_id, text)
     message.metadata.update(metadata)
     return Task(
         id=task_id,
@@ -467,15 +471,7 @@ async def _keep_receipt(task_id: str, settlement: Any) -> None:
         return
     receipt = settlement.model_dump(mode="json", by_alias=True, exclude_none=True)
     if not task.status.HasField("message"):
-        task.status.message.CopyFrom(
-            Message(
-                message_id=uuid.uuid4().hex,
-                role=Role.ROLE_AGENT,
-                parts=[Part(text="Payment completed.")],
-                task_id=task_id,
-                context_id=task.context_id,
-            )
-        )
+        task.status.message.CopyFrom(_agent_message(task_id, task.context_id, "Payment completed."))
     task.status.message.metadata.update({STATUS: "payment-completed", RECEIPTS: [receipt]})
     await store.save(task, context)
 
